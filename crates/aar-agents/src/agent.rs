@@ -1,0 +1,492 @@
+//! The agent loop: a [`Policy`] proposes the next assistant message (text and
+//! tool calls), the loop runs the calls through the [`Toolbox`], and
+//! everything goes through the [`Ledger`] (budgets) and the [`Transcript`].
+//!
+//! Memory across context limits: when the last response's context nears
+//! `context_tokens * fresh_session_at`, the loop starts a fresh session seeded
+//! with the system prompt, the starting direction, the notebook and a short
+//! summary of the last turns. A restart starts a fresh session the same way.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::future::BoxFuture;
+
+use crate::accounting::{BudgetExceeded, Ledger, LedgerError};
+use crate::directions::Direction;
+use crate::llm::{ContentBlock, LanguageModel, LlmError, Message, Role, ToolSpec, Usage};
+use crate::tools::Toolbox;
+use crate::transcript::{Event, Transcript, TranscriptError};
+
+/// What a policy sees: the session so far.
+#[derive(Debug, Clone, Copy)]
+pub struct Turn<'a> {
+    /// System prompt.
+    pub system: &'a str,
+    /// The session's messages (starts with a user message, ends with one).
+    pub messages: &'a [Message],
+    /// The tools.
+    pub tools: &'a [ToolSpec],
+}
+
+/// One LLM call behind a step (absent for policies that call none).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmCall {
+    /// The model, as priced.
+    pub model: String,
+    /// Tokens.
+    pub usage: Usage,
+    /// Attempts it took.
+    pub attempts: u32,
+}
+
+/// What a policy decided: the assistant message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyStep {
+    /// Text and tool calls.
+    pub content: Vec<ContentBlock>,
+    /// Why the model stopped, if it says.
+    pub stop_reason: Option<String>,
+    /// The LLM call, if any.
+    pub llm: Option<LlmCall>,
+}
+
+/// Why a policy could not decide.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The LLM failed (after retries).
+    #[error(transparent)]
+    Llm(#[from] LlmError),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Decides an agent's next message. The LLM policy is [`LlmPolicy`]; a
+/// scripted offline researcher implements the same trait.
+pub trait Policy: Send {
+    /// The next assistant message for `turn`.
+    fn step<'a>(&'a mut self, turn: Turn<'a>) -> BoxFuture<'a, Result<PolicyStep, PolicyError>>;
+}
+
+/// A policy that asks a language model.
+pub struct LlmPolicy {
+    model: Arc<dyn LanguageModel>,
+    max_tokens: u32,
+}
+
+impl std::fmt::Debug for LlmPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmPolicy")
+            .field("model", &self.model.model())
+            .field("max_tokens", &self.max_tokens)
+            .finish()
+    }
+}
+
+impl LlmPolicy {
+    /// Over `model`, at most `max_tokens` output tokens a step.
+    pub fn new(model: Arc<dyn LanguageModel>, max_tokens: u32) -> LlmPolicy {
+        LlmPolicy { model, max_tokens }
+    }
+}
+
+impl Policy for LlmPolicy {
+    fn step<'a>(&'a mut self, turn: Turn<'a>) -> BoxFuture<'a, Result<PolicyStep, PolicyError>> {
+        Box::pin(async move {
+            let response = self
+                .model
+                .complete(crate::llm::ChatRequest {
+                    system: turn.system,
+                    messages: turn.messages,
+                    tools: turn.tools,
+                    max_tokens: self.max_tokens,
+                })
+                .await?;
+            Ok(PolicyStep {
+                content: response.content,
+                stop_reason: response.stop_reason,
+                llm: Some(LlmCall {
+                    model: self.model.model().to_owned(),
+                    usage: response.usage,
+                    attempts: response.attempts,
+                }),
+            })
+        })
+    }
+}
+
+/// The default system prompt: the problem, the rules, no workflow.
+pub const SYSTEM_PROMPT: &str = "You are an automated alignment researcher working on \
+weak-to-strong supervision. A weak teacher model, trained on gold labels, has labeled an \
+unlabeled set; a stronger student is trained on those weak labels. The score is PGR, the \
+performance gap recovered: (student - weak) / (ceiling - weak), where the ceiling is the student \
+trained on gold labels. Your goal is methods that raise PGR and hold up on data you never see.\n\n\
+You work in a sandbox with no network and no labels. You share a forum and a code store with \
+other researchers; the research server scores your predictions (rounded, budgeted) and keeps a \
+leaderboard of server-computed scores only. Reading labels off the scorer, the data or the tests \
+is cheating and is detected and disqualified. Share what you learn, with evidence. Keep your \
+notebook current: it is your memory when your context is reset.";
+
+/// Configuration of one agent.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Unique name (ledger key, transcript field).
+    pub name: String,
+    /// Directory for the transcript (`transcript.jsonl`); the notebook lives
+    /// wherever the toolbox's notebook says (usually here too).
+    pub state_dir: PathBuf,
+    /// System prompt.
+    pub system_prompt: String,
+    /// Starting direction.
+    pub direction: Direction,
+    /// The model's context window, in tokens.
+    pub context_tokens: u64,
+    /// Fraction of the window at which a fresh session starts.
+    pub fresh_session_at: f64,
+    /// Stop after this many steps in one [`Agent::run`] (`None`: until a budget stops it).
+    pub max_steps: Option<u64>,
+    /// Said to the model when it answers without a tool call (`None`: such an
+    /// answer ends the run).
+    pub continue_prompt: Option<String>,
+    /// How many recent messages the summary of a fresh session draws on.
+    pub summary_messages: usize,
+}
+
+impl AgentConfig {
+    /// Defaults for `name` in `state_dir` with `direction`.
+    pub fn new(name: &str, state_dir: PathBuf, direction: Direction) -> AgentConfig {
+        AgentConfig {
+            name: name.to_owned(),
+            state_dir,
+            system_prompt: SYSTEM_PROMPT.to_owned(),
+            direction,
+            context_tokens: 200_000,
+            fresh_session_at: 0.8,
+            max_steps: None,
+            continue_prompt: Some(
+                "Continue your research. Use your tools; update your notebook with what you learn."
+                    .to_owned(),
+            ),
+            summary_messages: 8,
+        }
+    }
+}
+
+/// Why the loop itself failed (not a tool: tools report errors to the model).
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The policy failed.
+    #[error("policy: {0}")]
+    Policy(#[from] PolicyError),
+    /// The ledger could not be written.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The transcript could not be written.
+    #[error(transparent)]
+    Transcript(#[from] TranscriptError),
+    /// Reading the notebook failed.
+    #[error("notebook: {0}")]
+    Notebook(std::io::Error),
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// A budget is used up.
+    Budget(BudgetExceeded),
+    /// `max_steps` reached.
+    MaxSteps,
+    /// The policy answered without tool calls and there is no continue prompt.
+    Finished,
+}
+
+/// A run's outcome and size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Policy steps taken in this run.
+    pub steps: u64,
+    /// Sessions started in this run.
+    pub sessions: u64,
+}
+
+/// One researcher.
+pub struct Agent {
+    config: AgentConfig,
+    policy: Box<dyn Policy>,
+    tools: Toolbox,
+    ledger: Ledger,
+    transcript: Transcript,
+    specs: Vec<ToolSpec>,
+    messages: Vec<Message>,
+    step: u64,
+    session: u64,
+    last_context: u64,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("name", &self.config.name)
+            .field("step", &self.step)
+            .field("session", &self.session)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Agent {
+    /// An agent; reads its transcript to resume step and session numbers.
+    pub fn new(
+        config: AgentConfig,
+        policy: Box<dyn Policy>,
+        tools: Toolbox,
+        ledger: Ledger,
+    ) -> Result<Agent, AgentError> {
+        let path = config.state_dir.join("transcript.jsonl");
+        let previous = Transcript::read(&path)?;
+        let step = previous.iter().map(|r| r.step + 1).max().unwrap_or(0);
+        let session = previous
+            .iter()
+            .filter(|r| matches!(r.event, Event::SessionStart { .. }))
+            .count() as u64;
+        let messages: Vec<Message> = previous
+            .into_iter()
+            .filter_map(|r| match r.event {
+                Event::Message { message } => Some(message),
+                _ => None,
+            })
+            .collect();
+        let keep = messages.len().saturating_sub(config.summary_messages);
+        let transcript = Transcript::open(&path, &config.name)?;
+        let specs = tools.specs();
+        Ok(Agent {
+            config,
+            policy,
+            tools,
+            ledger,
+            transcript,
+            specs,
+            messages: messages[keep..].to_vec(),
+            step,
+            session,
+            last_context: 0,
+        })
+    }
+
+    /// The transcript file.
+    pub fn transcript_path(&self) -> PathBuf {
+        self.config.state_dir.join("transcript.jsonl")
+    }
+
+    /// Runs until a budget, `max_steps`, or the policy's end.
+    pub async fn run(&mut self) -> Result<RunSummary, AgentError> {
+        self.ledger.start_agent(&self.config.name);
+        let result = self.run_inner().await;
+        let stopped = self.ledger.stop_agent(&self.config.name);
+        let summary = result?;
+        stopped?;
+        Ok(summary)
+    }
+
+    async fn run_inner(&mut self) -> Result<RunSummary, AgentError> {
+        let mut steps = 0u64;
+        let mut sessions = 1u64;
+        let reason = if self.session == 0 { "start" } else { "resume" };
+        self.begin_session(reason)?;
+        loop {
+            if let Some(max) = self.config.max_steps
+                && steps >= max
+            {
+                return self.finish(Outcome::MaxSteps, steps, sessions);
+            }
+            if let Err(budget) = self.ledger.check(&self.config.name) {
+                return self.finish(Outcome::Budget(budget), steps, sessions);
+            }
+            let threshold =
+                (self.config.context_tokens as f64 * self.config.fresh_session_at) as u64;
+            if self.last_context >= threshold {
+                self.begin_session("context_limit")?;
+                sessions += 1;
+            }
+            let turn = Turn {
+                system: &self.config.system_prompt,
+                messages: &self.messages,
+                tools: &self.specs,
+            };
+            let decided = self.policy.step(turn).await?;
+            steps += 1;
+            if let Some(call) = &decided.llm {
+                let cost = self
+                    .ledger
+                    .record_llm(&self.config.name, &call.model, &call.usage)?;
+                self.last_context = call.usage.context_tokens();
+                self.transcript.append(
+                    self.step,
+                    Event::Usage {
+                        model: call.model.clone(),
+                        usage: call.usage,
+                        cost_nanodollars: cost,
+                        attempts: call.attempts,
+                    },
+                )?;
+            }
+            let mut content = decided.content;
+            if content.is_empty() {
+                content.push(ContentBlock::text("(no output)"));
+            }
+            let assistant = Message {
+                role: Role::Assistant,
+                content,
+            };
+            self.push(assistant.clone())?;
+            let calls: Vec<(String, String, serde_json::Value)> = assistant
+                .tool_uses()
+                .map(|(id, name, input)| (id.to_owned(), name.to_owned(), input.clone()))
+                .collect();
+            if calls.is_empty() {
+                match self.config.continue_prompt.clone() {
+                    Some(prompt) => {
+                        self.push(Message::user_text(prompt))?;
+                        self.step += 1;
+                        continue;
+                    }
+                    None => return self.finish(Outcome::Finished, steps, sessions),
+                }
+            }
+            let mut results = Vec::with_capacity(calls.len());
+            for (id, name, input) in calls {
+                if let Err(budget) = self.ledger.check(&self.config.name) {
+                    return self.finish(Outcome::Budget(budget), steps, sessions);
+                }
+                let started = Instant::now();
+                tracing::info!(agent = %self.config.name, step = self.step, tool = %name, "tool call");
+                let output = self.tools.call(&name, &input).await;
+                self.ledger.record_tool(&self.config.name)?;
+                self.transcript.append(
+                    self.step,
+                    Event::ToolCall {
+                        id: id.clone(),
+                        name,
+                        input,
+                        output: output.content.clone(),
+                        is_error: output.is_error,
+                        elapsed_ms: u64::try_from(started.elapsed().as_millis())
+                            .unwrap_or(u64::MAX),
+                    },
+                )?;
+                results.push(ContentBlock::ToolResult {
+                    tool_use_id: id,
+                    content: output.content,
+                    is_error: output.is_error,
+                });
+            }
+            self.push(Message {
+                role: Role::User,
+                content: results,
+            })?;
+            self.step += 1;
+        }
+    }
+
+    fn push(&mut self, message: Message) -> Result<(), AgentError> {
+        self.transcript.append(
+            self.step,
+            Event::Message {
+                message: message.clone(),
+            },
+        )?;
+        self.messages.push(message);
+        Ok(())
+    }
+
+    fn finish(
+        &mut self,
+        outcome: Outcome,
+        steps: u64,
+        sessions: u64,
+    ) -> Result<RunSummary, AgentError> {
+        let (reason, budget) = match &outcome {
+            Outcome::Budget(b) => (b.to_string(), Some(*b)),
+            Outcome::MaxSteps => ("max_steps".to_owned(), None),
+            Outcome::Finished => ("finished".to_owned(), None),
+        };
+        tracing::info!(agent = %self.config.name, %reason, steps, "agent stopped");
+        self.transcript
+            .append(self.step, Event::Stop { reason, budget })?;
+        Ok(RunSummary {
+            outcome,
+            steps,
+            sessions,
+        })
+    }
+
+    /// Replaces the conversation with a fresh first message.
+    fn begin_session(&mut self, reason: &str) -> Result<(), AgentError> {
+        let notebook = self.tools.notebook().read().map_err(AgentError::Notebook)?;
+        let mut first = format!("Your starting direction:\n{}\n", self.config.direction.text);
+        if notebook.trim().is_empty() {
+            first += "\nYour notebook is empty.\n";
+        } else {
+            first += &format!("\nYour notebook:\n<notebook>\n{notebook}\n</notebook>\n");
+        }
+        if !self.messages.is_empty() {
+            first += &format!(
+                "\nYour context was reset. The last turns before the reset:\n{}\n",
+                summarize(&self.messages, self.config.summary_messages)
+            );
+        }
+        first += "\nThere is no prescribed workflow: decide what to do next.";
+        let first = Message::user_text(first);
+        self.transcript.append(
+            self.step,
+            Event::SessionStart {
+                session: self.session,
+                reason: reason.to_owned(),
+                system: self.config.system_prompt.clone(),
+                first: first.clone(),
+            },
+        )?;
+        tracing::info!(agent = %self.config.name, session = self.session, reason, "session start");
+        self.session += 1;
+        self.messages = vec![first];
+        self.last_context = 0;
+        Ok(())
+    }
+}
+
+/// A few lines per message of the last `n` messages: text and tool calls,
+/// each cut to 300 characters.
+pub fn summarize(messages: &[Message], n: usize) -> String {
+    let cut = |s: &str| -> String {
+        let mut t: String = s.chars().take(300).collect();
+        if s.chars().count() > 300 {
+            t += "...";
+        }
+        t.replace('\n', " ")
+    };
+    let mut out = String::new();
+    for message in &messages[messages.len().saturating_sub(n)..] {
+        let who = match message.role {
+            Role::User => "you were told",
+            Role::Assistant => "you said",
+        };
+        for block in &message.content {
+            match block {
+                ContentBlock::Text { text } => out += &format!("- {who}: {}\n", cut(text)),
+                ContentBlock::ToolUse { name, input, .. } => {
+                    out += &format!("- you called {name}: {}\n", cut(&input.to_string()));
+                }
+                ContentBlock::ToolResult {
+                    content, is_error, ..
+                } => {
+                    let what = if *is_error { "error" } else { "result" };
+                    out += &format!("- tool {what}: {}\n", cut(content));
+                }
+            }
+        }
+    }
+    out
+}

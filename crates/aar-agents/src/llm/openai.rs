@@ -1,0 +1,318 @@
+//! OpenAI-compatible chat completions (`POST {base}/chat/completions`), with
+//! function calling; for OpenAI itself or a local model server (vLLM,
+//! llama.cpp, Ollama). Not streamed: one JSON answer per request.
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde_json::{Value, json};
+
+use super::{
+    ApiKey, ChatRequest, ChatResponse, ContentBlock, LanguageModel, LlmError, RetryPolicy, Role,
+    Usage, retry_after, with_retries,
+};
+
+/// Configuration of [`OpenAiClient`].
+#[derive(Debug, Clone)]
+pub struct OpenAiConfig {
+    /// Base URL including the version path, e.g. `https://api.openai.com/v1`
+    /// or `http://127.0.0.1:8000/v1`.
+    pub base_url: String,
+    /// Model name.
+    pub model: String,
+    /// The key (`None` for local servers without one).
+    pub api_key: Option<ApiKey>,
+    /// Retries.
+    pub retry: RetryPolicy,
+    /// Timeout of one whole request.
+    pub request_timeout: Duration,
+}
+
+impl OpenAiConfig {
+    /// Defaults for `model` at `base_url`, the key from `OPENAI_API_KEY` if set.
+    pub fn new(base_url: &str, model: &str) -> OpenAiConfig {
+        OpenAiConfig {
+            base_url: base_url.to_owned(),
+            model: model.to_owned(),
+            api_key: ApiKey::from_env("OPENAI_API_KEY").ok(),
+            retry: RetryPolicy::default(),
+            request_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// A chat-completions client.
+#[derive(Debug, Clone)]
+pub struct OpenAiClient {
+    config: OpenAiConfig,
+    http: reqwest::Client,
+}
+
+impl OpenAiClient {
+    /// A client.
+    pub fn new(config: OpenAiConfig) -> Result<OpenAiClient, LlmError> {
+        let http = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .build()
+            .map_err(|e| LlmError::Transport(e.to_string()))?;
+        Ok(OpenAiClient { config, http })
+    }
+
+    async fn attempt(&self, body: &Value) -> Result<ChatResponse, (LlmError, Option<Duration>)> {
+        let url = format!(
+            "{}/chat/completions",
+            self.config.base_url.trim_end_matches('/')
+        );
+        let mut request = self.http.post(url).json(body);
+        if let Some(key) = &self.config.api_key {
+            request = request.bearer_auth(key.expose());
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| (LlmError::Transport(e.without_url().to_string()), None))?;
+        let status = response.status();
+        let after = retry_after(response.headers());
+        let text = response
+            .text()
+            .await
+            .map_err(|e| (LlmError::Transport(e.without_url().to_string()), None))?;
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if !status.is_success() {
+            return Err((
+                LlmError::Api {
+                    status: status.as_u16(),
+                    kind: v["error"]["type"]
+                        .as_str()
+                        .or(v["error"]["code"].as_str())
+                        .unwrap_or("http_error")
+                        .to_owned(),
+                    message: v["error"]["message"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| text.chars().take(500).collect()),
+                },
+                after,
+            ));
+        }
+        parse_response(&v).map_err(|e| (e, None))
+    }
+}
+
+impl LanguageModel for OpenAiClient {
+    fn model(&self) -> &str {
+        &self.config.model
+    }
+
+    fn complete<'a>(
+        &'a self,
+        request: ChatRequest<'a>,
+    ) -> BoxFuture<'a, Result<ChatResponse, LlmError>> {
+        Box::pin(async move {
+            let body = request_body(&self.config.model, &request);
+            let (mut response, attempts) =
+                with_retries(&self.config.retry, || self.attempt(&body)).await?;
+            response.attempts = attempts;
+            Ok(response)
+        })
+    }
+}
+
+/// The request body, translated from content blocks to chat messages.
+pub fn request_body(model: &str, request: &ChatRequest<'_>) -> Value {
+    let mut messages = vec![json!({ "role": "system", "content": request.system })];
+    for message in request.messages {
+        match message.role {
+            Role::Assistant => {
+                let calls: Vec<Value> = message
+                    .tool_uses()
+                    .map(|(id, name, input)| {
+                        json!({
+                            "id": id, "type": "function",
+                            "function": { "name": name, "arguments": input.to_string() },
+                        })
+                    })
+                    .collect();
+                let mut m = json!({ "role": "assistant", "content": message.text() });
+                if !calls.is_empty() {
+                    m["tool_calls"] = Value::from(calls);
+                }
+                messages.push(m);
+            }
+            Role::User => {
+                let mut text = String::new();
+                for block in &message.content {
+                    match block {
+                        ContentBlock::ToolResult {
+                            tool_use_id,
+                            content,
+                            ..
+                        } => messages.push(
+                            json!({ "role": "tool", "tool_call_id": tool_use_id, "content": content }),
+                        ),
+                        ContentBlock::Text { text: t } => text += t,
+                        ContentBlock::ToolUse { .. } => {}
+                    }
+                }
+                if !text.is_empty() {
+                    messages.push(json!({ "role": "user", "content": text }));
+                }
+            }
+        }
+    }
+    let tools: Vec<Value> = request
+        .tools
+        .iter()
+        .map(|t| {
+            json!({ "type": "function", "function": {
+                "name": t.name, "description": t.description, "parameters": t.input_schema,
+            }})
+        })
+        .collect();
+    let mut body =
+        json!({ "model": model, "messages": messages, "max_tokens": request.max_tokens });
+    if !tools.is_empty() {
+        body["tools"] = Value::from(tools);
+    }
+    body
+}
+
+/// The first choice as content blocks; usage split into uncached and cached input.
+pub fn parse_response(v: &Value) -> Result<ChatResponse, LlmError> {
+    let choice = &v["choices"][0];
+    let message = &choice["message"];
+    if message.is_null() {
+        return Err(LlmError::Protocol("no choices[0].message".to_owned()));
+    }
+    let mut content = Vec::new();
+    if let Some(text) = message["content"].as_str()
+        && !text.is_empty()
+    {
+        content.push(ContentBlock::text(text));
+    }
+    for call in message["tool_calls"].as_array().into_iter().flatten() {
+        let id = call["id"]
+            .as_str()
+            .ok_or_else(|| LlmError::Protocol("tool call without id".to_owned()))?;
+        let name = call["function"]["name"]
+            .as_str()
+            .ok_or_else(|| LlmError::Protocol("tool call without name".to_owned()))?;
+        let arguments = call["function"]["arguments"].as_str().unwrap_or("{}");
+        // A model that writes bad JSON gets the raw text back as the input, so
+        // the tool reports the problem instead of the loop failing.
+        let input = serde_json::from_str(arguments)
+            .unwrap_or_else(|_| json!({ "_unparsed_arguments": arguments }));
+        content.push(ContentBlock::ToolUse {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            input,
+        });
+    }
+    let usage = &v["usage"];
+    let prompt = usage["prompt_tokens"].as_u64().unwrap_or(0);
+    let cached = usage["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap_or(0)
+        .min(prompt);
+    let stop_reason = match choice["finish_reason"].as_str() {
+        Some("tool_calls") => Some("tool_use".to_owned()),
+        Some("stop") => Some("end_turn".to_owned()),
+        Some("length") => Some("max_tokens".to_owned()),
+        other => other.map(str::to_owned),
+    };
+    Ok(ChatResponse {
+        model: v["model"].as_str().unwrap_or_default().to_owned(),
+        content,
+        stop_reason,
+        usage: Usage {
+            input_tokens: prompt - cached,
+            output_tokens: usage["completion_tokens"].as_u64().unwrap_or(0),
+            cache_creation_input_tokens: 0,
+            cache_read_input_tokens: cached,
+        },
+        attempts: 1,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::{Message, ToolSpec};
+
+    #[test]
+    fn translates_tool_calls_and_results_both_ways() {
+        let messages = vec![
+            Message::user_text("go"),
+            Message {
+                role: Role::Assistant,
+                content: vec![
+                    ContentBlock::text("running"),
+                    ContentBlock::ToolUse {
+                        id: "c1".into(),
+                        name: "shell".into(),
+                        input: json!({"command": "ls"}),
+                    },
+                ],
+            },
+            Message {
+                role: Role::User,
+                content: vec![ContentBlock::ToolResult {
+                    tool_use_id: "c1".into(),
+                    content: "a.txt".into(),
+                    is_error: false,
+                }],
+            },
+        ];
+        let tools = vec![ToolSpec {
+            name: "shell".into(),
+            description: "run".into(),
+            input_schema: json!({"type": "object"}),
+        }];
+        let body = request_body(
+            "m",
+            &ChatRequest {
+                system: "sys",
+                messages: &messages,
+                tools: &tools,
+                max_tokens: 10,
+            },
+        );
+        let m = &body["messages"];
+        assert_eq!(m[0], json!({"role": "system", "content": "sys"}));
+        assert_eq!(
+            m[2]["tool_calls"][0]["function"]["arguments"],
+            "{\"command\":\"ls\"}"
+        );
+        assert_eq!(
+            m[3],
+            json!({"role": "tool", "tool_call_id": "c1", "content": "a.txt"})
+        );
+        assert_eq!(body["tools"][0]["function"]["name"], "shell");
+
+        let response = json!({
+            "model": "m",
+            "choices": [{"finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
+                "tool_calls": [{"id": "c2", "type": "function", "function": {"name": "shell", "arguments": "{\"command\":\"pwd\"}"}}]}}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 7, "prompt_tokens_details": {"cached_tokens": 60}}
+        });
+        let r = parse_response(&response).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.stop_reason.as_deref(), Some("tool_use"));
+        assert_eq!(
+            r.usage,
+            Usage {
+                input_tokens: 40,
+                output_tokens: 7,
+                cache_creation_input_tokens: 0,
+                cache_read_input_tokens: 60
+            }
+        );
+        assert_eq!(
+            r.content,
+            vec![ContentBlock::ToolUse {
+                id: "c2".into(),
+                name: "shell".into(),
+                input: json!({"command": "pwd"})
+            }]
+        );
+    }
+}

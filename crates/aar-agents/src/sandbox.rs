@@ -1,0 +1,489 @@
+//! One researcher's shell commands under bubblewrap (`bwrap`).
+//!
+//! What a command sees: its own workspace at [`WORKSPACE_MOUNT`] (read-write),
+//! the agent-facing task data at [`DATA_MOUNT`] and the cache at
+//! [`CACHE_MOUNT`] (read-only), the aar binary at [`AAR_MOUNT`] and its
+//! libtorch directory at the host path its run path names (read-only), the
+//! system's `/usr` (read-only), a few files of `/etc`, a fresh `/proc`, a
+//! minimal `/dev` and a size-limited `/tmp`. Nothing else of the host: not the
+//! server's database, the labeled data, other workspaces or `/root`.
+//!
+//! What it cannot do: reach any network (`--unshare-all` gives it a network
+//! namespace with only a down loopback), see the host's environment (`--clearenv`;
+//! only `PATH`, `HOME` and `LANG`), outlive its wall time (the whole pid
+//! namespace dies with bwrap), or exceed its memory, process and file-size
+//! limits (`prlimit`, inherited by everything inside). When the host process
+//! runs as root, commands run as an unprivileged uid of their own (`setpriv`),
+//! so the process limit means something and root's privileges never reach the
+//! sandbox. The workspace's size is checked after every command.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Command;
+
+/// Where the workspace is mounted inside the sandbox (and `HOME`).
+pub const WORKSPACE_MOUNT: &str = "/workspace";
+/// Where the agent-facing task data is mounted (read-only).
+pub const DATA_MOUNT: &str = "/data";
+/// Where the cache (weak-teacher outputs, features) is mounted (read-only).
+pub const CACHE_MOUNT: &str = "/cache";
+/// Where the aar binary is mounted (read-only); its directory is on `PATH`.
+pub const AAR_MOUNT: &str = "/opt/aar/bin/aar";
+
+const SANDBOX_PATH: &str = "/opt/aar/bin:/usr/local/bin:/usr/bin:/bin";
+
+/// Per-command limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall time of one command.
+    pub wall_time: Duration,
+    /// Address-space limit (`RLIMIT_AS`) of every process inside, in bytes.
+    pub memory_bytes: u64,
+    /// Most processes (`RLIMIT_NPROC`) of the sandbox's uid.
+    pub processes: u64,
+    /// Largest file a command may write (`RLIMIT_FSIZE`), in bytes.
+    pub file_bytes: u64,
+    /// Largest total size of the workspace, checked after every command.
+    pub workspace_bytes: u64,
+    /// Size of the sandbox's `/tmp` (a tmpfs), in bytes.
+    pub tmp_bytes: u64,
+    /// Bytes of stdout and of stderr kept; the rest is counted and dropped.
+    pub output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            wall_time: Duration::from_secs(600),
+            memory_bytes: 8 << 30,
+            processes: 256,
+            file_bytes: 2 << 30,
+            workspace_bytes: 4 << 30,
+            tmp_bytes: 512 << 20,
+            output_bytes: 16 << 10,
+        }
+    }
+}
+
+/// Which uid commands run as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunAs {
+    /// Unprivileged: a uid/gid of the sandbox's own (only possible as root;
+    /// the workspace is handed to that uid).
+    Uid {
+        /// User id.
+        uid: u32,
+        /// Group id.
+        gid: u32,
+    },
+    /// The host process's own uid (when it is not root).
+    Current,
+}
+
+impl RunAs {
+    /// `Uid { 61000 + index }` when this process is root, otherwise `Current`:
+    /// one uid per agent keeps their process limits apart.
+    pub fn for_agent(index: u32) -> RunAs {
+        if crate::fsutil::effective_uid() == Some(0) {
+            RunAs::Uid {
+                uid: 61_000 + index,
+                gid: 61_000 + index,
+            }
+        } else {
+            RunAs::Current
+        }
+    }
+}
+
+/// Configuration of one agent's sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxConfig {
+    /// The agent's workspace on the host (created if missing).
+    pub workspace: PathBuf,
+    /// Agent-facing task data (no labels), mounted at [`DATA_MOUNT`].
+    pub task_data: Option<PathBuf>,
+    /// Cached weak-teacher outputs and features, mounted at [`CACHE_MOUNT`].
+    pub cache: Option<PathBuf>,
+    /// The aar binary, mounted at [`AAR_MOUNT`].
+    pub aar_binary: Option<PathBuf>,
+    /// The libtorch directory the aar binary's run path names; mounted
+    /// read-only at the same path so the binary finds it.
+    pub libtorch: Option<PathBuf>,
+    /// Further read-only directories mounted at their host paths (e.g. a
+    /// Python virtual environment for analyses).
+    pub extra_ro: Vec<PathBuf>,
+    /// Which uid commands run as.
+    pub run_as: RunAs,
+    /// Per-command limits.
+    pub limits: Limits,
+    /// The bubblewrap binary.
+    pub bwrap: PathBuf,
+    /// The util-linux `prlimit` binary.
+    pub prlimit: PathBuf,
+    /// The util-linux `setpriv` binary.
+    pub setpriv: PathBuf,
+}
+
+impl SandboxConfig {
+    /// A sandbox over `workspace` with default limits, binaries from `PATH`
+    /// and [`RunAs::for_agent`]`(index)`.
+    pub fn new(workspace: impl Into<PathBuf>, index: u32) -> SandboxConfig {
+        SandboxConfig {
+            workspace: workspace.into(),
+            task_data: None,
+            cache: None,
+            aar_binary: None,
+            libtorch: None,
+            extra_ro: Vec::new(),
+            run_as: RunAs::for_agent(index),
+            limits: Limits::default(),
+            bwrap: PathBuf::from("bwrap"),
+            prlimit: PathBuf::from("prlimit"),
+            setpriv: PathBuf::from("setpriv"),
+        }
+    }
+}
+
+/// Why a command could not be run (not: why it failed inside).
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// A host path of the configuration is missing or unusable.
+    #[error("sandbox path {path}: {source}")]
+    Path {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Spawning bwrap failed (is bubblewrap installed?).
+    #[error("could not start the sandbox ({program}): {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Waiting for or reading from the sandbox failed.
+    #[error("sandbox I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What one command did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandOutput {
+    /// Exit code, when it exited normally.
+    pub exit_code: Option<i32>,
+    /// Whether it was killed for running past its wall time.
+    pub timed_out: bool,
+    /// Stdout, at most `output_bytes` of it (lossy UTF-8).
+    pub stdout: String,
+    /// Stderr, at most `output_bytes` of it (lossy UTF-8).
+    pub stderr: String,
+    /// Total bytes written to stdout.
+    pub stdout_bytes: u64,
+    /// Total bytes written to stderr.
+    pub stderr_bytes: u64,
+    /// Whether stdout was cut at `output_bytes`.
+    pub stdout_truncated: bool,
+    /// Whether stderr was cut at `output_bytes`.
+    pub stderr_truncated: bool,
+    /// Size of the workspace after the command.
+    pub workspace_bytes: u64,
+    /// Whether the workspace is over its cap.
+    pub workspace_over_cap: bool,
+    /// How long it ran.
+    pub elapsed: Duration,
+}
+
+impl CommandOutput {
+    /// Whether it exited with status 0 within its limits.
+    pub fn success(&self) -> bool {
+        self.exit_code == Some(0) && !self.timed_out && !self.workspace_over_cap
+    }
+
+    /// A plain-text report for the agent, stating every truncation and limit hit.
+    pub fn report(&self, limits: &Limits) -> String {
+        let mut out = String::new();
+        match (self.timed_out, self.exit_code) {
+            (true, _) => {
+                out += &format!(
+                    "killed: ran past the wall-time limit of {} s\n",
+                    limits.wall_time.as_secs()
+                )
+            }
+            (false, Some(code)) => out += &format!("exit code: {code}\n"),
+            (false, None) => out += "killed by a signal (memory, process or file-size limit?)\n",
+        }
+        for (name, text, total, truncated) in [
+            (
+                "stdout",
+                &self.stdout,
+                self.stdout_bytes,
+                self.stdout_truncated,
+            ),
+            (
+                "stderr",
+                &self.stderr,
+                self.stderr_bytes,
+                self.stderr_truncated,
+            ),
+        ] {
+            if total == 0 {
+                continue;
+            }
+            out += &format!("--- {name} ---\n{text}");
+            if !text.ends_with('\n') {
+                out.push('\n');
+            }
+            if truncated {
+                out += &format!(
+                    "[{name} truncated: showing the first {} of {total} bytes]\n",
+                    limits.output_bytes
+                );
+            }
+        }
+        if self.workspace_over_cap {
+            out += &format!(
+                "workspace is {} bytes, over its cap of {} bytes: delete files before going on\n",
+                self.workspace_bytes, limits.workspace_bytes
+            );
+        }
+        out
+    }
+}
+
+/// One agent's sandbox.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    config: SandboxConfig,
+}
+
+impl Sandbox {
+    /// Creates the workspace (owned by the sandbox's uid) and checks the
+    /// configured paths exist.
+    pub fn new(config: SandboxConfig) -> Result<Sandbox, SandboxError> {
+        std::fs::create_dir_all(&config.workspace).map_err(|source| SandboxError::Path {
+            path: config.workspace.clone(),
+            source,
+        })?;
+        if let RunAs::Uid { uid, gid } = config.run_as {
+            std::os::unix::fs::chown(&config.workspace, Some(uid), Some(gid)).map_err(
+                |source| SandboxError::Path {
+                    path: config.workspace.clone(),
+                    source,
+                },
+            )?;
+        }
+        let optional = [
+            config.task_data.as_ref(),
+            config.cache.as_ref(),
+            config.aar_binary.as_ref(),
+            config.libtorch.as_ref(),
+        ];
+        for path in optional.into_iter().flatten().chain(&config.extra_ro) {
+            std::fs::metadata(path).map_err(|source| SandboxError::Path {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Ok(Sandbox { config })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SandboxConfig {
+        &self.config
+    }
+
+    /// The workspace on the host.
+    pub fn workspace(&self) -> &Path {
+        &self.config.workspace
+    }
+
+    /// Runs `command` with `bash -c` in the sandbox, its working directory the
+    /// workspace, under the configured limits (`wall_time` overrides the
+    /// configured wall time when it is shorter).
+    pub async fn run(
+        &self,
+        command: &str,
+        wall_time: Option<Duration>,
+    ) -> Result<CommandOutput, SandboxError> {
+        let limits = self.config.limits;
+        let wall = wall_time.map_or(limits.wall_time, |w| w.min(limits.wall_time));
+        let mut cmd = self.command(command);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .process_group(0);
+        let started = Instant::now();
+        let program = cmd.as_std().get_program().to_string_lossy().into_owned();
+        let mut child = cmd
+            .spawn()
+            .map_err(|source| SandboxError::Spawn { program, source })?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| std::io::Error::other("no stdout pipe"))?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| std::io::Error::other("no stderr pipe"))?;
+        let cap = limits.output_bytes;
+        let out_task = tokio::spawn(read_capped(stdout, cap));
+        let err_task = tokio::spawn(read_capped(stderr, cap));
+        let (status, timed_out) = match tokio::time::timeout(wall, child.wait()).await {
+            Ok(status) => (Some(status?), false),
+            Err(_) => {
+                // bwrap is the process we started (prlimit and setpriv exec
+                // it); killing it tears down the sandbox's pid namespace.
+                child.start_kill()?;
+                let _ = child.wait().await;
+                (None, true)
+            }
+        };
+        let (stdout, stdout_bytes, stdout_truncated) = join_reader(out_task).await?;
+        let (stderr, stderr_bytes, stderr_truncated) = join_reader(err_task).await?;
+        let workspace = self.config.workspace.clone();
+        let workspace_bytes =
+            tokio::task::spawn_blocking(move || crate::fsutil::dir_size(&workspace))
+                .await
+                .map_err(std::io::Error::other)??;
+        let exit_code = if timed_out {
+            None
+        } else {
+            status.and_then(|s| s.code())
+        };
+        let output = CommandOutput {
+            exit_code,
+            timed_out,
+            stdout,
+            stderr,
+            stdout_bytes,
+            stderr_bytes,
+            stdout_truncated,
+            stderr_truncated,
+            workspace_bytes,
+            workspace_over_cap: workspace_bytes > limits.workspace_bytes,
+            elapsed: started.elapsed(),
+        };
+        tracing::debug!(
+            exit = ?output.exit_code,
+            timed_out,
+            ms = output.elapsed.as_millis() as u64,
+            "sandbox command done"
+        );
+        Ok(output)
+    }
+
+    /// The full command line: `prlimit [setpriv] bwrap ... bash -c COMMAND`.
+    fn command(&self, command: &str) -> Command {
+        let c = &self.config;
+        let l = &c.limits;
+        let mut cmd = Command::new(&c.prlimit);
+        cmd.env_clear();
+        if let Some(path) = std::env::var_os("PATH") {
+            // Only to find setpriv and bwrap; bwrap clears it again inside.
+            cmd.env("PATH", path);
+        }
+        cmd.arg(format!("--as={}", l.memory_bytes))
+            .arg(format!("--nproc={}", l.processes))
+            .arg(format!("--fsize={}", l.file_bytes))
+            .arg("--core=0")
+            .arg("--");
+        if let RunAs::Uid { uid, gid } = c.run_as {
+            cmd.arg(&c.setpriv)
+                .arg(format!("--reuid={uid}"))
+                .arg(format!("--regid={gid}"))
+                .arg("--clear-groups")
+                .arg("--inh-caps=-all")
+                .arg("--");
+        }
+        cmd.arg(&c.bwrap);
+        cmd.args([
+            "--unshare-all",
+            "--die-with-parent",
+            "--new-session",
+            "--clearenv",
+            "--cap-drop",
+            "ALL",
+        ]);
+        cmd.args(["--setenv", "PATH", SANDBOX_PATH]);
+        cmd.args(["--setenv", "HOME", WORKSPACE_MOUNT]);
+        cmd.args(["--setenv", "LANG", "C.UTF-8"]);
+        cmd.args(["--ro-bind", "/usr", "/usr"]);
+        for dir in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
+            let host = Path::new(dir);
+            match std::fs::read_link(host) {
+                Ok(target) => {
+                    cmd.arg("--symlink").arg(target).arg(dir);
+                }
+                Err(_) if host.is_dir() => {
+                    cmd.args(["--ro-bind", dir, dir]);
+                }
+                Err(_) => {}
+            }
+        }
+        for etc in [
+            "/etc/alternatives",
+            "/etc/ld.so.cache",
+            "/etc/ld.so.conf",
+            "/etc/ld.so.conf.d",
+            "/etc/localtime",
+        ] {
+            cmd.args(["--ro-bind-try", etc, etc]);
+        }
+        cmd.args(["--proc", "/proc", "--dev", "/dev"]);
+        cmd.arg("--size")
+            .arg(l.tmp_bytes.to_string())
+            .args(["--tmpfs", "/tmp"]);
+        if let Some(data) = &c.task_data {
+            cmd.arg("--ro-bind").arg(data).arg(DATA_MOUNT);
+        }
+        if let Some(cache) = &c.cache {
+            cmd.arg("--ro-bind").arg(cache).arg(CACHE_MOUNT);
+        }
+        if let Some(aar) = &c.aar_binary {
+            cmd.arg("--ro-bind").arg(aar).arg(AAR_MOUNT);
+        }
+        for dir in c.libtorch.iter().chain(&c.extra_ro) {
+            cmd.arg("--ro-bind").arg(dir).arg(dir);
+        }
+        cmd.arg("--bind").arg(&c.workspace).arg(WORKSPACE_MOUNT);
+        cmd.args(["--chdir", WORKSPACE_MOUNT]);
+        cmd.args(["--", "bash", "-c", command]);
+        cmd
+    }
+}
+
+async fn read_capped<R: AsyncRead + Unpin>(
+    mut reader: R,
+    cap: usize,
+) -> std::io::Result<(Vec<u8>, u64)> {
+    let mut kept = Vec::new();
+    let mut total = 0u64;
+    let mut buf = vec![0u8; 8192];
+    loop {
+        let n = reader.read(&mut buf).await?;
+        if n == 0 {
+            return Ok((kept, total));
+        }
+        total += n as u64;
+        let room = cap.saturating_sub(kept.len());
+        kept.extend_from_slice(&buf[..n.min(room)]);
+    }
+}
+
+async fn join_reader(
+    task: tokio::task::JoinHandle<std::io::Result<(Vec<u8>, u64)>>,
+) -> Result<(String, u64, bool), SandboxError> {
+    let (bytes, total) = task.await.map_err(std::io::Error::other)??;
+    let truncated = total > bytes.len() as u64;
+    Ok((
+        String::from_utf8_lossy(&bytes).into_owned(),
+        total,
+        truncated,
+    ))
+}

@@ -1,0 +1,22 @@
+//! The main job (`aar up`): a research campaign. The testbed's tasks and baselines
+//! (cached), the research server in-process, N researchers each in its own sandbox
+//! (the offline researcher by default, an LLM when configured), live progress, and a
+//! report (Markdown, JSON, a PNG of PGR over time).
+//!
+//! Map:
+//! - [`campaign`]: set-up, identities, researchers, progress, Ctrl-C, resume;
+//! - [`offline`]: the built-in researcher that needs no LLM;
+//! - [`report`]: what the campaign found, from the server's records and the ledger.
+//!
+//! Invariant: the orchestrator is the only part that holds the admin token; the
+//! researchers hold agent tokens and see the label-free task copies only.
+#![deny(missing_docs)]
+
+pub mod campaign;
+mod error;
+pub mod offline;
+pub mod report;
+
+pub use campaign::{CampaignConfig, Researchers, run_campaign};
+pub use error::{CampaignError, Result};
+pub use report::Report;

@@ -1,0 +1,370 @@
+//! The aar research server over HTTP: evaluation that cannot be gamed, the
+//! forum, the leaderboard, the code store and the admin's review. The only
+//! crate that knows HTTP; storage is `aar-store`, labels come from `aar-tasks`.
+//!
+//! Invariants:
+//! - **Labels never leave the server.** An agent learns, per evaluation, only
+//!   the Ladder answer (best released accuracy, rounded) and its budget: no
+//!   correct count, no per-example information, no label or prediction
+//!   distribution, never the private split's score while the campaign is open
+//!   (once the admin closes it, nothing more is evaluated and an agent sees
+//!   the private scores of its own entries).
+//! - **Every endpoint but `/health` needs a token**, `/mcp` included. Identity comes from the
+//!   token, never from the body. Agent actions need an agent token, review and
+//!   issuing tokens need the admin token.
+//! - **The leaderboard is computed from server-recorded evaluations only.**
+//!   There is no field through which a score can be reported.
+//! - **Every evaluation and every admin action is appended to the hash-chained
+//!   audit log** in the same transaction that stores it, and acknowledged only
+//!   after commit.
+//! - **Text is stored and served as text**, marked as written by an agent.
+#![deny(missing_docs)]
+
+pub mod archive;
+mod auth;
+mod board;
+mod error;
+mod evaluate;
+mod forum;
+pub mod ladder;
+mod mcp;
+mod openapi;
+mod snapshots;
+pub mod tasks;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use aar_store::Store;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::{Router, middleware};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+pub use auth::{AdminCaller, AgentCaller, Caller, hash_secret};
+pub use error::{ApiJson, AppError};
+pub use evaluate::{EvaluateRequest, EvaluateResponse, predictions_hash};
+pub use ladder::LadderConfig;
+pub use tasks::{ServerTask, TaskRegistry};
+
+/// Where the admin token comes from. Only its sha256 is kept in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminTokenSource {
+    /// An environment variable holding the token (e.g. `AAR_ADMIN_TOKEN`).
+    Env(String),
+    /// A file whose trimmed content is the token.
+    File(PathBuf),
+    /// The token itself (tests, embedding).
+    Literal(String),
+}
+
+/// Evaluation budgets: counts of stored (not deduplicated) evaluations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budgets {
+    /// Per agent, over the last hour.
+    pub agent_per_hour: i64,
+    /// Per agent, in all.
+    pub agent_total: i64,
+    /// Whole campaign, over the last hour.
+    pub campaign_per_hour: i64,
+    /// Whole campaign, in all.
+    pub campaign_total: i64,
+}
+
+impl Default for Budgets {
+    fn default() -> Budgets {
+        Budgets {
+            agent_per_hour: 30,
+            agent_total: 500,
+            campaign_per_hour: 300,
+            campaign_total: 5000,
+        }
+    }
+}
+
+/// Size limits on what clients send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest JSON body, in bytes.
+    pub json_body_bytes: usize,
+    /// Largest snapshot archive (`.tar.gz`), in bytes.
+    pub snapshot_bytes: usize,
+    /// Largest total size of a snapshot's files once unpacked.
+    pub snapshot_unpacked_bytes: u64,
+    /// Most entries in a snapshot.
+    pub snapshot_files: usize,
+    /// Longest post title, in characters.
+    pub title_chars: usize,
+    /// Longest post body, in characters.
+    pub body_chars: usize,
+    /// Longest comment, in characters.
+    pub comment_chars: usize,
+    /// Fewest seeds a leaderboard entry may declare.
+    pub min_seeds: usize,
+    /// Most seeds a leaderboard entry may declare.
+    pub max_seeds: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            json_body_bytes: 2 << 20,
+            snapshot_bytes: 32 << 20,
+            snapshot_unpacked_bytes: 256 << 20,
+            snapshot_files: 10_000,
+            title_chars: 200,
+            body_chars: 20_000,
+            comment_chars: 5_000,
+            min_seeds: 3,
+            max_seeds: 32,
+        }
+    }
+}
+
+/// Everything the server's behaviour depends on besides its data.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Policy {
+    /// Evaluation budgets.
+    pub budgets: Budgets,
+    /// Size limits.
+    pub limits: Limits,
+    /// The Ladder's margin and precision.
+    pub ladder: LadderConfig,
+}
+
+/// Configuration of [`serve`] (`aar serve`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// Address to listen on, e.g. `127.0.0.1:8700`.
+    pub bind: SocketAddr,
+    /// `sqlite://path/to/aar.db` (created if missing) or `postgres://user@host/db`.
+    pub database_url: String,
+    /// Directory whose sub-directories are labeled tasks (see `aar_tasks::LabeledTask`),
+    /// each optionally with a pinned `baselines.json` (`{"weak": [..], "ceiling": [..]}`).
+    pub task_root: PathBuf,
+    /// Where the admin token comes from.
+    pub admin_token: AdminTokenSource,
+    /// Budgets, limits and Ladder parameters.
+    pub policy: Policy,
+}
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The admin token is missing or too short.
+    #[error("admin token: {0}")]
+    AdminToken(String),
+    /// The database could not be opened or migrated.
+    #[error(transparent)]
+    Store(#[from] aar_store::StoreError),
+    /// The task root could not be loaded.
+    #[error(transparent)]
+    Tasks(#[from] tasks::TaskLoadError),
+    /// Binding or serving failed.
+    #[error("serving on {bind}: {source}")]
+    Io {
+        /// The address.
+        bind: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+impl AdminTokenSource {
+    /// Reads the token; it must be at least 16 characters.
+    pub fn read(&self) -> Result<String, ServerError> {
+        let token = match self {
+            AdminTokenSource::Env(var) => std::env::var(var).map_err(|_| {
+                ServerError::AdminToken(format!("environment variable {var} is not set"))
+            })?,
+            AdminTokenSource::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| ServerError::AdminToken(format!("{}: {e}", path.display())))?,
+            AdminTokenSource::Literal(token) => token.clone(),
+        };
+        let token = token.trim().to_owned();
+        if token.len() < 16 || token.starts_with("aar_") {
+            return Err(ServerError::AdminToken(
+                "must be at least 16 characters and not start with `aar_`".to_owned(),
+            ));
+        }
+        Ok(token)
+    }
+}
+
+/// Shared state of every handler; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    tasks: TaskRegistry,
+    admin_token_hash: String,
+    policy: Policy,
+    writer: evaluate::EvaluationWriter,
+}
+
+impl AppState {
+    /// State over an open store; spawns the evaluation writer on the current runtime.
+    pub fn new(store: Store, tasks: TaskRegistry, admin_token: &str, policy: Policy) -> AppState {
+        let writer =
+            evaluate::EvaluationWriter::spawn(store.clone(), policy.budgets, policy.ladder);
+        tokio::spawn(checkpoint_loop(store.clone()));
+        AppState {
+            inner: Arc::new(Inner {
+                store,
+                tasks,
+                admin_token_hash: hash_secret(admin_token),
+                policy,
+                writer,
+            }),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The tasks.
+    pub fn tasks(&self) -> &TaskRegistry {
+        &self.inner.tasks
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
+    fn admin_token_hash(&self) -> &str {
+        &self.inner.admin_token_hash
+    }
+
+    fn evaluation_writer(&self) -> &evaluate::EvaluationWriter {
+        &self.inner.writer
+    }
+}
+
+/// The whole HTTP API: the JSON API, `/openapi.json` and the MCP endpoint at `/mcp`.
+pub fn app(state: AppState) -> Router {
+    with_boundary(routes(state))
+}
+
+fn routes(state: AppState) -> Router {
+    let limits = state.policy().limits;
+    let snapshot_upload = Router::new()
+        .route("/api/snapshots", post(snapshots::upload))
+        .layer(DefaultBodyLimit::max(limits.snapshot_bytes));
+    // rmcp reads the body itself, under its own limit (see `mcp::service`).
+    let mcp = Router::new()
+        .nest_service("/mcp", mcp::service(state.clone()))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            mcp::require_agent,
+        ));
+    Router::new()
+        .route("/health", get(health))
+        .route("/openapi.json", get(openapi::openapi))
+        .route("/api/me", get(board::me))
+        .route("/api/tasks", get(board::list_tasks))
+        .route("/api/campaign", get(board::campaign))
+        .route("/api/evaluate", post(evaluate::evaluate))
+        .route("/api/evaluations/{id}", get(evaluate::get_evaluation))
+        .route("/api/entries", post(board::create_entry))
+        .route("/api/entries/{id}", get(board::get_entry))
+        .route("/api/leaderboard", get(board::leaderboard))
+        .route(
+            "/api/posts",
+            post(forum::create_post).get(forum::list_posts),
+        )
+        .route("/api/posts/{id}", get(forum::get_post))
+        .route("/api/posts/{id}/vote", post(forum::vote))
+        .route("/api/posts/{id}/comments", post(forum::comment))
+        .route("/api/snapshots/{id}", get(snapshots::meta))
+        .route("/api/snapshots/{id}/archive", get(snapshots::download))
+        .route(
+            "/api/admin/agents",
+            post(board::issue_agent).get(board::list_agents),
+        )
+        .route("/api/admin/agents/{id}/revoke", post(board::revoke_agent))
+        .route("/api/admin/evaluations", get(board::admin_evaluations))
+        .route("/api/admin/leaderboard", get(board::admin_leaderboard))
+        .route("/api/admin/campaign/close", post(board::close_campaign))
+        .route("/api/admin/entries/{id}/{action}", post(board::review))
+        .route("/api/admin/audit", get(board::audit))
+        .route("/api/admin/audit/verify", get(board::verify_audit))
+        .layer(DefaultBodyLimit::max(limits.json_body_bytes))
+        .merge(snapshot_upload)
+        .merge(mcp)
+        .fallback(|| async { AppError::not_found("endpoint") })
+        .with_state(state)
+}
+
+/// The layers around every route: a panic in a handler becomes a JSON 500
+/// (code `panic`) instead of a dropped connection, and each request gets a
+/// trace span (visible with `RUST_LOG=tower_http=debug`).
+fn with_boundary(router: Router) -> Router {
+    router
+        .layer(CatchPanicLayer::custom(error::panic_response))
+        .layer(TraceLayer::new_for_http())
+}
+
+/// Keeps SQLite's WAL short without putting checkpoints on the request path.
+async fn checkpoint_loop(store: Store) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if let Err(e) = store.checkpoint().await {
+            tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+        }
+    }
+}
+
+async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// [`serve`] on a runtime of its own, for callers without one (`aar serve`).
+pub fn serve_blocking(config: ServerConfig) -> Result<(), ServerError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| ServerError::Io {
+            bind: config.bind,
+            source,
+        })?;
+    runtime.block_on(serve(config))
+}
+
+/// Opens the database and tasks, then serves until the process is stopped.
+pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
+    let admin_token = config.admin_token.read()?;
+    let store = Store::connect(&config.database_url).await?;
+    let tasks = TaskRegistry::load(&config.task_root)?;
+    let state = AppState::new(store, tasks, &admin_token, config.policy);
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .map_err(|source| ServerError::Io {
+            bind: config.bind,
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(|source| ServerError::Io {
+        bind: config.bind,
+        source,
+    })?;
+    tracing::info!(%bound, "aar research server listening");
+    axum::serve(listener, app(state))
+        .await
+        .map_err(|source| ServerError::Io {
+            bind: config.bind,
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests;

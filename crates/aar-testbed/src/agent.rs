@@ -1,0 +1,150 @@
+//! The agent-facing runner behind `aar run-method`: a method description applied to the
+//! label-free copy of a task. It reads `train_unlabel.jsonl` and `test.jsonl` with labels
+//! forbidden (a labeled file is an error, not a shortcut), the weak teacher's soft labels
+//! and the task's metadata, and writes test predictions only.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use aar_tasks::{LabelPolicy, Split, read_task_file};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::baselines::{AGENT_META_FILE, AGENT_WEAK_FILE, AgentTaskMeta, WeakLabels};
+use crate::error::{IoContext, Result, TestbedError};
+use crate::features::{FrozenExtractor, constant_choice, row_text};
+use crate::method::{MethodInputs, MethodSpec, train_student, zero_shot_prior};
+
+/// Predictions on the public test split, as `aar run-method` writes them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Predictions {
+    /// The task.
+    pub task: String,
+    /// The method that produced them.
+    pub method: MethodSpec,
+    /// The training seed.
+    pub seed: u64,
+    /// Predicted label (0/1) per test row, in file order.
+    pub predictions: Vec<u8>,
+    /// `p(label 1)` per test row.
+    pub probabilities: Vec<f32>,
+    /// Predicted label per `test_private` row, when the agent copy has that split's
+    /// inputs (submitted with the public predictions; the server keeps its score).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_predictions: Option<Vec<u8>>,
+    /// Seconds to train and predict (features included).
+    pub seconds: f64,
+}
+
+/// Where `run_method` finds its inputs.
+#[derive(Debug, Clone)]
+pub struct AgentRun {
+    /// The agent's task directory (`train_unlabel.jsonl`, `test.jsonl`, `testbed.json`).
+    pub task_dir: PathBuf,
+    /// The weak labels (default: `weak_labels.json` in the task directory).
+    pub weak_labels: Option<PathBuf>,
+    /// Assets root, for the student model.
+    pub assets_dir: PathBuf,
+    /// Frozen-feature cache.
+    pub feature_cache: PathBuf,
+    /// Training seed.
+    pub seed: u64,
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).at(path)?;
+    serde_json::from_str(&text).map_err(|source| TestbedError::Json {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Trains the student `spec` describes on the agent copy and predicts the public test split.
+pub fn run_method(run: &AgentRun, spec: &MethodSpec) -> Result<Predictions> {
+    let started = Instant::now();
+    let meta: AgentTaskMeta = read_json(&run.task_dir.join(AGENT_META_FILE))?;
+    let weak_path = run
+        .weak_labels
+        .clone()
+        .unwrap_or_else(|| run.task_dir.join(AGENT_WEAK_FILE));
+    let weak: WeakLabels = read_json(&weak_path)?;
+    let unlabel = read_task_file(
+        &run.task_dir.join(Split::TrainUnlabel.file_name()),
+        LabelPolicy::Forbidden,
+    )?;
+    let test = read_task_file(
+        &run.task_dir.join(Split::Test.file_name()),
+        LabelPolicy::Forbidden,
+    )?;
+    let head = meta.strong.head().ok_or_else(|| {
+        TestbedError::Unsupported(format!(
+            "run-method trains heads on frozen features; {} is not such a learner",
+            meta.strong.short_name()
+        ))
+    })?;
+    let extractor = FrozenExtractor::load(&meta.strong, &run.assets_dir, &run.feature_cache)?;
+    let drop_choice = constant_choice(unlabel.examples());
+    let texts = |file: &aar_tasks::TaskFile| -> Vec<String> {
+        file.examples()
+            .iter()
+            .map(|e| row_text(e, drop_choice))
+            .collect()
+    };
+    let (train, _) = extractor.features(&texts(&unlabel))?;
+    let (test_x, _) = extractor.features(&texts(&test))?;
+    let groups: Vec<String> = unlabel
+        .examples()
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            e.extra
+                .get("consistency_id")
+                .or_else(|| e.extra.get("group_id"))
+                .and_then(Value::as_str)
+                .map_or_else(|| format!("row-{i}"), str::to_owned)
+        })
+        .collect();
+    let prior = match &meta.verbalizers {
+        Some(v) => {
+            let (vf, _) = extractor.features(v.as_ref())?;
+            Some(zero_shot_prior(&train, &vf, 20.0)?)
+        }
+        None => None,
+    };
+    let soft: Vec<[f32; 2]> = weak
+        .soft_labels
+        .iter()
+        .map(|p| [p[0] as f32, p[1] as f32])
+        .collect();
+    let inputs = MethodInputs {
+        train: &train,
+        weak_soft: &soft,
+        groups: &groups,
+        prior: prior.as_deref(),
+    };
+    let student = train_student(spec, &inputs, &head, run.seed)?;
+    let probs = student.predict(&test_x)?;
+    let private_path = run.task_dir.join(Split::TestPrivate.file_name());
+    let private_predictions = if private_path.is_file() {
+        let private = read_task_file(&private_path, LabelPolicy::Forbidden)?;
+        let (private_x, _) = extractor.features(&texts(&private))?;
+        let private_probs = student.predict(&private_x)?;
+        Some(
+            private_probs
+                .iter()
+                .map(|p| u8::from(p[1] > p[0]))
+                .collect(),
+        )
+    } else {
+        None
+    };
+    Ok(Predictions {
+        task: meta.task,
+        method: spec.clone(),
+        seed: run.seed,
+        predictions: probs.iter().map(|p| u8::from(p[1] > p[0])).collect(),
+        probabilities: probs.iter().map(|p| p[1]).collect(),
+        private_predictions,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,849 @@
+//! The baselines of a preset over seeds: weak teacher, ceiling and every transfer method,
+//! written as per-seed JSON in the reference's cache layout (REFERENCE_SPEC 2.3):
+//!
+//! ```text
+//! results/{task}_weak_artifacts/{Weak}_{hyper}/seed_N.json
+//! results/{task}_train_ceiling/{Strong}_{hyper}/seed_N.json
+//! results/{task}_{idea}/{Strong}_{Weak}_{hyper}{extras}/seed_N.json   (zero-shot: no {Weak})
+//! ```
+//!
+//! Every file records a `config_hash` over the code version, the task files' bytes, the
+//! learners, the method and the seed; a file whose hash matches is not recomputed, so a
+//! rerun is fast and an interrupted run resumes. Files are written to a temporary name and
+//! renamed, so a killed run never leaves a truncated result. Features are computed only
+//! when some result is missing, and read from the feature cache when they were computed
+//! before.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use aar_core::Label;
+use aar_core::metrics::accuracy;
+use aar_engine::features::{HeadLoss, Matrix, train_head_on};
+use aar_tasks::{LabeledTask, Split};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::error::{IoContext, Result, TestbedError};
+use crate::features::{FrozenExtractor, Vocabulary, constant_choice, row_text};
+use crate::method::{MethodInputs, MethodSpec, hard, head_config, train_student, zero_shot_prior};
+use crate::preset::{LearnerSpec, Preset, TaskSource, TaskSpec};
+
+/// Bumped when a change to this crate changes results: every cached result is recomputed.
+pub const RESULTS_VERSION: &str = "aar-testbed/2";
+
+/// The splits every learner is evaluated on (those the task has).
+pub const EVAL_SPLITS: [Split; 3] = [Split::Test, Split::TestPrivate, Split::Transfer];
+
+/// Where a preset's files live and what to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The fetched assets (`.aar/assets`).
+    pub assets_dir: PathBuf,
+    /// The preset's working directory: `tasks/`, `results/`, `agent/` under it.
+    pub work_dir: PathBuf,
+    /// Shared frozen-feature cache.
+    pub feature_cache: PathBuf,
+    /// Seeds to run (the preset's when empty).
+    pub seeds: Vec<u64>,
+    /// Tasks to run (all of the preset's when empty).
+    pub tasks: Vec<String>,
+    /// Transfer methods to run.
+    pub methods: Vec<MethodSpec>,
+    /// Raised (e.g. by Ctrl-C) to stop after the result being computed.
+    pub interrupt: Option<Arc<AtomicBool>>,
+}
+
+impl RunOptions {
+    /// Defaults under `root` (`.aar`): `testbed/<preset>/` and `testbed/features/`.
+    pub fn new(preset: &Preset, aar_root: &Path) -> RunOptions {
+        RunOptions {
+            assets_dir: aar_root.join("assets"),
+            work_dir: aar_root.join("testbed").join(&preset.name),
+            feature_cache: aar_root.join("testbed").join("features"),
+            seeds: Vec::new(),
+            tasks: Vec::new(),
+            methods: MethodSpec::baselines(),
+            interrupt: None,
+        }
+    }
+
+    /// `work_dir/tasks`.
+    pub fn tasks_dir(&self) -> PathBuf {
+        self.work_dir.join("tasks")
+    }
+
+    /// `work_dir/results`.
+    pub fn results_dir(&self) -> PathBuf {
+        self.work_dir.join("results")
+    }
+
+    /// `work_dir/agent`.
+    pub fn agent_dir(&self) -> PathBuf {
+        self.work_dir.join("agent")
+    }
+}
+
+/// Timings of one run, for the benchmark.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RunSummary {
+    /// Wall-clock seconds of the whole run.
+    pub total_seconds: f64,
+    /// Seconds spent building task directories.
+    pub build_seconds: f64,
+    /// Seconds spent loading models and computing (or reading cached) features.
+    pub feature_seconds: f64,
+    /// Results computed now.
+    pub computed: usize,
+    /// Results found in the cache.
+    pub cached: usize,
+    /// Seconds of each transfer experiment computed now (method x seed).
+    pub transfer_seconds: Vec<f64>,
+}
+
+/// Builds the preset's task directories that are missing (all when `rebuild`).
+pub fn build_tasks(preset: &Preset, options: &RunOptions, rebuild: bool) -> Result<Vec<PathBuf>> {
+    let mut dirs = Vec::new();
+    for task in selected_tasks(preset, options) {
+        let dir = options.tasks_dir().join(&task.name);
+        if rebuild || !dir.join(Split::TrainLabel.file_name()).is_file() {
+            build_task(task, &options.assets_dir, &dir, preset.build_seed)?;
+        }
+        dirs.push(dir);
+    }
+    Ok(dirs)
+}
+
+/// Builds one task directory from its source.
+pub fn build_task(task: &TaskSpec, assets_dir: &Path, dir: &Path, seed: u64) -> Result<()> {
+    let started = Instant::now();
+    match &task.source {
+        TaskSource::Text { corpus } => {
+            crate::text_tasks::build_text_task(
+                &task.name,
+                *corpus,
+                assets_dir,
+                dir,
+                &task.sizes,
+                seed,
+            )?;
+        }
+        TaskSource::Pack { pack } => {
+            let kind = aar_assets::PackKind::ALL
+                .into_iter()
+                .find(|k| k.name() == pack)
+                .ok_or_else(|| TestbedError::Unsupported(format!("no pack named {pack:?}")))?;
+            aar_assets::build_task_pack(
+                kind,
+                assets_dir,
+                dir,
+                &task.sizes.to_pack_sizes(),
+                seed,
+                &aar_assets::PackOptions::default(),
+            )?;
+        }
+    }
+    tracing::info!(task = task.name, dir = %dir.display(), "built in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn selected_tasks<'a>(preset: &'a Preset, options: &RunOptions) -> Vec<&'a TaskSpec> {
+    preset
+        .tasks
+        .iter()
+        .filter(|t| options.tasks.is_empty() || options.tasks.contains(&t.name))
+        .collect()
+}
+
+fn seeds(preset: &Preset, options: &RunOptions) -> Vec<u64> {
+    if options.seeds.is_empty() {
+        preset.seeds.clone()
+    } else {
+        options.seeds.clone()
+    }
+}
+
+/// Runs every missing baseline of the preset; results already present are kept.
+pub fn run_baselines(preset: &Preset, options: &RunOptions) -> Result<RunSummary> {
+    let started = Instant::now();
+    let mut summary = RunSummary::default();
+    let build_started = Instant::now();
+    build_tasks(preset, options, false)?;
+    summary.build_seconds = build_started.elapsed().as_secs_f64();
+    for task in selected_tasks(preset, options) {
+        run_task(preset, task, options, &mut summary)?;
+    }
+    summary.total_seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// The per-seed result files of one task.
+#[derive(Debug, Clone)]
+pub struct ResultPaths {
+    results: PathBuf,
+    task: String,
+    weak_key: String,
+    strong_key: String,
+    weak_name: String,
+    strong_name: String,
+}
+
+impl ResultPaths {
+    /// Paths for `task` of `preset` under `results`.
+    pub fn new(preset: &Preset, task: &str, results: &Path) -> ResultPaths {
+        ResultPaths {
+            results: results.to_owned(),
+            task: task.into(),
+            weak_name: preset.weak.short_name(),
+            strong_name: preset.strong.short_name(),
+            weak_key: format!("{}_{}", preset.weak.short_name(), preset.weak.hyper_key()),
+            strong_key: format!(
+                "{}_{}",
+                preset.strong.short_name(),
+                preset.strong.hyper_key()
+            ),
+        }
+    }
+
+    /// The weak teacher's seed file.
+    pub fn weak(&self, seed: u64) -> PathBuf {
+        self.results
+            .join(format!("{}_weak_artifacts", self.task))
+            .join(&self.weak_key)
+            .join(format!("seed_{seed}.json"))
+    }
+
+    /// The ceiling's seed file.
+    pub fn ceiling(&self, seed: u64) -> PathBuf {
+        self.results
+            .join(format!("{}_train_ceiling", self.task))
+            .join(&self.strong_key)
+            .join(format!("seed_{seed}.json"))
+    }
+
+    /// A method's seed file.
+    pub fn method(&self, spec: &MethodSpec, hyper: &str, seed: u64) -> PathBuf {
+        let models = if spec.uses_teacher() {
+            format!("{}_{}", self.strong_name, self.weak_name)
+        } else {
+            self.strong_name.clone()
+        };
+        self.results
+            .join(format!("{}_{}", self.task, spec.idea_name()))
+            .join(format!("{models}_{hyper}{}", spec.key_extras()))
+            .join(format!("seed_{seed}.json"))
+    }
+}
+
+/// SHA-256 (hex) of `value`'s JSON.
+fn hash_json(value: &Value) -> String {
+    let digest = Sha256::digest(value.to_string().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 over the task directory's split files.
+pub fn task_data_hash(dir: &Path) -> Result<String> {
+    let mut hasher = Sha256::new();
+    for split in Split::ALL {
+        let path = dir.join(split.file_name());
+        if path.is_file() {
+            hasher.update(split.name().as_bytes());
+            hasher.update(std::fs::read(&path).at(&path)?);
+        }
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// The record at `path` if it exists and its `config_hash` is `hash`.
+fn cached_record(path: &Path, hash: &str) -> Option<Value> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let value: Value = serde_json::from_str(&text).ok()?;
+    (value.get("config_hash").and_then(Value::as_str) == Some(hash)).then_some(value)
+}
+
+/// Writes JSON to a temporary file beside `path`, then renames it into place.
+pub fn write_json_atomic(path: &Path, value: &Value) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).at(parent)?;
+    }
+    let partial = path.with_extension("json.partial");
+    let text = serde_json::to_vec_pretty(value).map_err(|source| TestbedError::Json {
+        path: path.to_owned(),
+        source,
+    })?;
+    std::fs::write(&partial, text).at(&partial)?;
+    std::fs::rename(&partial, path).at(path)?;
+    Ok(())
+}
+
+/// Learner inputs of one task: texts, labels and group ids per split.
+struct TaskData {
+    texts: BTreeMap<Split, Vec<String>>,
+    labels: BTreeMap<Split, Vec<Label>>,
+    groups: Vec<String>,
+    subsets: BTreeMap<Split, Vec<String>>,
+}
+
+fn task_data(task: &LabeledTask, name: &str) -> Result<TaskData> {
+    let mut data = TaskData {
+        texts: BTreeMap::new(),
+        labels: BTreeMap::new(),
+        groups: Vec::new(),
+        subsets: BTreeMap::new(),
+    };
+    let drop_choice = task
+        .split(Split::TrainUnlabel)
+        .is_some_and(|f| constant_choice(f.examples()));
+    for split in Split::ALL {
+        let Some(file) = task.split(split) else {
+            continue;
+        };
+        data.texts.insert(
+            split,
+            file.examples()
+                .iter()
+                .map(|e| row_text(e, drop_choice))
+                .collect(),
+        );
+        let labels = file.labels().ok_or_else(|| TestbedError::BadTask {
+            task: name.into(),
+            message: format!("{} has unlabeled rows", split.name()),
+        })?;
+        data.labels.insert(split, labels);
+        data.subsets.insert(
+            split,
+            file.examples()
+                .iter()
+                .map(|e| e.subset().unwrap_or("").to_owned())
+                .collect(),
+        );
+        if split == Split::TrainUnlabel {
+            data.groups = file
+                .examples()
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    e.extra
+                        .get("consistency_id")
+                        .or_else(|| e.extra.get("group_id"))
+                        .and_then(Value::as_str)
+                        .map_or_else(|| format!("row-{i}"), str::to_owned)
+                })
+                .collect();
+        }
+    }
+    Ok(data)
+}
+
+/// Features of every split for one learner.
+type SplitFeatures = BTreeMap<Split, Matrix>;
+
+fn learner_features(
+    learner: &LearnerSpec,
+    data: &TaskData,
+    options: &RunOptions,
+) -> Result<(SplitFeatures, Option<FrozenExtractor>)> {
+    match learner {
+        LearnerSpec::BagOfWords { min_count, .. } => {
+            let gold = data
+                .texts
+                .get(&Split::TrainLabel)
+                .map_or(&[][..], Vec::as_slice);
+            let vocabulary = Vocabulary::fit(gold, *min_count);
+            let features = data
+                .texts
+                .iter()
+                .map(|(split, texts)| Ok((*split, vocabulary.transform(texts)?)))
+                .collect::<Result<_>>()?;
+            Ok((features, None))
+        }
+        LearnerSpec::Frozen { .. } => {
+            let extractor =
+                FrozenExtractor::load(learner, &options.assets_dir, &options.feature_cache)?;
+            let mut features = BTreeMap::new();
+            for (split, texts) in &data.texts {
+                let started = Instant::now();
+                let (matrix, from_cache) = extractor.features(texts)?;
+                tracing::info!(
+                    learner = learner.short_name(),
+                    split = split.name(),
+                    rows = texts.len(),
+                    from_cache,
+                    "features in {:.1} s",
+                    started.elapsed().as_secs_f64()
+                );
+                features.insert(*split, matrix);
+            }
+            Ok((features, Some(extractor)))
+        }
+        LearnerSpec::Lora { .. } => Err(TestbedError::Unsupported(format!(
+            "LoRA learners ({}) are not run by this build of the testbed yet; \
+             the cpu and tiny presets use frozen features",
+            learner.short_name()
+        ))),
+    }
+}
+
+/// Accuracy of `probs` on `labels`, with counts, as the reference's eval entry.
+fn eval_entry(probs: &[[f32; 2]], labels: &[Label], context: &str) -> Result<(f64, Value)> {
+    let predictions: Vec<Label> = probs.iter().map(|p| Label::from(p[1] > p[0])).collect();
+    let acc = accuracy(&predictions, labels).map_err(|source| TestbedError::Metric {
+        context: context.into(),
+        source,
+    })?;
+    let ones = predictions.iter().filter(|l| **l == Label::One).count();
+    Ok((
+        acc.accuracy,
+        json!({
+            "accuracy": acc.accuracy,
+            "correct": acc.correct,
+            "total": acc.total,
+            "pred_distribution": {"0": predictions.len() - ones, "1": ones},
+        }),
+    ))
+}
+
+/// Evaluates `predict` on every eval split present; returns (public test accuracy, eval JSON).
+fn evaluate(
+    predict: &dyn Fn(&Matrix) -> Result<Vec<[f32; 2]>>,
+    features: &SplitFeatures,
+    data: &TaskData,
+    context: &str,
+) -> Result<(f64, Value)> {
+    let mut eval = Map::new();
+    let mut test_acc = f64::NAN;
+    for split in EVAL_SPLITS {
+        let (Some(x), Some(labels)) = (features.get(&split), data.labels.get(&split)) else {
+            continue;
+        };
+        let (acc, entry) =
+            eval_entry(&predict(x)?, labels, &format!("{context} {}", split.name()))?;
+        if split == Split::Test {
+            test_acc = acc;
+        }
+        eval.insert(split.name().into(), entry);
+    }
+    Ok((test_acc, Value::Object(eval)))
+}
+
+fn interrupted(options: &RunOptions) -> bool {
+    options
+        .interrupt
+        .as_ref()
+        .is_some_and(|flag| flag.load(Ordering::SeqCst))
+}
+
+fn now_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// One job of a task's run.
+enum Job<'a> {
+    Weak(u64),
+    Ceiling(u64),
+    Method(&'a MethodSpec, u64),
+}
+
+fn run_task(
+    preset: &Preset,
+    spec: &TaskSpec,
+    options: &RunOptions,
+    summary: &mut RunSummary,
+) -> Result<()> {
+    let dir = options.tasks_dir().join(&spec.name);
+    let data_hash = task_data_hash(&dir)?;
+    let paths = ResultPaths::new(preset, &spec.name, &options.results_dir());
+    let (weak_head, strong_head) = match (preset.weak.head(), preset.strong.head()) {
+        (Some(w), Some(s)) => (w, s),
+        _ => {
+            return Err(TestbedError::Unsupported(
+                "LoRA learners are not run by this build of the testbed yet; \
+                 the cpu and tiny presets use frozen features"
+                    .into(),
+            ));
+        }
+    };
+    let hash_of = |kind: &str, method: Option<&MethodSpec>, seed: u64| {
+        hash_json(&json!({
+            "version": RESULTS_VERSION,
+            "task_data": data_hash,
+            "kind": kind,
+            "weak": preset.weak,
+            "strong": preset.strong,
+            "method": method,
+            "seed": seed,
+        }))
+    };
+    let seeds = seeds(preset, options);
+    let mut jobs: Vec<(Job, PathBuf, String)> = Vec::new();
+    for &seed in &seeds {
+        jobs.push((
+            Job::Weak(seed),
+            paths.weak(seed),
+            hash_of("weak", None, seed),
+        ));
+        jobs.push((
+            Job::Ceiling(seed),
+            paths.ceiling(seed),
+            hash_of("ceiling", None, seed),
+        ));
+        for method in &options.methods {
+            let hyper = crate::preset::head_key(&method.head.unwrap_or(strong_head));
+            jobs.push((
+                Job::Method(method, seed),
+                paths.method(method, &hyper, seed),
+                hash_of(method.idea_name(), Some(method), seed),
+            ));
+        }
+    }
+    let missing: Vec<bool> = jobs
+        .iter()
+        .map(|(_, path, hash)| cached_record(path, hash).is_none())
+        .collect();
+    let to_run = missing.iter().filter(|m| **m).count();
+    summary.cached += jobs.len() - to_run;
+    if to_run == 0 {
+        tracing::info!(task = spec.name, "all {} results cached", jobs.len());
+        write_agent_copy(preset, spec, options, &paths, &seeds)?;
+        return Ok(());
+    }
+    tracing::info!(
+        task = spec.name,
+        "{to_run} of {} results to compute",
+        jobs.len()
+    );
+
+    let task = LabeledTask::load(&dir)?;
+    let data = task_data(&task, &spec.name)?;
+    let features_started = Instant::now();
+    let (weak_x, _) = learner_features(&preset.weak, &data, options)?;
+    let (strong_x, extractor) = learner_features(&preset.strong, &data, options)?;
+    let prior = match (&spec.source, &extractor) {
+        (TaskSource::Text { corpus }, Some(extractor)) => {
+            let verbalizers: Vec<String> =
+                corpus.verbalizers().iter().map(|v| v.to_string()).collect();
+            let (v, _) = extractor.features(&verbalizers)?;
+            let train = strong_x
+                .get(&Split::TrainUnlabel)
+                .ok_or_else(|| missing_split(&spec.name, Split::TrainUnlabel))?;
+            Some(zero_shot_prior(train, &v, 20.0)?)
+        }
+        _ => None,
+    };
+    summary.feature_seconds += features_started.elapsed().as_secs_f64();
+
+    let gold = |split: Split| -> Result<&Vec<Label>> {
+        data.labels
+            .get(&split)
+            .ok_or_else(|| missing_split(&spec.name, split))
+    };
+    let x = |features: &'_ SplitFeatures, split: Split| -> Result<Matrix> {
+        features
+            .get(&split)
+            .cloned()
+            .ok_or_else(|| missing_split(&spec.name, split))
+    };
+    let weak_train = x(&weak_x, Split::TrainLabel)?;
+    let weak_unlabel = x(&weak_x, Split::TrainUnlabel)?;
+    let strong_train = x(&strong_x, Split::TrainUnlabel)?;
+    let one_hot = |labels: &[Label]| -> Vec<[f32; 2]> {
+        labels
+            .iter()
+            .map(|l| {
+                if *l == Label::One {
+                    [0.0, 1.0]
+                } else {
+                    [1.0, 0.0]
+                }
+            })
+            .collect()
+    };
+
+    let run_started = Instant::now();
+    let mut done = 0usize;
+    let mut weak_soft: BTreeMap<u64, (Vec<[f32; 2]>, f64, f64)> = BTreeMap::new();
+    let mut ceiling_acc: BTreeMap<u64, f64> = BTreeMap::new();
+    for ((job, path, hash), missing) in jobs.iter().zip(&missing) {
+        if !missing {
+            // Cached: its outputs may still be needed by later jobs of the same seed.
+            if let (Job::Weak(seed), Some(record)) = (job, cached_record(path, hash)) {
+                weak_soft.insert(*seed, weak_from_record(&record, path)?);
+            }
+            if let (Job::Ceiling(seed), Some(record)) = (job, cached_record(path, hash)) {
+                ceiling_acc.insert(
+                    *seed,
+                    record
+                        .get("strong_acc")
+                        .and_then(Value::as_f64)
+                        .unwrap_or(f64::NAN),
+                );
+            }
+            continue;
+        }
+        if interrupted(options) {
+            return Err(TestbedError::Interrupted);
+        }
+        let job_started = Instant::now();
+        let (label, record) = match job {
+            Job::Weak(seed) => {
+                let head = train_head_on(
+                    &weak_train,
+                    &one_hot(gold(Split::TrainLabel)?),
+                    &head_config(&weak_head, *seed, HeadLoss::CrossEntropy),
+                )?;
+                let soft = head.predict_matrix(&weak_unlabel)?;
+                let (hard_acc, _) =
+                    eval_entry(&soft, gold(Split::TrainUnlabel)?, "weak train_unlabel")?;
+                let (weak_acc, eval) = evaluate(
+                    &|m| Ok(head.predict_matrix(m)?),
+                    &weak_x,
+                    &data,
+                    "weak teacher",
+                )?;
+                let seconds = job_started.elapsed().as_secs_f64();
+                let record = json!({
+                    "idea_name": "weak_artifacts",
+                    "dataset_name": spec.name,
+                    "seed": seed,
+                    "weak_model": preset.weak.short_name(),
+                    "weak_acc": weak_acc,
+                    "soft_labels": soft.iter().map(|p| [f64::from(p[0]), f64::from(p[1])]).collect::<Vec<_>>(),
+                    "hard_label_acc": hard_acc,
+                    "epochs": weak_head.epochs,
+                    "batch_size": weak_head.batch_size,
+                    "lr": weak_head.learning_rate,
+                    "scheduler": "constant",
+                    "training_time": seconds,
+                    "config": preset.weak,
+                    "eval": eval,
+                });
+                weak_soft.insert(*seed, (soft, weak_acc, hard_acc));
+                (format!("weak seed {seed}"), record)
+            }
+            Job::Ceiling(seed) => {
+                let head = train_head_on(
+                    &strong_train,
+                    &one_hot(gold(Split::TrainUnlabel)?),
+                    &head_config(&strong_head, *seed, HeadLoss::CrossEntropy),
+                )?;
+                let (strong_acc, eval) = evaluate(
+                    &|m| Ok(head.predict_matrix(m)?),
+                    &strong_x,
+                    &data,
+                    "ceiling",
+                )?;
+                ceiling_acc.insert(*seed, strong_acc);
+                let record = json!({
+                    "idea_name": "train_ceiling",
+                    "dataset_name": spec.name,
+                    "seed": seed,
+                    "strong_model": preset.strong.short_name(),
+                    "weak_model": null,
+                    "strong_acc": strong_acc,
+                    "training_time": job_started.elapsed().as_secs_f64(),
+                    "config": {"epochs": strong_head.epochs, "lr": strong_head.learning_rate,
+                               "batch_size": strong_head.batch_size, "seed": seed,
+                               "learner": preset.strong},
+                    "detailed_eval": {"ceiling": {"final_eval": eval.get("test")}},
+                    "eval": eval,
+                });
+                (format!("ceiling seed {seed}"), record)
+            }
+            Job::Method(method, seed) => {
+                let (soft, weak_acc, hard_acc) =
+                    weak_soft
+                        .get(seed)
+                        .cloned()
+                        .ok_or_else(|| TestbedError::BadTask {
+                            task: spec.name.clone(),
+                            message: format!("no weak teacher output for seed {seed}"),
+                        })?;
+                let inputs = MethodInputs {
+                    train: &strong_train,
+                    weak_soft: &soft,
+                    groups: &data.groups,
+                    prior: prior.as_deref(),
+                };
+                let student = train_student(method, &inputs, &strong_head, *seed)?;
+                let (transfer_acc, eval) = evaluate(
+                    &|m| student.predict(m),
+                    &strong_x,
+                    &data,
+                    method.idea_name(),
+                )?;
+                let seconds = job_started.elapsed().as_secs_f64();
+                summary.transfer_seconds.push(seconds);
+                let head = method.head.unwrap_or(strong_head);
+                let mut record = json!({
+                    "idea_name": method.idea_name(),
+                    "dataset_name": spec.name,
+                    "seed": seed,
+                    "weak_model": if method.uses_teacher() { json!(preset.weak.short_name()) } else { Value::Null },
+                    "strong_model": preset.strong.short_name(),
+                    "weak_acc": weak_acc,
+                    "hard_weak_label_acc": hard_acc,
+                    "strong_acc": ceiling_acc.get(seed),
+                    "transfer_acc": transfer_acc,
+                    "pgr": null,
+                    "training_time": seconds,
+                    "aar_mode": false,
+                    "config": {"epochs": head.epochs, "lr": head.learning_rate,
+                               "batch_size": head.batch_size, "seed": seed, "method": method},
+                    "eval": eval,
+                });
+                if let Value::Object(object) = &mut record {
+                    object.extend(student.stats.clone());
+                }
+                (format!("{} seed {seed}", method.idea_name()), record)
+            }
+        };
+        let mut record = record;
+        if let Value::Object(object) = &mut record {
+            object.insert("config_hash".into(), json!(hash));
+            object.insert("hyperparam_config_key".into(), json!(key_of(path)));
+            object.insert("cached_at".into(), json!(now_seconds()));
+        }
+        write_json_atomic(path, &record)?;
+        summary.computed += 1;
+        done += 1;
+        let elapsed = run_started.elapsed().as_secs_f64();
+        let eta = elapsed / done as f64 * (to_run - done) as f64;
+        let test_acc = record
+            .get("eval")
+            .and_then(|e| e.get("test"))
+            .and_then(|e| e.get("accuracy"))
+            .and_then(Value::as_f64)
+            .unwrap_or(f64::NAN);
+        tracing::info!(
+            task = spec.name,
+            "[{done}/{to_run}] {label}: test acc {test_acc:.3} ({:.2} s; elapsed {elapsed:.0} s, ETA {eta:.0} s)",
+            job_started.elapsed().as_secs_f64()
+        );
+    }
+    write_agent_copy(preset, spec, options, &paths, &seeds)?;
+    Ok(())
+}
+
+fn key_of(path: &Path) -> String {
+    path.parent()
+        .and_then(Path::file_name)
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn missing_split(task: &str, split: Split) -> TestbedError {
+    TestbedError::BadTask {
+        task: task.into(),
+        message: format!("no {} split", split.name()),
+    }
+}
+
+fn weak_from_record(record: &Value, path: &Path) -> Result<(Vec<[f32; 2]>, f64, f64)> {
+    let parsed: aar_results::WeakArtifactRecord =
+        serde_json::from_value(record.clone()).map_err(|source| TestbedError::Json {
+            path: path.to_owned(),
+            source,
+        })?;
+    Ok((
+        parsed
+            .soft_labels
+            .iter()
+            .map(|p| [p[0] as f32, p[1] as f32])
+            .collect(),
+        parsed.weak_acc,
+        parsed.hard_label_acc.unwrap_or(f64::NAN),
+    ))
+}
+
+/// What an agent's `aar run-method` reads beside the label-free task copy.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AgentTaskMeta {
+    /// The task's name.
+    pub task: String,
+    /// The preset it belongs to.
+    pub preset: String,
+    /// The student learner methods train.
+    pub strong: LearnerSpec,
+    /// Descriptions of label 0 and 1 for the zero-shot prior, when the task has them.
+    pub verbalizers: Option<[String; 2]>,
+}
+
+/// The weak teacher's outputs an agent may use: soft labels on `train_unlabel`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WeakLabels {
+    /// The weak teacher's seed.
+    pub seed: u64,
+    /// `[p0, p1]` per `train_unlabel` row, in file order.
+    pub soft_labels: Vec<[f64; 2]>,
+}
+
+/// File names inside an agent task directory.
+pub const AGENT_META_FILE: &str = "testbed.json";
+/// The weak teacher's soft labels in an agent task directory.
+pub const AGENT_WEAK_FILE: &str = "weak_labels.json";
+
+fn write_agent_copy(
+    preset: &Preset,
+    spec: &TaskSpec,
+    options: &RunOptions,
+    paths: &ResultPaths,
+    seeds: &[u64],
+) -> Result<()> {
+    let Some(&seed) = seeds.first() else {
+        return Ok(());
+    };
+    let task = LabeledTask::load(&options.tasks_dir().join(&spec.name))?;
+    let out = options.agent_dir().join(&spec.name);
+    aar_tasks::write_agent_copy(&task, &out)?;
+    let weak_path = paths.weak(seed);
+    let text = std::fs::read_to_string(&weak_path).at(&weak_path)?;
+    let record: aar_results::WeakArtifactRecord =
+        serde_json::from_str(&text).map_err(|source| TestbedError::Json {
+            path: weak_path.clone(),
+            source,
+        })?;
+    let weak = WeakLabels {
+        seed,
+        soft_labels: record.soft_labels,
+    };
+    let meta = AgentTaskMeta {
+        task: spec.name.clone(),
+        preset: preset.name.clone(),
+        strong: preset.strong.clone(),
+        verbalizers: match &spec.source {
+            TaskSource::Text { corpus } => Some(corpus.verbalizers().map(String::from)),
+            TaskSource::Pack { .. } => None,
+        },
+    };
+    let to_value = |v: Result<Value, serde_json::Error>, path: &Path| {
+        v.map_err(|source| TestbedError::Json {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let weak_out = out.join(AGENT_WEAK_FILE);
+    write_json_atomic(
+        &weak_out,
+        &to_value(serde_json::to_value(&weak), &weak_out)?,
+    )?;
+    let meta_out = out.join(AGENT_META_FILE);
+    write_json_atomic(
+        &meta_out,
+        &to_value(serde_json::to_value(&meta), &meta_out)?,
+    )?;
+    Ok(())
+}
+
+/// Hard labels of soft ones (for callers that only need the argmax).
+pub fn hard_labels(soft: &[[f32; 2]]) -> Vec<[f32; 2]> {
+    soft.iter().map(|p| hard(*p)).collect()
+}

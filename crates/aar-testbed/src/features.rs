@@ -1,0 +1,196 @@
+//! What each learner sees of a row: bag-of-words vectors or frozen hidden states, cached on disk.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use aar_engine::Pooling;
+use aar_engine::features::{FeatureSpec, Matrix, cached_features};
+use aar_engine::model::{LoadOptions, Model};
+use aar_engine::prompt::{Overflow, PromptEncoder, PromptFormat, PromptOptions, Template};
+use aar_tasks::{Example, Inputs};
+
+use crate::error::{Result, TestbedError};
+use crate::preset::{FeaturePooling, LearnerSpec};
+
+/// Whether every row of `examples` proposes the same `choice` (single-claim tasks): the
+/// claim then carries no information and is left out of the text learners read (measured:
+/// appending it to every review cost the MiniLM student 0.07 accuracy on sentiment).
+pub fn constant_choice(examples: &[Example]) -> bool {
+    let mut choices = examples.iter().filter_map(|e| match &e.inputs {
+        Inputs::Binary { choice, .. } => Some(choice),
+        Inputs::Comparison { .. } => None,
+    });
+    match choices.next() {
+        Some(first) => choices.all(|c| c == first),
+        None => false,
+    }
+}
+
+/// The text a frozen model or a bag of words reads for a row (inputs only, never a label);
+/// without the choice when `drop_choice` (see [`constant_choice`]).
+pub fn row_text(example: &Example, drop_choice: bool) -> String {
+    match &example.inputs {
+        Inputs::Binary { question, .. } if drop_choice => question.clone(),
+        Inputs::Binary { question, choice } => format!("{question}\n{choice}"),
+        Inputs::Comparison {
+            prompt,
+            first,
+            second,
+        } => format!("{prompt}\nA: {first}\nB: {second}"),
+    }
+}
+
+/// Where a learner's model lives: an asset name under `assets/models/`, or a directory.
+pub fn model_dir(model: &str, assets_dir: &Path) -> Result<PathBuf> {
+    let asset = assets_dir.join("models").join(model);
+    let dir = if aar_assets::manifest::asset(model).is_some() {
+        asset
+    } else {
+        PathBuf::from(model)
+    };
+    if !dir.join("config.json").is_file() {
+        return Err(TestbedError::MissingAsset {
+            asset: model.into(),
+            what: format!("the model {model}"),
+            path: dir,
+        });
+    }
+    Ok(dir)
+}
+
+/// A loaded frozen-feature extractor.
+#[derive(Debug)]
+pub struct FrozenExtractor {
+    model: Model,
+    encoder: PromptEncoder,
+    spec: FeatureSpec,
+    max_tokens: usize,
+    cache_dir: PathBuf,
+}
+
+impl FrozenExtractor {
+    /// Loads the learner's model (CPU or the best device) and tokenizer.
+    pub fn load(learner: &LearnerSpec, assets_dir: &Path, cache_dir: &Path) -> Result<Self> {
+        let LearnerSpec::Frozen {
+            model,
+            layer,
+            pooling,
+            max_tokens,
+            ..
+        } = learner
+        else {
+            return Err(TestbedError::Unsupported(format!(
+                "{} is not a frozen-feature learner",
+                learner.short_name()
+            )));
+        };
+        let dir = model_dir(model, assets_dir)?;
+        let pooling = match pooling {
+            FeaturePooling::Mean => Pooling::Mean,
+            FeaturePooling::LastToken => Pooling::LastToken,
+        };
+        let loaded = Model::load(
+            &dir,
+            &LoadOptions {
+                device: aar_engine::device::best_device(),
+                pooling,
+                ..LoadOptions::default()
+            },
+        )?;
+        let encoder = PromptEncoder::load(
+            &dir.join("tokenizer.json"),
+            PromptOptions {
+                template: Template::Binary,
+                format: PromptFormat::Base,
+                max_tokens: *max_tokens,
+                overflow: Overflow::TruncateBody,
+                label_tokens: false,
+            },
+        )?;
+        Ok(FrozenExtractor {
+            model: loaded,
+            encoder,
+            spec: FeatureSpec {
+                layer: *layer,
+                pooling,
+                template: "aar-testbed/raw-text".into(),
+            },
+            max_tokens: *max_tokens,
+            cache_dir: cache_dir.to_owned(),
+        })
+    }
+
+    /// Features of `texts`, from the cache when present.
+    pub fn features(&self, texts: &[String]) -> Result<(Matrix, bool)> {
+        let prompts = texts
+            .iter()
+            .map(|t| self.encoder.encode_text(t, self.max_tokens))
+            .collect::<aar_engine::Result<Vec<_>>>()?;
+        let features = cached_features(
+            &self.model,
+            &prompts,
+            &self.spec,
+            &self.cache_dir,
+            self.encoder.pad_id(),
+            32,
+        )?;
+        Ok((Matrix::from_tensor(&features.values)?, features.from_cache))
+    }
+}
+
+/// Lower-cased runs of letters, digits and apostrophes.
+pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(|c: char| !(c.is_alphanumeric() || c == '\''))
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+}
+
+/// A bag-of-words vocabulary: words in at least `min_count` of the fitting texts, sorted.
+#[derive(Debug, Clone)]
+pub struct Vocabulary {
+    index: HashMap<String, usize>,
+}
+
+impl Vocabulary {
+    /// The vocabulary of `texts` (document frequency >= `min_count`).
+    pub fn fit(texts: &[String], min_count: usize) -> Vocabulary {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for text in texts {
+            let unique: std::collections::BTreeSet<String> = words(text).collect();
+            for word in unique {
+                *counts.entry(word).or_default() += 1;
+            }
+        }
+        let index = counts
+            .into_iter()
+            .filter(|(_, n)| *n >= min_count.max(1))
+            .enumerate()
+            .map(|(i, (w, _))| (w, i))
+            .collect();
+        Vocabulary { index }
+    }
+
+    /// Number of words.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether it holds no word.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Word-presence vectors (0/1), one row per text.
+    pub fn transform(&self, texts: &[String]) -> Result<Matrix> {
+        let cols = self.len().max(1);
+        let mut data = vec![0f32; texts.len() * cols];
+        for (row, text) in texts.iter().enumerate() {
+            for word in words(text) {
+                if let Some(&col) = self.index.get(&word) {
+                    data[row * cols + col] = 1.0;
+                }
+            }
+        }
+        Ok(Matrix::new(texts.len(), cols, data)?)
+    }
+}

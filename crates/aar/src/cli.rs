@@ -1,0 +1,59 @@
+//! Argument parsing and dispatch. Each subcommand module turns arguments into
+//! library calls; the libraries do the work.
+
+mod assets;
+mod baselines;
+mod reference;
+mod run_method;
+mod serve;
+mod tasks;
+mod up;
+
+use clap::{Parser, Subcommand};
+
+/// aar: an open platform for automated alignment research.
+#[derive(Debug, Parser)]
+#[command(name = "aar", version, about)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The reference implementation's published results.
+    #[command(subcommand)]
+    Reference(reference::ReferenceCommand),
+    /// Task data: validate, and make the label-free copy agents see.
+    #[command(subcommand)]
+    Tasks(tasks::TasksCommand),
+    /// Check the compute set-up (libtorch, threads, CUDA).
+    Doctor,
+    /// Models and data sets from pinned registry packages.
+    #[command(subcommand)]
+    Assets(assets::AssetsCommand),
+    /// The testbed's baselines over seeds: W, S and PGR per method and split, with timings.
+    Baselines(baselines::BaselinesArgs),
+    /// Train a student from a method description on a label-free task copy; write predictions.
+    RunMethod(run_method::RunMethodArgs),
+    /// The main job: a research campaign (testbed, server, sandboxed researchers, report).
+    Up(up::UpArgs),
+    /// The research server: evaluation that cannot be gamed, forum, leaderboard, code store, MCP.
+    Serve(serve::ServeArgs),
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
+        Command::Reference(command) => reference::run(command),
+        Command::Tasks(command) => tasks::run(command),
+        Command::Assets(command) => assets::run(command),
+        Command::Baselines(args) => baselines::run(args),
+        Command::RunMethod(args) => run_method::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Up(args) => up::run(args),
+        Command::Doctor => {
+            println!("{}", aar_engine::libtorch_summary());
+            Ok(())
+        }
+    }
+}

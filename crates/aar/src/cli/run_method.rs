@@ -1,0 +1,61 @@
+use std::path::PathBuf;
+
+use aar_testbed::{AgentRun, MethodSpec, run_method};
+use anyhow::Context;
+
+/// Train a student with a method description on a label-free task copy and write test
+/// predictions (agent-facing: reads no label).
+#[derive(Debug, clap::Args)]
+pub struct RunMethodArgs {
+    /// The agent's task directory (train_unlabel.jsonl, test.jsonl, testbed.json, weak_labels.json).
+    #[arg(long)]
+    task: PathBuf,
+    /// The method description (JSON), e.g. {"method": "confidence_filter", "low": 0.3, "high": 0.7}.
+    #[arg(long)]
+    spec: PathBuf,
+    /// Where to write the predictions (JSON).
+    #[arg(long)]
+    out: PathBuf,
+    /// The weak teacher's soft labels (default: weak_labels.json in the task directory).
+    #[arg(long)]
+    weak: Option<PathBuf>,
+    /// Training seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// aar's state directory (models under `<home>/assets`, feature cache under `<home>/testbed`).
+    #[arg(long, env = "AAR_HOME", default_value = ".aar")]
+    home: PathBuf,
+}
+
+pub fn run(args: RunMethodArgs) -> anyhow::Result<()> {
+    aar_engine::device::best_device();
+    let text = std::fs::read_to_string(&args.spec)
+        .with_context(|| format!("reading {}", args.spec.display()))?;
+    let spec: MethodSpec = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a method description", args.spec.display()))?;
+    let predictions = run_method(
+        &AgentRun {
+            task_dir: args.task,
+            weak_labels: args.weak,
+            assets_dir: args.home.join("assets"),
+            feature_cache: args.home.join("testbed").join("features"),
+            seed: args.seed,
+        },
+        &spec,
+    )?;
+    let partial = args.out.with_extension("partial");
+    std::fs::write(&partial, serde_json::to_vec_pretty(&predictions)?)
+        .with_context(|| format!("writing {}", partial.display()))?;
+    std::fs::rename(&partial, &args.out)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    let ones = predictions.predictions.iter().filter(|&&p| p == 1).count();
+    println!(
+        "{}: {} test predictions ({} labeled 1) in {:.2} s -> {}",
+        predictions.task,
+        predictions.predictions.len(),
+        ones,
+        predictions.seconds,
+        args.out.display()
+    );
+    Ok(())
+}

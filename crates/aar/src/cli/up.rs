@@ -1,0 +1,111 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use aar_campaign::{CampaignConfig, Researchers, run_campaign};
+use anyhow::Context;
+
+/// Run (or resume) a research campaign: the preset's tasks and baselines (cached), the
+/// research server, N sandboxed researchers for a given time, live progress, and a report.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Testbed preset.
+    #[arg(long, default_value = "cpu")]
+    preset: String,
+    /// Number of researchers.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
+    researchers: u16,
+    /// Minutes of work per researcher, counted over every run of this campaign.
+    #[arg(long, default_value_t = 20.0)]
+    minutes: f64,
+    /// Dollar cap for the whole campaign (LLM researchers).
+    #[arg(long)]
+    dollars: Option<f64>,
+    /// Campaign name (its directory under `<home>/campaigns/`); the same name resumes.
+    #[arg(long, default_value = "default")]
+    name: String,
+    /// Researchers driven by an LLM: `anthropic:<model>` (ANTHROPIC_API_KEY) or
+    /// `openai:<base-url>#<model>`; default: the built-in offline researcher.
+    #[arg(long)]
+    llm: Option<String>,
+    /// Seconds between progress lines.
+    #[arg(long, default_value_t = 30)]
+    progress_seconds: u64,
+    /// aar's state directory.
+    #[arg(long, env = "AAR_HOME", default_value = ".aar")]
+    home: PathBuf,
+}
+
+fn researchers(llm: Option<&str>) -> anyhow::Result<Researchers> {
+    let Some(spec) = llm else {
+        return Ok(Researchers::Offline);
+    };
+    if let Some(model) = spec.strip_prefix("anthropic:") {
+        return Ok(Researchers::Anthropic {
+            model: model.to_owned(),
+        });
+    }
+    if let Some(rest) = spec.strip_prefix("openai:")
+        && let Some((base_url, model)) = rest.rsplit_once('#')
+    {
+        return Ok(Researchers::OpenAi {
+            base_url: base_url.to_owned(),
+            model: model.to_owned(),
+        });
+    }
+    anyhow::bail!("--llm {spec:?}: expected anthropic:<model> or openai:<base-url>#<model>")
+}
+
+/// What researchers' sandboxes mount for libtorch: pip's torch links the CUDA runtime
+/// libraries of its sibling `nvidia` packages, so the whole virtual environment when
+/// libtorch lives in one (as `scripts/setup.sh` makes it), else the directory itself.
+fn libtorch_tree(dir: &str) -> PathBuf {
+    let dir = PathBuf::from(dir);
+    match dir.parent() {
+        Some(venv) if venv.join("pyvenv.cfg").is_file() => venv.to_owned(),
+        _ => dir,
+    }
+}
+
+pub fn run(args: UpArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.minutes.is_finite() && args.minutes > 0.0,
+        "--minutes must be a positive number"
+    );
+    aar_engine::device::best_device();
+    let home = std::path::absolute(&args.home)
+        .with_context(|| format!("resolving {}", args.home.display()))?;
+    let config = CampaignConfig {
+        home,
+        name: args.name,
+        preset: args.preset,
+        researchers: usize::from(args.researchers),
+        minutes: args.minutes,
+        dollars: args.dollars,
+        policy: researchers(args.llm.as_deref())?,
+        aar_binary: std::env::current_exe().context("locating the aar binary")?,
+        libtorch: option_env!("AAR_LIBTORCH_DIR").map(libtorch_tree),
+        progress_every: Duration::from_secs(args.progress_seconds.max(1)),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let interrupt = Arc::new(AtomicBool::new(false));
+        let flag = interrupt.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("stopping after the current steps (Ctrl-C again to abort)...");
+                flag.store(true, Ordering::SeqCst);
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        });
+        let report = run_campaign(config, interrupt).await?;
+        println!("{}", report.markdown());
+        anyhow::Ok(())
+    })
+}

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Idempotent machine set-up for aar: Debian packages, the project-local Python
+# environment with libtorch (pip's torch, the build tch expects), and test extras.
+#   scripts/setup.sh           what building and running aar needs
+#   scripts/setup.sh --test    also what the test suite needs (independent references, servers)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TORCH_VERSION=2.11.0
+want_test=0
+[[ "${1:-}" == "--test" ]] && want_test=1
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+# Debian packages, installed only when missing.
+apt_packages=(build-essential pkg-config python3-venv bubblewrap)
+if (( want_test )); then
+  apt_packages+=(postgresql)
+fi
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if (( ${#missing[@]} )); then
+  log "installing Debian packages: ${missing[*]}"
+  if [[ $(id -u) -eq 0 ]]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+fi
+
+# Project-local virtual environment with libtorch.
+python=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+  log "creating .venv"
+  "$python" -m venv .venv
+fi
+if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
+  log "installing torch==$TORCH_VERSION into .venv (about 4.6 GB, once)"
+  .venv/bin/pip install --disable-pip-version-check --progress-bar on "torch==$TORCH_VERSION" numpy
+fi
+# A stable path for the build (.cargo/config.toml points LIBTORCH here).
+torch_dir=$(.venv/bin/python -c "import torch, pathlib; print(pathlib.Path(torch.__file__).parent)")
+ln -sfn "$torch_dir" .venv/libtorch
+
+if (( want_test )); then
+  test_requirements=scripts/requirements-test.txt
+  stamp=.venv/.requirements-test.sha256
+  if [[ -s $test_requirements ]] && ! sha256sum -c --status "$stamp" 2>/dev/null; then
+    log "installing test references from $test_requirements"
+    .venv/bin/pip install --disable-pip-version-check -r "$test_requirements"
+    sha256sum "$test_requirements" > "$stamp"
+  fi
+fi
+log "ready"
