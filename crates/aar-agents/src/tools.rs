@@ -624,11 +624,28 @@ impl Toolbox {
     }
 
     fn read_predictions(&self, rel: &str) -> Result<Vec<u8>, String> {
-        self.read_prediction_field(rel, "predictions")
+        let text = self.read_predictions_text(rel)?;
+        parse_predictions(&text).map_err(|e| format!("{rel}: {e}"))
     }
 
-    /// Reads `field` of a predictions file (plain arrays have only `predictions`).
-    fn read_prediction_field(&self, rel: &str, field: &str) -> Result<Vec<u8>, String> {
+    /// The `private_predictions` of a run-method output object, if it has them;
+    /// a plain list of predictions has none.
+    fn read_embedded_private_predictions(&self, rel: &str) -> Result<Option<Vec<u8>>, String> {
+        let text = self.read_predictions_text(rel)?;
+        if !text.trim_start().starts_with('{') {
+            return Ok(None);
+        }
+        let object: Value = serde_json::from_str(text.trim())
+            .map_err(|e| format!("{rel}: not a JSON object: {e}"))?;
+        if object.get("private_predictions").is_none_or(Value::is_null) {
+            return Ok(None);
+        }
+        parse_prediction_field(&text, "private_predictions")
+            .map(Some)
+            .map_err(|e| format!("{rel}: {e}"))
+    }
+
+    fn read_predictions_text(&self, rel: &str) -> Result<String, String> {
         let (bytes, size) = self
             .workspace
             .read(rel, 0, self.limits.predictions_bytes.saturating_add(1))
@@ -636,8 +653,7 @@ impl Toolbox {
         if size > self.limits.predictions_bytes {
             return Err(format!("{rel} is {size} bytes; too large"));
         }
-        let text = String::from_utf8(bytes).map_err(|_| format!("{rel} is not text"))?;
-        parse_prediction_field(&text, field).map_err(|e| format!("{rel}: {e}"))
+        String::from_utf8(bytes).map_err(|_| format!("{rel} is not text"))
     }
 
     async fn server_tool(
@@ -655,7 +671,7 @@ impl Toolbox {
                 let private = match input["private_predictions_file"].as_str() {
                     Some(private_file) => Some(self.read_predictions(private_file)?),
                     // `aar run-method` writes both into one object.
-                    None => self.read_prediction_field(file, "private_predictions").ok(),
+                    None => self.read_embedded_private_predictions(file)?,
                 };
                 let entry = input["entry_id"].as_i64().zip(input["seed"].as_i64());
                 server

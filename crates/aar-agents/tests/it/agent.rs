@@ -301,8 +301,9 @@ async fn scripted_researcher_runs_tools_evaluates_and_stops_at_the_dollar_cap() 
     let third = &received[4].body;
     let read = tool_result(third, "toolu_2")["content"].as_str().unwrap();
     assert_eq!(read.trim(), predictions_json);
-    let evaluation: Value =
-        serde_json::from_str(tool_result(third, "toolu_3")["content"].as_str().unwrap()).unwrap();
+    let evaluation_text = tool_result(third, "toolu_3")["content"].as_str().unwrap();
+    let evaluation: Value = serde_json::from_str(evaluation_text)
+        .unwrap_or_else(|e| panic!("evaluate answered {evaluation_text:?}: {e}"));
     assert_eq!(evaluation["task"], "math");
     let accuracy = evaluation["released_accuracy"].as_f64().unwrap();
     assert!((accuracy - 0.75).abs() < 0.02, "{evaluation}");
