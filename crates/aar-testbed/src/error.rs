@@ -75,6 +75,14 @@ pub enum TestbedError {
         /// What is wrong.
         message: String,
     },
+    /// A preset file holds a value the testbed cannot use.
+    #[error("{}: {message}", path.display())]
+    BadPreset {
+        /// The preset file.
+        path: PathBuf,
+        /// What is wrong, naming the field.
+        message: String,
+    },
     /// A configuration this build does not run.
     #[error("{0}")]
     Unsupported(String),

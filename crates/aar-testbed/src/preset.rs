@@ -3,9 +3,11 @@
 //! A preset is plain serde data, so `aar baselines --preset-file` can take a variant and the
 //! config hash of every result file covers exactly what produced it.
 
+use std::path::Path;
+
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Result, TestbedError};
+use crate::error::{IoContext, Result, TestbedError};
 
 /// Rows per split (`transfer` is a maximum: a smaller source is used whole).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -415,6 +417,54 @@ impl Preset {
         }
     }
 
+    /// A preset from a JSON file (the shape `aar baselines --show-preset` prints), checked
+    /// for names that are safe as directory names and for usable sizes and seeds.
+    pub fn from_file(path: &Path) -> Result<Preset> {
+        let text = std::fs::read_to_string(path).at(path)?;
+        let preset: Preset = serde_json::from_str(&text).map_err(|source| TestbedError::Json {
+            path: path.to_owned(),
+            source,
+        })?;
+        let bad = |message: String| TestbedError::BadPreset {
+            path: path.to_owned(),
+            message,
+        };
+        if !is_plain_name(&preset.name) {
+            return Err(bad(format!(
+                "`name` {:?} must be 1-64 letters, digits, `_` or `-`",
+                preset.name
+            )));
+        }
+        if preset.tasks.is_empty() {
+            return Err(bad("`tasks` is empty".into()));
+        }
+        if preset.seeds.is_empty() {
+            return Err(bad("`seeds` is empty".into()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, task) in preset.tasks.iter().enumerate() {
+            if !is_plain_name(&task.name) {
+                return Err(bad(format!(
+                    "`tasks[{i}].name` {:?} must be 1-64 letters, digits, `_` or `-`",
+                    task.name
+                )));
+            }
+            if !seen.insert(task.name.as_str()) {
+                return Err(bad(format!(
+                    "`tasks[{i}].name` {:?} appears twice",
+                    task.name
+                )));
+            }
+            let s = task.sizes;
+            if [s.train_label, s.train_unlabel, s.test, s.test_private].contains(&0) {
+                return Err(bad(format!(
+                    "`tasks[{i}].sizes`: train_label, train_unlabel, test and test_private must be positive"
+                )));
+            }
+        }
+        Ok(preset)
+    }
+
     /// The task of that name.
     pub fn task(&self, name: &str) -> Option<&TaskSpec> {
         self.tasks.iter().find(|t| t.name == name)
@@ -443,4 +493,11 @@ fn paper_lora(model: &str) -> LearnerSpec {
         batch_size: 32,
         max_tokens: 8192,
     }
+}
+
+fn is_plain_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }

@@ -131,3 +131,28 @@ fn sources_are_cleaned_deduplicated_and_split_by_length() {
     assert_eq!((short.len(), long.len()), (17, 3));
     assert!(long.iter().all(|i| i.subset.ends_with("/longest")));
 }
+
+#[test]
+fn preset_files_round_trip_and_name_the_bad_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("preset.json");
+    let cpu = crate::Preset::named("cpu").unwrap();
+    std::fs::write(&path, serde_json::to_string(&cpu).unwrap()).unwrap();
+    assert_eq!(crate::Preset::from_file(&path).unwrap(), cpu);
+
+    let mut escaping = serde_json::to_value(&cpu).unwrap();
+    escaping["tasks"][1]["name"] = json!("../sarcasm");
+    std::fs::write(&path, escaping.to_string()).unwrap();
+    let message = crate::Preset::from_file(&path).unwrap_err().to_string();
+    assert!(message.contains("tasks[1].name"), "{message}");
+
+    let mut empty_split = serde_json::to_value(&cpu).unwrap();
+    empty_split["tasks"][0]["sizes"]["test"] = json!(0);
+    std::fs::write(&path, empty_split.to_string()).unwrap();
+    let message = crate::Preset::from_file(&path).unwrap_err().to_string();
+    assert!(message.contains("tasks[0].sizes"), "{message}");
+
+    std::fs::write(&path, "{\"name\": \"x\"}").unwrap();
+    let message = crate::Preset::from_file(&path).unwrap_err().to_string();
+    assert!(message.contains("preset.json"), "{message}");
+}

@@ -16,6 +16,12 @@ pub struct BaselinesArgs {
     /// tiny, cpu, gpu or paper.
     #[arg(long, default_value = "cpu")]
     preset: String,
+    /// A preset from a JSON file instead (start from `--show-preset`'s output).
+    #[arg(long, value_name = "FILE", conflicts_with = "preset")]
+    preset_file: Option<PathBuf>,
+    /// Print the preset as JSON and exit.
+    #[arg(long)]
+    show_preset: bool,
     /// Number of seeds (default: the preset's).
     #[arg(long)]
     seeds: Option<usize>,
@@ -49,7 +55,16 @@ fn summary_line(name: &str, s: &RunSummary) -> String {
 
 pub fn run(args: BaselinesArgs) -> anyhow::Result<()> {
     aar_engine::device::best_device();
-    let preset = Preset::named(&args.preset)?;
+    let preset = match &args.preset_file {
+        Some(path) => Preset::from_file(path)?,
+        None => Preset::named(&args.preset)?,
+    };
+    if args.show_preset {
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer_pretty(&mut out, &preset)?;
+        writeln!(out)?;
+        return Ok(());
+    }
     let mut options = RunOptions::new(&preset, &args.home);
     if let Some(n) = args.seeds {
         let first = preset.seeds.first().copied().unwrap_or(0);
