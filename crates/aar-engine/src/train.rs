@@ -204,15 +204,23 @@ impl AdamW {
                 if !grad.defined() {
                     continue;
                 }
+                // In-place updates with two temporaries per tensor: on CPU the step is
+                // memory-bound, and every temporary is a pass over the parameters.
                 let grad = grad.to_kind(Kind::Float);
                 let mut value = param.to_kind(Kind::Float);
                 let _ = value.f_mul_scalar_(1.0 - lr * self.weight_decay)?;
-                let _ = m.f_mul_scalar_(beta1)?.f_add_(&(&grad * (1.0 - beta1)))?;
+                let _ = m.f_lerp_(&grad, 1.0 - beta1)?;
                 let _ = v
                     .f_mul_scalar_(beta2)?
-                    .f_add_(&(&grad * &grad * (1.0 - beta2)))?;
-                let denom = v.sqrt() / bias2.sqrt() + self.eps;
-                let _ = value.f_sub_(&(&*m / denom * (lr / bias1)))?;
+                    .f_addcmul_(&grad, &(&grad * (1.0 - beta2)))?;
+                let mut update = v.sqrt();
+                let _ = update
+                    .f_div_scalar_(bias2.sqrt())?
+                    .f_add_scalar_(self.eps)?
+                    .f_reciprocal_()?
+                    .f_mul_(m)?
+                    .f_mul_scalar_(lr / bias1)?;
+                let _ = value.f_sub_(&update)?;
                 if param.kind() != Kind::Float {
                     param.f_copy_(&value)?;
                 }
