@@ -539,7 +539,7 @@ pub async fn run_campaign(config: CampaignConfig, interrupt: Arc<AtomicBool>) ->
     if interrupted {
         eprintln!("interrupted: everything so far is kept; `aar up` again resumes");
     }
-    let report = Report::gather(&admin, &ledger, &agent_ids, &table, &config).await?;
+    let report = Report::gather(&admin, &ledger, &agent_ids, &table, &config, &options).await?;
     write_report(&report, &paths.report_dir())?;
     server.abort();
     Ok(report)

@@ -7,13 +7,49 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use aar_agents::accounting::Ledger;
-use aar_testbed::BaselineTable;
+use aar_testbed::{AgentRun, BaselineTable, MethodSpec, RunOptions, labeled_accuracy};
 use plotters::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::campaign::{Admin, CampaignConfig};
 use crate::error::{CampaignError, Result};
+
+/// Transfer-set PGR (mean, SE over `seeds`) of an entry whose method is a testbed method
+/// description: re-run on the agent copy, scored on the labeled transfer set. `None` for
+/// custom methods and when a run fails (logged).
+fn transfer_pgr(
+    options: &RunOptions,
+    task: &str,
+    method: &str,
+    seeds: &[u64],
+    weak: f64,
+    ceiling: f64,
+) -> Option<(f64, Option<f64>)> {
+    let spec: MethodSpec = serde_json::from_str(method).ok()?;
+    let labeled = options
+        .tasks_dir()
+        .join(task)
+        .join(aar_tasks::Split::Transfer.file_name());
+    let mut values = Vec::new();
+    for &seed in seeds {
+        let run = AgentRun {
+            task_dir: options.agent_dir().join(task),
+            weak_labels: None,
+            assets_dir: options.assets_dir.clone(),
+            feature_cache: options.feature_cache.clone(),
+            seed,
+        };
+        match labeled_accuracy(&run, &spec, &labeled) {
+            Ok(accuracy) => values.extend(pgr(accuracy, weak, ceiling)),
+            Err(err) => {
+                tracing::warn!(task, method, seed, "transfer-set run failed: {err}");
+                return None;
+            }
+        }
+    }
+    mean_and_se(&values)
+}
 
 /// PGR of `accuracy` against W and S; `None` when S does not beat W.
 fn pgr(accuracy: f64, weak: f64, ceiling: f64) -> Option<f64> {
@@ -41,6 +77,8 @@ pub struct ScoredEvaluation {
     pub private_pgr: Option<f64>,
     /// Leaderboard entry it counts for.
     pub entry_id: Option<i64>,
+    /// Training seed it declared for that entry.
+    pub seed: Option<i64>,
 }
 
 async fn scored_evaluations(
@@ -70,6 +108,7 @@ async fn scored_evaluations(
             public_pgr: on("public_accuracy", "test"),
             private_pgr: on("private_accuracy", "test_private"),
             entry_id: row["entry_id"].as_i64(),
+            seed: row["seed"].as_i64(),
         });
     }
     out.sort_by_key(|e| e.created_at);
@@ -110,6 +149,9 @@ pub struct EntryRow {
     pub public_pgr: Option<(f64, Option<f64>)>,
     /// Private-test PGR (against the private test's W and S) mean and SE.
     pub private_pgr: Option<(f64, Option<f64>)>,
+    /// Transfer-set PGR mean and SE, for entries whose method is a testbed method
+    /// description (re-run here per seed; custom code has nothing to re-run).
+    pub transfer_pgr: Option<(f64, Option<f64>)>,
 }
 
 /// One task's part of the report.
@@ -121,8 +163,11 @@ pub struct TaskReport {
     pub public: Option<(f64, f64)>,
     /// W and S on the private test.
     pub private: Option<(f64, f64)>,
-    /// Vanilla transfer PGR (testbed, over its seeds) on the public and private tests.
-    pub vanilla_pgr: (Option<f64>, Option<f64>),
+    /// W and S on the held-out transfer set.
+    pub transfer: Option<(f64, f64)>,
+    /// Vanilla transfer PGR (testbed, over its seeds) on the public test, the private
+    /// test and the transfer set.
+    pub vanilla_pgr: (Option<f64>, Option<f64>, Option<f64>),
     /// Baseline methods' public-test PGR, for context.
     pub baseline_pgr: Vec<(String, Option<f64>)>,
     /// Entries, best public PGR first; flagged and disqualified ones last.
@@ -184,6 +229,7 @@ impl Report {
         agent_ids: &BTreeMap<String, String>,
         table: &BaselineTable,
         config: &CampaignConfig,
+        options: &RunOptions,
     ) -> Result<Report> {
         let evaluations = scored_evaluations(admin, agent_ids, table).await?;
         let mut tasks = Vec::new();
@@ -213,10 +259,29 @@ impl Report {
                         .filter_map(|e| e.private_pgr)
                         .collect();
                     let agent = row["agent_id"].as_str().unwrap_or("");
+                    let method = row["method"].as_str().unwrap_or("").to_owned();
+                    let seeds: Vec<u64> = evaluations
+                        .iter()
+                        .filter(|e| e.entry_id == Some(entry_id))
+                        .filter_map(|e| e.seed.and_then(|seed| u64::try_from(seed).ok()))
+                        .collect();
+                    let transfer_pgr = match baselines(table, &task.task, "transfer") {
+                        Some((w, s)) if s > w => {
+                            let (options, task, method) =
+                                (options.clone(), task.task.clone(), method.clone());
+                            tokio::task::spawn_blocking(move || {
+                                transfer_pgr(&options, &task, &method, &seeds, w, s)
+                            })
+                            .await
+                            .ok()
+                            .flatten()
+                        }
+                        _ => None,
+                    };
                     entries.push(EntryRow {
                         entry_id,
                         researcher: agent_ids.get(agent).cloned().unwrap_or(agent.to_owned()),
-                        method: row["method"].as_str().unwrap_or("").to_owned(),
+                        method,
                         seeds: format!(
                             "{}/{}",
                             row["seeds_evaluated"].as_u64().unwrap_or(0),
@@ -225,6 +290,7 @@ impl Report {
                         status: status.to_owned(),
                         public_pgr: mean_se(&row["pgr"]),
                         private_pgr: mean_and_se(&private),
+                        transfer_pgr,
                     });
                 }
             }
@@ -232,9 +298,11 @@ impl Report {
                 task: task.task.clone(),
                 public: baselines(table, &task.task, "test"),
                 private: baselines(table, &task.task, "test_private"),
+                transfer: baselines(table, &task.task, "transfer"),
                 vanilla_pgr: (
                     method_pgr("vanilla_w2s", "test"),
                     method_pgr("vanilla_w2s", "test_private"),
+                    method_pgr("vanilla_w2s", "transfer"),
                 ),
                 baseline_pgr: task
                     .methods
@@ -296,23 +364,27 @@ impl Report {
                 b.map_or_else(|| "-".into(), |(w, s)| format!("W {w:.3}, S {s:.3}"))
             };
             out += &format!(
-                "Public test: {}; private test: {}. Vanilla transfer PGR: public {}, private {}.\n\n",
+                "Public test: {}; private test: {}; transfer set: {}. Vanilla transfer PGR: \
+                 public {}, private {}, transfer {}.\n\n",
                 wsp(task.public),
                 wsp(task.private),
+                wsp(task.transfer),
                 f(task.vanilla_pgr.0),
-                f(task.vanilla_pgr.1)
+                f(task.vanilla_pgr.1),
+                f(task.vanilla_pgr.2)
             );
-            out += "| entry | researcher | method | seeds | status | PGR public | PGR private |\n|---|---|---|---|---|---|---|\n";
+            out += "| entry | researcher | method | seeds | status | PGR public | PGR private | PGR transfer |\n|---|---|---|---|---|---|---|---|\n";
             for e in &task.entries {
                 out += &format!(
-                    "| {} | {} | `{}` | {} | {} | {} | {} |\n",
+                    "| {} | {} | `{}` | {} | {} | {} | {} | {} |\n",
                     e.entry_id,
                     e.researcher,
                     e.method.replace('|', "\\|"),
                     e.seeds,
                     e.status,
                     ms(e.public_pgr),
-                    ms(e.private_pgr)
+                    ms(e.private_pgr),
+                    ms(e.transfer_pgr)
                 );
             }
             out += "\nBaselines (testbed, public PGR): ";

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use aar_core::Label;
 use aar_tasks::{LabelPolicy, Split, read_task_file};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -13,7 +14,7 @@ use serde_json::Value;
 use crate::baselines::{AGENT_META_FILE, AGENT_WEAK_FILE, AgentTaskMeta, WeakLabels};
 use crate::error::{IoContext, Result, TestbedError};
 use crate::features::{FrozenExtractor, constant_choice, row_text};
-use crate::method::{MethodInputs, MethodSpec, train_student, zero_shot_prior};
+use crate::method::{MethodInputs, MethodSpec, Student, train_student, zero_shot_prior};
 
 /// Predictions on the public test split, as `aar run-method` writes them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,9 +60,83 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     })
 }
 
+/// A student trained on an agent copy, with what reads texts the way it was trained.
+struct TrainedOnAgentCopy {
+    meta: AgentTaskMeta,
+    extractor: FrozenExtractor,
+    drop_choice: bool,
+    student: Student,
+}
+
+impl TrainedOnAgentCopy {
+    fn predict(&self, file: &aar_tasks::TaskFile) -> Result<Vec<[f32; 2]>> {
+        let texts: Vec<String> = file
+            .examples()
+            .iter()
+            .map(|e| row_text(e, self.drop_choice))
+            .collect();
+        let (features, _) = self.extractor.features(&texts)?;
+        self.student.predict(&features)
+    }
+}
+
 /// Trains the student `spec` describes on the agent copy and predicts the public test split.
 pub fn run_method(run: &AgentRun, spec: &MethodSpec) -> Result<Predictions> {
     let started = Instant::now();
+    let trained = train_on_agent_copy(run, spec)?;
+    let test = read_task_file(
+        &run.task_dir.join(Split::Test.file_name()),
+        LabelPolicy::Forbidden,
+    )?;
+    let probs = trained.predict(&test)?;
+    let private_path = run.task_dir.join(Split::TestPrivate.file_name());
+    let private_predictions = if private_path.is_file() {
+        let private = read_task_file(&private_path, LabelPolicy::Forbidden)?;
+        Some(
+            trained
+                .predict(&private)?
+                .iter()
+                .map(|p| u8::from(p[1] > p[0]))
+                .collect(),
+        )
+    } else {
+        None
+    };
+    Ok(Predictions {
+        task: trained.meta.task,
+        method: spec.clone(),
+        seed: run.seed,
+        predictions: probs.iter().map(|p| u8::from(p[1] > p[0])).collect(),
+        probabilities: probs.iter().map(|p| p[1]).collect(),
+        private_predictions,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Accuracy on a labeled file (the server-side transfer set) of the student `spec`
+/// describes, trained exactly as [`run_method`] trains it. Only trusted code calls this:
+/// the labels it reads never reach an agent.
+pub fn labeled_accuracy(run: &AgentRun, spec: &MethodSpec, labeled: &Path) -> Result<f64> {
+    let trained = train_on_agent_copy(run, spec)?;
+    let file = read_task_file(labeled, LabelPolicy::Required)?;
+    let labels = file.labels().ok_or_else(|| TestbedError::BadTask {
+        task: trained.meta.task.clone(),
+        message: format!("{} has unlabeled rows", labeled.display()),
+    })?;
+    let predictions: Vec<Label> = trained
+        .predict(&file)?
+        .iter()
+        .map(|p| Label::from(p[1] > p[0]))
+        .collect();
+    aar_core::metrics::accuracy(&predictions, &labels)
+        .map(|a| a.accuracy)
+        .map_err(|source| TestbedError::Metric {
+            context: format!("accuracy on {}", labeled.display()),
+            source,
+        })
+}
+
+fn train_on_agent_copy(run: &AgentRun, spec: &MethodSpec) -> Result<TrainedOnAgentCopy> {
     let meta: AgentTaskMeta = read_json(&run.task_dir.join(AGENT_META_FILE))?;
     let weak_path = run
         .weak_labels
@@ -70,10 +145,6 @@ pub fn run_method(run: &AgentRun, spec: &MethodSpec) -> Result<Predictions> {
     let weak: WeakLabels = read_json(&weak_path)?;
     let unlabel = read_task_file(
         &run.task_dir.join(Split::TrainUnlabel.file_name()),
-        LabelPolicy::Forbidden,
-    )?;
-    let test = read_task_file(
-        &run.task_dir.join(Split::Test.file_name()),
         LabelPolicy::Forbidden,
     )?;
     let head = meta.strong.head().ok_or_else(|| {
@@ -91,7 +162,6 @@ pub fn run_method(run: &AgentRun, spec: &MethodSpec) -> Result<Predictions> {
             .collect()
     };
     let (train, _) = extractor.features(&texts(&unlabel))?;
-    let (test_x, _) = extractor.features(&texts(&test))?;
     let groups: Vec<String> = unlabel
         .examples()
         .iter()
@@ -123,28 +193,10 @@ pub fn run_method(run: &AgentRun, spec: &MethodSpec) -> Result<Predictions> {
         prior: prior.as_deref(),
     };
     let student = train_student(spec, &inputs, &head, run.seed)?;
-    let probs = student.predict(&test_x)?;
-    let private_path = run.task_dir.join(Split::TestPrivate.file_name());
-    let private_predictions = if private_path.is_file() {
-        let private = read_task_file(&private_path, LabelPolicy::Forbidden)?;
-        let (private_x, _) = extractor.features(&texts(&private))?;
-        let private_probs = student.predict(&private_x)?;
-        Some(
-            private_probs
-                .iter()
-                .map(|p| u8::from(p[1] > p[0]))
-                .collect(),
-        )
-    } else {
-        None
-    };
-    Ok(Predictions {
-        task: meta.task,
-        method: spec.clone(),
-        seed: run.seed,
-        predictions: probs.iter().map(|p| u8::from(p[1] > p[0])).collect(),
-        probabilities: probs.iter().map(|p| p[1]).collect(),
-        private_predictions,
-        seconds: started.elapsed().as_secs_f64(),
+    Ok(TrainedOnAgentCopy {
+        meta,
+        extractor,
+        drop_choice,
+        student,
     })
 }

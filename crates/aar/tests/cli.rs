@@ -149,3 +149,70 @@ fn baselines_rejects_an_unknown_preset() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown preset"), "{stderr}");
 }
+
+/// The main job end to end on the `tiny` preset: testbed, server, two sandboxed offline
+/// researchers for 90 seconds, and a report whose numbers come from server-recorded
+/// evaluations (public and private) and from re-running entries on the transfer set.
+#[test]
+fn up_runs_a_short_tiny_campaign_and_reports_all_three_test_sets() {
+    let home = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.aar");
+    let name = format!("test-{}", std::process::id());
+    let campaign = home.join("campaigns").join(&name);
+    let home_arg = home.to_str().unwrap();
+    let out = aar(&[
+        "up",
+        "--preset",
+        "tiny",
+        "--minutes",
+        "1.5",
+        "--researchers",
+        "2",
+        "--progress-seconds",
+        "20",
+        "--name",
+        &name,
+        "--home",
+        home_arg,
+    ]);
+    let report_dir = campaign.join("report");
+    let report = std::fs::read_to_string(report_dir.join("report.json"));
+    let png = std::fs::read(report_dir.join("pgr.png"));
+    let _ = std::fs::remove_dir_all(&campaign);
+    assert!(out.status.success(), "aar up failed: {}", stderr(&out));
+    assert!(
+        stdout(&out).contains("best PGR"),
+        "no progress lines: {}",
+        stdout(&out)
+    );
+    let report: serde_json::Value = serde_json::from_str(&report.unwrap()).unwrap();
+    assert!(png.unwrap().starts_with(b"\x89PNG"));
+    let task = &report["tasks"][0];
+    assert_eq!(task["task"], "sentiment");
+    let entries = task["entries"].as_array().unwrap();
+    assert!(
+        entries.iter().any(|e| e["status"] == "ok"),
+        "no complete leaderboard entry: {report}"
+    );
+    for entry in entries {
+        // The public PGR is the leaderboard's, over complete entries only; the private
+        // and transfer ones cover the seeds evaluated so far.
+        if entry["status"] == "ok" {
+            assert!(entry["public_pgr"][0].is_f64(), "{entry}");
+        }
+        assert!(entry["private_pgr"][0].is_f64(), "{entry}");
+        // The offline researcher declares testbed methods, so each can be re-run.
+        assert!(entry["transfer_pgr"][0].is_f64(), "{entry}");
+    }
+    assert!(!report["findings"].as_array().unwrap().is_empty());
+    let evaluations = report["evaluations"].as_array().unwrap();
+    assert!(
+        evaluations
+            .iter()
+            .any(|e| e["researcher"] == "researcher-1")
+    );
+    assert!(
+        evaluations
+            .iter()
+            .any(|e| e["researcher"] == "researcher-2")
+    );
+}
