@@ -443,9 +443,10 @@ impl Preset {
         }
         let mut seen = std::collections::HashSet::new();
         for (i, task) in preset.tasks.iter().enumerate() {
-            if !is_plain_name(&task.name) {
+            // No `_`: result directories are `{task}_{method}`, read back by splitting there.
+            if !is_plain_name(&task.name) || task.name.contains('_') {
                 return Err(bad(format!(
-                    "`tasks[{i}].name` {:?} must be 1-64 letters, digits, `_` or `-`",
+                    "`tasks[{i}].name` {:?} must be 1-64 letters, digits or `-`",
                     task.name
                 )));
             }

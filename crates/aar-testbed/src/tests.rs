@@ -146,6 +146,12 @@ fn preset_files_round_trip_and_name_the_bad_field() {
     let message = crate::Preset::from_file(&path).unwrap_err().to_string();
     assert!(message.contains("tasks[1].name"), "{message}");
 
+    let mut underscore = serde_json::to_value(&cpu).unwrap();
+    underscore["tasks"][0]["name"] = json!("sentiment_long");
+    std::fs::write(&path, underscore.to_string()).unwrap();
+    let message = crate::Preset::from_file(&path).unwrap_err().to_string();
+    assert!(message.contains("tasks[0].name"), "{message}");
+
     let mut empty_split = serde_json::to_value(&cpu).unwrap();
     empty_split["tasks"][0]["sizes"]["test"] = json!(0);
     std::fs::write(&path, empty_split.to_string()).unwrap();
