@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use aar_core::Label;
+use aar_engine::features::Matrix;
 use aar_tasks::{LabelPolicy, Split, read_task_file};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -15,6 +16,7 @@ use crate::baselines::{AGENT_META_FILE, AGENT_WEAK_FILE, AgentTaskMeta, WeakLabe
 use crate::error::{IoContext, Result, TestbedError};
 use crate::features::{FrozenExtractor, constant_choice, row_text};
 use crate::method::{MethodInputs, MethodSpec, Student, train_student, zero_shot_prior};
+use crate::preset::HeadSpec;
 
 /// Predictions on the public test split, as `aar run-method` writes them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -136,67 +138,151 @@ pub fn labeled_accuracy(run: &AgentRun, spec: &MethodSpec, labeled: &Path) -> Re
         })
 }
 
-fn train_on_agent_copy(run: &AgentRun, spec: &MethodSpec) -> Result<TrainedOnAgentCopy> {
-    let meta: AgentTaskMeta = read_json(&run.task_dir.join(AGENT_META_FILE))?;
-    let weak_path = run
-        .weak_labels
-        .clone()
-        .unwrap_or_else(|| run.task_dir.join(AGENT_WEAK_FILE));
-    let weak: WeakLabels = read_json(&weak_path)?;
-    let unlabel = read_task_file(
-        &run.task_dir.join(Split::TrainUnlabel.file_name()),
-        LabelPolicy::Forbidden,
-    )?;
-    let head = meta.strong.head().ok_or_else(|| {
-        TestbedError::Unsupported(format!(
-            "run-method trains heads on frozen features; {} is not such a learner",
-            meta.strong.short_name()
-        ))
-    })?;
-    let extractor = FrozenExtractor::load(&meta.strong, &run.assets_dir, &run.feature_cache)?;
-    let drop_choice = constant_choice(unlabel.examples());
-    let texts = |file: &aar_tasks::TaskFile| -> Vec<String> {
-        file.examples()
+/// An agent copy read and featurised: everything a method trains on.
+struct AgentCopy {
+    meta: AgentTaskMeta,
+    extractor: FrozenExtractor,
+    drop_choice: bool,
+    head: HeadSpec,
+    train: Matrix,
+    weak_soft: Vec<[f32; 2]>,
+    groups: Vec<String>,
+}
+
+impl AgentCopy {
+    fn load(run: &AgentRun) -> Result<AgentCopy> {
+        let meta: AgentTaskMeta = read_json(&run.task_dir.join(AGENT_META_FILE))?;
+        let weak_path = run
+            .weak_labels
+            .clone()
+            .unwrap_or_else(|| run.task_dir.join(AGENT_WEAK_FILE));
+        let weak: WeakLabels = read_json(&weak_path)?;
+        let unlabel = read_task_file(
+            &run.task_dir.join(Split::TrainUnlabel.file_name()),
+            LabelPolicy::Forbidden,
+        )?;
+        let head = meta.strong.head().ok_or_else(|| {
+            TestbedError::Unsupported(format!(
+                "run-method trains heads on frozen features; {} is not such a learner",
+                meta.strong.short_name()
+            ))
+        })?;
+        let extractor = FrozenExtractor::load(&meta.strong, &run.assets_dir, &run.feature_cache)?;
+        let drop_choice = constant_choice(unlabel.examples());
+        let texts: Vec<String> = unlabel
+            .examples()
             .iter()
             .map(|e| row_text(e, drop_choice))
-            .collect()
-    };
-    let (train, _) = extractor.features(&texts(&unlabel))?;
-    let groups: Vec<String> = unlabel
-        .examples()
-        .iter()
-        .enumerate()
-        .map(|(i, e)| {
-            e.extra
-                .get("consistency_id")
-                .or_else(|| e.extra.get("group_id"))
-                .and_then(Value::as_str)
-                .map_or_else(|| format!("row-{i}"), str::to_owned)
+            .collect();
+        let (train, _) = extractor.features(&texts)?;
+        let groups: Vec<String> = unlabel
+            .examples()
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                e.extra
+                    .get("consistency_id")
+                    .or_else(|| e.extra.get("group_id"))
+                    .and_then(Value::as_str)
+                    .map_or_else(|| format!("row-{i}"), str::to_owned)
+            })
+            .collect();
+        let weak_soft = weak
+            .soft_labels
+            .iter()
+            .map(|p| [p[0] as f32, p[1] as f32])
+            .collect();
+        Ok(AgentCopy {
+            meta,
+            extractor,
+            drop_choice,
+            head,
+            train,
+            weak_soft,
+            groups,
         })
-        .collect();
-    let prior = match &meta.verbalizers {
+    }
+
+    /// Features of a label-free split file of the copy, read as the training rows are.
+    fn split_features(&self, run: &AgentRun, split: Split) -> Result<Matrix> {
+        let file = read_task_file(
+            &run.task_dir.join(split.file_name()),
+            LabelPolicy::Forbidden,
+        )?;
+        let texts: Vec<String> = file
+            .examples()
+            .iter()
+            .map(|e| row_text(e, self.drop_choice))
+            .collect();
+        Ok(self.extractor.features(&texts)?.0)
+    }
+}
+
+fn train_on_agent_copy(run: &AgentRun, spec: &MethodSpec) -> Result<TrainedOnAgentCopy> {
+    let copy = AgentCopy::load(run)?;
+    let prior = match &copy.meta.verbalizers {
         Some(v) => {
-            let (vf, _) = extractor.features(v.as_ref())?;
-            Some(zero_shot_prior(&train, &vf, 20.0)?)
+            let (vf, _) = copy.extractor.features(v.as_ref())?;
+            Some(zero_shot_prior(&copy.train, &vf, 20.0)?)
         }
         None => None,
     };
-    let soft: Vec<[f32; 2]> = weak
-        .soft_labels
-        .iter()
-        .map(|p| [p[0] as f32, p[1] as f32])
-        .collect();
     let inputs = MethodInputs {
-        train: &train,
-        weak_soft: &soft,
-        groups: &groups,
+        train: &copy.train,
+        weak_soft: &copy.weak_soft,
+        groups: &copy.groups,
         prior: prior.as_deref(),
     };
-    let student = train_student(spec, &inputs, &head, run.seed)?;
+    let student = train_student(spec, &inputs, &copy.head, run.seed)?;
     Ok(TrainedOnAgentCopy {
-        meta,
-        extractor,
-        drop_choice,
+        meta: copy.meta,
+        extractor: copy.extractor,
+        drop_choice: copy.drop_choice,
         student,
+    })
+}
+
+/// The student's frozen features of an agent copy, for methods written as new code
+/// (`aar features`): rows in file order, no label anywhere.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentFeatures {
+    /// The task.
+    pub task: String,
+    /// The student learner whose features these are (`minilm_l6_v2`).
+    pub learner: String,
+    /// Feature width.
+    pub dim: usize,
+    /// One row per `train_unlabel` row.
+    pub train_unlabel: Vec<Vec<f32>>,
+    /// The weak teacher's `[p0, p1]` per `train_unlabel` row.
+    pub weak_soft_labels: Vec<[f32; 2]>,
+    /// Consistency group per `train_unlabel` row.
+    pub groups: Vec<String>,
+    /// One row per public test row.
+    pub test: Vec<Vec<f32>>,
+    /// One row per private test row, when the copy has that split's inputs.
+    pub test_private: Option<Vec<Vec<f32>>>,
+}
+
+/// Reads and featurises an agent copy (the feature cache makes this cheap after the
+/// first time).
+pub fn agent_features(run: &AgentRun) -> Result<AgentFeatures> {
+    let copy = AgentCopy::load(run)?;
+    let rows = |m: &Matrix| (0..m.rows()).map(|i| m.row(i).to_vec()).collect::<Vec<_>>();
+    let test = copy.split_features(run, Split::Test)?;
+    let test_private = if run.task_dir.join(Split::TestPrivate.file_name()).is_file() {
+        Some(rows(&copy.split_features(run, Split::TestPrivate)?))
+    } else {
+        None
+    };
+    Ok(AgentFeatures {
+        task: copy.meta.task.clone(),
+        learner: copy.meta.strong.short_name(),
+        dim: copy.train.cols(),
+        train_unlabel: rows(&copy.train),
+        weak_soft_labels: copy.weak_soft.clone(),
+        groups: copy.groups.clone(),
+        test: rows(&test),
+        test_private,
     })
 }

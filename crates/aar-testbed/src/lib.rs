@@ -26,7 +26,9 @@ pub mod preset;
 pub mod report;
 pub mod text_tasks;
 
-pub use agent::{AgentRun, Predictions, labeled_accuracy, run_method};
+pub use agent::{
+    AgentFeatures, AgentRun, Predictions, agent_features, labeled_accuracy, run_method,
+};
 pub use baselines::{RunOptions, RunSummary, build_tasks, run_baselines};
 pub use error::{Result, TestbedError};
 pub use method::{MethodInputs, MethodKind, MethodSpec};

@@ -36,6 +36,8 @@ enum Command {
     Baselines(baselines::BaselinesArgs),
     /// Train a student from a method description on a label-free task copy; write predictions.
     RunMethod(run_method::RunMethodArgs),
+    /// Write the student's frozen features of a label-free task copy (JSON), for new methods.
+    Features(run_method::FeaturesArgs),
     /// The main job: a research campaign (testbed, server, sandboxed researchers, report).
     Up(up::UpArgs),
     /// The research server: evaluation that cannot be gamed, forum, leaderboard, code store, MCP.
@@ -49,6 +51,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Assets(command) => assets::run(command),
         Command::Baselines(args) => baselines::run(args),
         Command::RunMethod(args) => run_method::run(args),
+        Command::Features(args) => run_method::features(args),
         Command::Serve(args) => serve::run(args),
         Command::Up(args) => up::run(args),
         Command::Doctor => {

@@ -9,7 +9,7 @@ use aar_core::metrics::MeanSe;
 use aar_results::{ReferenceReport, ResultCache, SeedSet};
 use aar_testbed::{
     AgentRun, BaselineTable, MethodKind, MethodSpec, Preset, RunOptions, TestbedError,
-    run_baselines, run_method,
+    agent_features, labeled_accuracy, run_baselines, run_method,
 };
 use serde_json::Value;
 
@@ -144,4 +144,56 @@ fn tiny_baselines_end_to_end() {
         Some(preset.tasks[0].sizes.test_private)
     );
     assert_eq!(a.probabilities, b.probabilities);
+
+    // The campaign's transfer-set scoring (the method re-run on the agent copy, scored on
+    // the labeled transfer split) reproduces the baseline runner's own transfer accuracy.
+    let vanilla = MethodSpec::new(MethodKind::Vanilla);
+    let transfer = options
+        .tasks_dir()
+        .join("sentiment")
+        .join(aar_tasks::Split::Transfer.file_name());
+    // The agent copy holds the first seed's weak labels; the baseline runner pairs each
+    // student seed with its own teacher seed, so the first seed is the one both share.
+    let seed = preset.seeds[0];
+    let config_dir = std::fs::read_dir(results.join("sentiment_vanilla_w2s"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let recorded =
+        read(&config_dir.join(format!("seed_{seed}.json")))["eval"]["transfer"]["accuracy"]
+            .as_f64()
+            .unwrap();
+    let rerun = labeled_accuracy(
+        &AgentRun {
+            seed,
+            ..run.clone()
+        },
+        &vanilla,
+        &transfer,
+    )
+    .unwrap();
+    assert!((rerun - recorded).abs() < 1e-12, "{rerun} vs {recorded}");
+
+    // Features for new code: one row per input row, the student's width, no label.
+    let features = agent_features(&run).unwrap();
+    assert_eq!(features.dim, 384);
+    assert_eq!(
+        features.train_unlabel.len(),
+        preset.tasks[0].sizes.train_unlabel
+    );
+    assert_eq!(
+        features.weak_soft_labels.len(),
+        features.train_unlabel.len()
+    );
+    assert_eq!(features.groups.len(), features.train_unlabel.len());
+    assert_eq!(features.test.len(), preset.tasks[0].sizes.test);
+    assert_eq!(
+        features.test_private.as_ref().map(Vec::len),
+        Some(preset.tasks[0].sizes.test_private)
+    );
+    assert!(features.test.iter().all(|row| row.len() == 384));
+    let json = serde_json::to_string(&features).unwrap();
+    assert!(!json.contains("\"label\""), "features carry no label field");
 }

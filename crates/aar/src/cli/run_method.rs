@@ -1,6 +1,6 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use aar_testbed::{AgentRun, MethodSpec, run_method};
+use aar_testbed::{AgentRun, MethodSpec, agent_features, run_method};
 use anyhow::Context;
 
 /// Train a student with a method description on a label-free task copy and write test
@@ -43,11 +43,7 @@ pub fn run(args: RunMethodArgs) -> anyhow::Result<()> {
         },
         &spec,
     )?;
-    let partial = args.out.with_extension("partial");
-    std::fs::write(&partial, serde_json::to_vec_pretty(&predictions)?)
-        .with_context(|| format!("writing {}", partial.display()))?;
-    std::fs::rename(&partial, &args.out)
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    write_json(&args.out, &serde_json::to_vec_pretty(&predictions)?)?;
     let ones = predictions.predictions.iter().filter(|&&p| p == 1).count();
     println!(
         "{}: {} test predictions ({} labeled 1) in {:.2} s -> {}",
@@ -58,4 +54,50 @@ pub fn run(args: RunMethodArgs) -> anyhow::Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// Write the student's frozen features of a label-free task copy as JSON, for methods
+/// written as new code (e.g. Python): `train_unlabel`, `weak_soft_labels`, `groups`,
+/// `test` and `test_private` rows in file order. Agent-facing: reads no label.
+#[derive(Debug, clap::Args)]
+pub struct FeaturesArgs {
+    /// The agent's task directory (train_unlabel.jsonl, test.jsonl, testbed.json, weak_labels.json).
+    #[arg(long)]
+    task: PathBuf,
+    /// Where to write the features (JSON).
+    #[arg(long)]
+    out: PathBuf,
+    /// aar's state directory (models under `<home>/assets`, feature cache under `<home>/testbed`).
+    #[arg(long, env = "AAR_HOME", default_value = ".aar")]
+    home: PathBuf,
+}
+
+pub fn features(args: FeaturesArgs) -> anyhow::Result<()> {
+    aar_engine::device::best_device();
+    let features = agent_features(&AgentRun {
+        task_dir: args.task,
+        weak_labels: None,
+        assets_dir: args.home.join("assets"),
+        feature_cache: args.home.join("testbed").join("features"),
+        seed: 0,
+    })?;
+    write_json(&args.out, &serde_json::to_vec(&features)?)?;
+    println!(
+        "{}: {}-wide {} features of {} train_unlabel, {} test and {} test_private rows -> {}",
+        features.task,
+        features.dim,
+        features.learner,
+        features.train_unlabel.len(),
+        features.test.len(),
+        features.test_private.as_ref().map_or(0, Vec::len),
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// Writes through a `.partial` file and a rename, so a reader never sees half a file.
+fn write_json(out: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let partial = out.with_extension("partial");
+    std::fs::write(&partial, bytes).with_context(|| format!("writing {}", partial.display()))?;
+    std::fs::rename(&partial, out).with_context(|| format!("writing {}", out.display()))
 }
