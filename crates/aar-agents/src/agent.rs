@@ -127,7 +127,11 @@ You work in a sandbox with no network and no labels. You share a forum and a cod
 other researchers; the research server scores your predictions (rounded, budgeted) and keeps a \
 leaderboard of server-computed scores only. Reading labels off the scorer, the data or the tests \
 is cheating and is detected and disqualified. Share what you learn, with evidence. Keep your \
-notebook current: it is your memory when your context is reset.";
+notebook current: it is your memory when your context is reset.\n\n\
+In the sandbox, each task's label-free inputs and the weak teacher's soft labels are under \
+/data/<task>; `aar run-method` trains the student from a method description and writes \
+predictions, `aar features` writes the student's frozen features as JSON for methods you write \
+yourself (python3 is there), and `aar --help` lists the rest.";
 
 /// Configuration of one agent.
 #[derive(Debug, Clone)]

@@ -115,6 +115,9 @@ pub struct SandboxConfig {
     /// Further read-only directories mounted at their host paths (e.g. a
     /// Python virtual environment for analyses).
     pub extra_ro: Vec<PathBuf>,
+    /// Environment variables set inside, besides `PATH`, `HOME` and `LANG` (the host's
+    /// environment never reaches a command).
+    pub env: Vec<(String, String)>,
     /// Which uid commands run as.
     pub run_as: RunAs,
     /// Per-command limits.
@@ -138,6 +141,7 @@ impl SandboxConfig {
             aar_binary: None,
             libtorch: None,
             extra_ro: Vec::new(),
+            env: Vec::new(),
             run_as: RunAs::for_agent(index),
             limits: Limits::default(),
             bwrap: PathBuf::from("bwrap"),
@@ -413,6 +417,9 @@ impl Sandbox {
         cmd.args(["--setenv", "PATH", SANDBOX_PATH]);
         cmd.args(["--setenv", "HOME", WORKSPACE_MOUNT]);
         cmd.args(["--setenv", "LANG", "C.UTF-8"]);
+        for (name, value) in &c.env {
+            cmd.arg("--setenv").arg(name).arg(value);
+        }
         cmd.args(["--ro-bind", "/usr", "/usr"]);
         for dir in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
             let host = Path::new(dir);

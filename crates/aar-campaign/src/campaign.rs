@@ -466,6 +466,8 @@ pub async fn run_campaign(config: CampaignConfig, interrupt: Arc<AtomicBool>) ->
                 .map_err(CampaignError::io(options.agent_dir()))?,
         );
         sandbox.aar_binary = Some(config.aar_binary.clone());
+        // `aar` inside finds the models and the feature cache without `--home`.
+        sandbox.env = vec![("AAR_HOME".into(), home_in_sandbox.clone())];
         sandbox.libtorch = config.libtorch.clone();
         // Only the models and the label-free feature cache: the data sources under
         // `assets/data` hold labels.

@@ -288,3 +288,18 @@ async fn workspace_over_its_cap_is_reported() {
     let out = sb.run("rm big", None).await.unwrap();
     assert!(out.success(), "{out:?}");
 }
+
+#[tokio::test]
+async fn configured_variables_reach_the_sandbox_and_nothing_else_does() {
+    let root = tempdir();
+    let data = root.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let mut config = aar_agents::sandbox::SandboxConfig::new(root.path().join("ws"), 0);
+    config.task_data = Some(data);
+    config.limits = limits();
+    config.env = vec![("AAR_HOME".into(), "/some/home".into())];
+    let sb = aar_agents::sandbox::Sandbox::new(config).unwrap();
+    let out = sb.run("env", None).await.unwrap();
+    assert!(out.stdout.contains("AAR_HOME=/some/home"), "{out:?}");
+    assert!(!out.stdout.contains("CARGO"), "{out:?}");
+}
