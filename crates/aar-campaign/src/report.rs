@@ -27,6 +27,11 @@ fn transfer_pgr(
     ceiling: f64,
 ) -> Option<(f64, Option<f64>)> {
     let spec: MethodSpec = serde_json::from_str(method).ok()?;
+    // The spec is an agent's, and this runs outside any sandbox.
+    if let Err(reason) = spec.check_cost_bounds() {
+        tracing::warn!(task, method, "transfer-set run skipped: {reason}");
+        return None;
+    }
     let labeled = options
         .tasks_dir()
         .join(task)
@@ -260,11 +265,13 @@ impl Report {
                         .collect();
                     let agent = row["agent_id"].as_str().unwrap_or("");
                     let method = row["method"].as_str().unwrap_or("").to_owned();
-                    let seeds: Vec<u64> = evaluations
+                    let mut seeds: Vec<u64> = evaluations
                         .iter()
                         .filter(|e| e.entry_id == Some(entry_id))
                         .filter_map(|e| e.seed.and_then(|seed| u64::try_from(seed).ok()))
                         .collect();
+                    seeds.sort_unstable();
+                    seeds.dedup();
                     let transfer_pgr = match baselines(table, &task.task, "transfer") {
                         Some((w, s)) if s > w => {
                             let (options, task, method) =

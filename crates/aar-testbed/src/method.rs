@@ -131,6 +131,28 @@ impl MethodSpec {
         }
     }
 
+    /// Whether training this spec has a bounded cost, for code that runs agent-written
+    /// specs outside a sandbox (the campaign's transfer-set scoring): an agent chooses the
+    /// head's epochs and width. The error names the offending field.
+    pub fn check_cost_bounds(&self) -> std::result::Result<(), String> {
+        let Some(head) = &self.head else {
+            return Ok(());
+        };
+        if head.epochs > 1000 {
+            return Err(format!("head.epochs {} exceeds 1000", head.epochs));
+        }
+        if !(0..=4096).contains(&head.hidden) {
+            return Err(format!("head.hidden {} is outside 0..=4096", head.hidden));
+        }
+        if !(1..=65536).contains(&head.batch_size) {
+            return Err(format!(
+                "head.batch_size {} is outside 1..=65536",
+                head.batch_size
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether the method needs the weak teacher's labels.
     pub fn uses_teacher(&self) -> bool {
         !matches!(self.kind, MethodKind::ZeroShot { .. })

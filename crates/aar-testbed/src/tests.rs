@@ -162,3 +162,27 @@ fn preset_files_round_trip_and_name_the_bad_field() {
     let message = crate::Preset::from_file(&path).unwrap_err().to_string();
     assert!(message.contains("preset.json"), "{message}");
 }
+
+#[test]
+fn agent_specs_with_unbounded_training_cost_are_named() {
+    let ok: MethodSpec = serde_json::from_value(json!({"method": "vanilla"})).unwrap();
+    assert!(ok.check_cost_bounds().is_ok());
+    let head = |epochs: usize, hidden: i64| {
+        json!({"method": "vanilla", "head": {"hidden": hidden, "epochs": epochs, "batch_size": 32,
+            "learning_rate": 0.01, "weight_decay": 0.0}})
+    };
+    let slow: MethodSpec = serde_json::from_value(head(1_000_000_000, 0)).unwrap();
+    assert!(
+        slow.check_cost_bounds()
+            .unwrap_err()
+            .contains("head.epochs")
+    );
+    let wide: MethodSpec = serde_json::from_value(head(10, 1 << 30)).unwrap();
+    assert!(
+        wide.check_cost_bounds()
+            .unwrap_err()
+            .contains("head.hidden")
+    );
+    let fine: MethodSpec = serde_json::from_value(head(50, 64)).unwrap();
+    assert!(fine.check_cost_bounds().is_ok());
+}
