@@ -434,8 +434,25 @@ pub fn write_report(report: &Report, dir: &Path) -> Result<()> {
     plot(report, &dir.join("pgr.png"))
 }
 
-/// Best-so-far public PGR per researcher over time; no text (the bitmap backend is
-/// built without fonts), the legend is in the Markdown.
+/// DejaVu Sans from Debian's `fonts-dejavu-core` (installed by `scripts/setup.sh`).
+const PLOT_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+
+/// Registers the plot font once; false when it cannot be read (the plot then has no text).
+fn plot_font_registered() -> bool {
+    static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *REGISTERED.get_or_init(|| {
+        let Ok(bytes) = std::fs::read(PLOT_FONT) else {
+            tracing::warn!("{PLOT_FONT} is missing: the PGR plot has no axis labels or legend");
+            return false;
+        };
+        // plotters keeps fonts for the life of the process.
+        let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+        plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok()
+    })
+}
+
+/// Best-so-far public PGR per researcher over time, with axes and a legend when the
+/// font is there.
 fn plot(report: &Report, path: &Path) -> Result<()> {
     let start = report.evaluations.first().map_or(0, |e| e.created_at);
     let end = report
@@ -443,16 +460,35 @@ fn plot(report: &Report, path: &Path) -> Result<()> {
         .last()
         .map_or(1, |e| e.created_at)
         .max(start + 1);
+    let minutes = (end - start) as f64 / 60_000.0;
+    let text = plot_font_registered();
     let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
         let root = BitMapBackend::new(path, (800, 480)).into_drawing_area();
         root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
-            .margin(20)
-            .build_cartesian_2d(0f64..(end - start) as f64 / 60_000.0, -0.5f64..1.5f64)?;
+        let mut builder = ChartBuilder::on(&root);
+        builder.margin(20);
+        if text {
+            builder
+                .caption(
+                    "Best public-test PGR so far, per researcher",
+                    ("sans-serif", 20),
+                )
+                .x_label_area_size(40)
+                .y_label_area_size(50);
+        }
+        let mut chart = builder.build_cartesian_2d(0f64..minutes, -0.5f64..1.5f64)?;
+        if text {
+            chart
+                .configure_mesh()
+                .x_desc("minutes since the first evaluation")
+                .y_desc("PGR (0 = weak teacher, 1 = ceiling)")
+                .label_style(("sans-serif", 14))
+                .draw()?;
+        }
         // Reference lines at PGR 0 (the weak teacher) and 1 (the ceiling).
         for level in [0.0, 1.0] {
             chart.draw_series(LineSeries::new(
-                [(0.0, level), ((end - start) as f64 / 60_000.0, level)],
+                [(0.0, level), (minutes, level)],
                 BLACK.mix(0.3),
             ))?;
         }
@@ -472,7 +508,22 @@ fn plot(report: &Report, path: &Path) -> Result<()> {
                     ))
                 })
                 .collect();
-            chart.draw_series(LineSeries::new(points, colour.stroke_width(2)))?;
+            let series = chart.draw_series(LineSeries::new(points, colour.stroke_width(2)))?;
+            if text {
+                series
+                    .label(researcher.name.as_str())
+                    .legend(move |(x, y)| {
+                        PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2))
+                    });
+            }
+        }
+        if text {
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .label_font(("sans-serif", 14))
+                .draw()?;
         }
         root.present()?;
         Ok(())
