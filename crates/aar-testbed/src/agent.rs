@@ -10,11 +10,10 @@ use aar_core::Label;
 use aar_engine::features::Matrix;
 use aar_tasks::{LabelPolicy, Split, read_task_file};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::baselines::{AGENT_META_FILE, AGENT_WEAK_FILE, AgentTaskMeta, WeakLabels};
 use crate::error::{IoContext, Result, TestbedError};
-use crate::features::{FrozenExtractor, constant_choice, row_text};
+use crate::features::{FrozenExtractor, constant_choice, group_ids, row_text};
 use crate::method::{MethodInputs, MethodSpec, Student, train_student, zero_shot_prior};
 use crate::preset::HeadSpec;
 
@@ -62,23 +61,15 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     })
 }
 
-/// A student trained on an agent copy, with what reads texts the way it was trained.
+/// A student trained on an agent copy, with the copy that reads texts the way it was trained.
 struct TrainedOnAgentCopy {
-    meta: AgentTaskMeta,
-    extractor: FrozenExtractor,
-    drop_choice: bool,
+    copy: AgentCopy,
     student: Student,
 }
 
 impl TrainedOnAgentCopy {
     fn predict(&self, file: &aar_tasks::TaskFile) -> Result<Vec<[f32; 2]>> {
-        let texts: Vec<String> = file
-            .examples()
-            .iter()
-            .map(|e| row_text(e, self.drop_choice))
-            .collect();
-        let (features, _) = self.extractor.features(&texts)?;
-        self.student.predict(&features)
+        self.student.predict(&self.copy.file_features(file)?)
     }
 }
 
@@ -105,7 +96,7 @@ pub fn run_method(run: &AgentRun, spec: &MethodSpec) -> Result<Predictions> {
         None
     };
     Ok(Predictions {
-        task: trained.meta.task,
+        task: trained.copy.meta.task,
         method: spec.clone(),
         seed: run.seed,
         predictions: probs.iter().map(|p| u8::from(p[1] > p[0])).collect(),
@@ -122,7 +113,7 @@ pub fn labeled_accuracy(run: &AgentRun, spec: &MethodSpec, labeled: &Path) -> Re
     let trained = train_on_agent_copy(run, spec)?;
     let file = read_task_file(labeled, LabelPolicy::Required)?;
     let labels = file.labels().ok_or_else(|| TestbedError::BadTask {
-        task: trained.meta.task.clone(),
+        task: trained.copy.meta.task.clone(),
         message: format!("{} has unlabeled rows", labeled.display()),
     })?;
     let predictions: Vec<Label> = trained
@@ -175,18 +166,7 @@ impl AgentCopy {
             .map(|e| row_text(e, drop_choice))
             .collect();
         let (train, _) = extractor.features(&texts)?;
-        let groups: Vec<String> = unlabel
-            .examples()
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                e.extra
-                    .get("consistency_id")
-                    .or_else(|| e.extra.get("group_id"))
-                    .and_then(Value::as_str)
-                    .map_or_else(|| format!("row-{i}"), str::to_owned)
-            })
-            .collect();
+        let groups = group_ids(unlabel.examples());
         let weak_soft = weak
             .soft_labels
             .iter()
@@ -203,12 +183,17 @@ impl AgentCopy {
         })
     }
 
-    /// Features of a label-free split file of the copy, read as the training rows are.
+    /// Features of a label-free split file of the copy.
     fn split_features(&self, run: &AgentRun, split: Split) -> Result<Matrix> {
         let file = read_task_file(
             &run.task_dir.join(split.file_name()),
             LabelPolicy::Forbidden,
         )?;
+        self.file_features(&file)
+    }
+
+    /// Features of a task file's rows, read as the training rows are.
+    fn file_features(&self, file: &aar_tasks::TaskFile) -> Result<Matrix> {
         let texts: Vec<String> = file
             .examples()
             .iter()
@@ -234,12 +219,7 @@ fn train_on_agent_copy(run: &AgentRun, spec: &MethodSpec) -> Result<TrainedOnAge
         prior: prior.as_deref(),
     };
     let student = train_student(spec, &inputs, &copy.head, run.seed)?;
-    Ok(TrainedOnAgentCopy {
-        meta: copy.meta,
-        extractor: copy.extractor,
-        drop_choice: copy.drop_choice,
-        student,
-    })
+    Ok(TrainedOnAgentCopy { copy, student })
 }
 
 /// The student's frozen features of an agent copy, for methods written as new code
@@ -280,8 +260,8 @@ pub fn agent_features(run: &AgentRun) -> Result<AgentFeatures> {
         learner: copy.meta.strong.short_name(),
         dim: copy.train.cols(),
         train_unlabel: rows(&copy.train),
-        weak_soft_labels: copy.weak_soft.clone(),
-        groups: copy.groups.clone(),
+        weak_soft_labels: copy.weak_soft,
+        groups: copy.groups,
         test: rows(&test),
         test_private,
     })

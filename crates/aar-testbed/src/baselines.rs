@@ -28,7 +28,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::error::{IoContext, Result, TestbedError};
-use crate::features::{FrozenExtractor, Vocabulary, constant_choice, row_text};
+use crate::features::{FrozenExtractor, Vocabulary, constant_choice, group_ids, row_text};
 use crate::method::{MethodInputs, MethodSpec, hard, head_config, train_student, zero_shot_prior};
 use crate::preset::{LearnerSpec, Preset, TaskSource, TaskSpec};
 
@@ -325,18 +325,7 @@ fn task_data(task: &LabeledTask, name: &str) -> Result<TaskData> {
                 .collect(),
         );
         if split == Split::TrainUnlabel {
-            data.groups = file
-                .examples()
-                .iter()
-                .enumerate()
-                .map(|(i, e)| {
-                    e.extra
-                        .get("consistency_id")
-                        .or_else(|| e.extra.get("group_id"))
-                        .and_then(Value::as_str)
-                        .map_or_else(|| format!("row-{i}"), str::to_owned)
-                })
-                .collect();
+            data.groups = group_ids(file.examples());
         }
     }
     Ok(data)

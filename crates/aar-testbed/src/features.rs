@@ -26,6 +26,22 @@ pub fn constant_choice(examples: &[Example]) -> bool {
     }
 }
 
+/// Consistency group per row (`consistency_id`, else `group_id`); a row without one is
+/// its own group.
+pub fn group_ids(examples: &[Example]) -> Vec<String> {
+    examples
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            e.extra
+                .get("consistency_id")
+                .or_else(|| e.extra.get("group_id"))
+                .and_then(serde_json::Value::as_str)
+                .map_or_else(|| format!("row-{i}"), str::to_owned)
+        })
+        .collect()
+}
+
 /// The text a frozen model or a bag of words reads for a row (inputs only, never a label);
 /// without the choice when `drop_choice` (see [`constant_choice`]).
 pub fn row_text(example: &Example, drop_choice: bool) -> String {
