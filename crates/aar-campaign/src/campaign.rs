@@ -154,7 +154,7 @@ fn server_tasks_dir(home: &Path, campaign: &str) -> PathBuf {
 pub fn preset_assets(preset: &Preset) -> Vec<String> {
     use aar_testbed::preset::{Corpus, LearnerSpec, TaskSource};
     let mut names = Vec::new();
-    for learner in [&preset.weak, &preset.strong] {
+    for learner in preset.learners() {
         if let LearnerSpec::Frozen { model, .. } | LearnerSpec::Lora { model, .. } = learner
             && !model.contains('/')
         {
@@ -168,6 +168,7 @@ pub fn preset_assets(preset: &Preset) -> Vec<String> {
                 Corpus::Sarcasm => &["sarcasm"],
                 Corpus::Fever => &["bigbench"],
             },
+            TaskSource::Pairs { .. } => &["bigbench"],
             TaskSource::Pack { pack } => match pack.as_str() {
                 "chat" => &["bigbench"],
                 "math" => &["bigbench", "gsm8k"],

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::baselines::{AGENT_META_FILE, AGENT_WEAK_FILE, AgentTaskMeta, WeakLabels};
 use crate::error::{IoContext, Result, TestbedError};
-use crate::features::{FrozenExtractor, constant_choice, group_ids, row_text};
-use crate::method::{MethodInputs, MethodSpec, Student, train_student, zero_shot_prior};
+use crate::features::{FrozenExtractor, constant_choice, group_ids};
+use crate::method::{MethodInputs, MethodSpec, Student, train_student};
 use crate::preset::HeadSpec;
 
 /// Predictions on the public test split, as `aar run-method` writes them.
@@ -160,12 +160,7 @@ impl AgentCopy {
         })?;
         let extractor = FrozenExtractor::load(&meta.strong, &run.assets_dir, &run.feature_cache)?;
         let drop_choice = constant_choice(unlabel.examples());
-        let texts: Vec<String> = unlabel
-            .examples()
-            .iter()
-            .map(|e| row_text(e, drop_choice))
-            .collect();
-        let (train, _) = extractor.features(&texts)?;
+        let (train, _) = extractor.row_features(unlabel.examples(), drop_choice)?;
         let groups = group_ids(unlabel.examples());
         let weak_soft = weak
             .soft_labels
@@ -194,24 +189,18 @@ impl AgentCopy {
 
     /// Features of a task file's rows, read as the training rows are.
     fn file_features(&self, file: &aar_tasks::TaskFile) -> Result<Matrix> {
-        let texts: Vec<String> = file
-            .examples()
-            .iter()
-            .map(|e| row_text(e, self.drop_choice))
-            .collect();
-        Ok(self.extractor.features(&texts)?.0)
+        Ok(self
+            .extractor
+            .row_features(file.examples(), self.drop_choice)?
+            .0)
     }
 }
 
 fn train_on_agent_copy(run: &AgentRun, spec: &MethodSpec) -> Result<TrainedOnAgentCopy> {
     let copy = AgentCopy::load(run)?;
-    let prior = match &copy.meta.verbalizers {
-        Some(v) => {
-            let (vf, _) = copy.extractor.features(v.as_ref())?;
-            Some(zero_shot_prior(&copy.train, &vf, 20.0)?)
-        }
-        None => None,
-    };
+    let prior = copy
+        .extractor
+        .zero_shot_prior(&copy.train, copy.meta.verbalizers.as_ref())?;
     let inputs = MethodInputs {
         train: &copy.train,
         weak_soft: &copy.weak_soft,

@@ -23,13 +23,13 @@ use std::time::Instant;
 use aar_core::Label;
 use aar_core::metrics::accuracy;
 use aar_engine::features::{HeadLoss, Matrix, train_head_on};
-use aar_tasks::{LabeledTask, Split};
+use aar_tasks::{Example, LabeledTask, Split};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::error::{IoContext, Result, TestbedError};
 use crate::features::{FrozenExtractor, Vocabulary, constant_choice, group_ids, row_text};
-use crate::method::{MethodInputs, MethodSpec, hard, head_config, train_student, zero_shot_prior};
+use crate::method::{MethodInputs, MethodSpec, hard, head_config, train_student};
 use crate::preset::{LearnerSpec, Preset, TaskSource, TaskSpec};
 
 /// Bumped when a change to this crate changes results: every cached result is recomputed.
@@ -131,6 +131,16 @@ pub fn build_task(task: &TaskSpec, assets_dir: &Path, dir: &Path, seed: u64) -> 
                 seed,
             )?;
         }
+        TaskSource::Pairs { corpus } => {
+            crate::pair_tasks::build_pair_task(
+                &task.name,
+                *corpus,
+                assets_dir,
+                dir,
+                &task.sizes,
+                seed,
+            )?;
+        }
         TaskSource::Pack { pack } => {
             let kind = aar_assets::PackKind::ALL
                 .into_iter()
@@ -193,18 +203,15 @@ pub struct ResultPaths {
 
 impl ResultPaths {
     /// Paths for `task` of `preset` under `results`.
-    pub fn new(preset: &Preset, task: &str, results: &Path) -> ResultPaths {
+    pub fn new(preset: &Preset, task: &TaskSpec, results: &Path) -> ResultPaths {
+        let (weak, strong) = (preset.weak_for(task), preset.strong_for(task));
         ResultPaths {
             results: results.to_owned(),
-            task: task.into(),
-            weak_name: preset.weak.short_name(),
-            strong_name: preset.strong.short_name(),
-            weak_key: format!("{}_{}", preset.weak.short_name(), preset.weak.hyper_key()),
-            strong_key: format!(
-                "{}_{}",
-                preset.strong.short_name(),
-                preset.strong.hyper_key()
-            ),
+            task: task.name.clone(),
+            weak_name: weak.short_name(),
+            strong_name: strong.short_name(),
+            weak_key: format!("{}_{}", weak.short_name(), weak.hyper_key()),
+            strong_key: format!("{}_{}", strong.short_name(), strong.hyper_key()),
         }
     }
 
@@ -283,35 +290,32 @@ pub fn write_json_atomic(path: &Path, value: &Value) -> Result<()> {
     Ok(())
 }
 
-/// Learner inputs of one task: texts, labels and group ids per split.
+/// Learner inputs of one task: rows (as learners read them), labels and group ids per split.
 struct TaskData {
-    texts: BTreeMap<Split, Vec<String>>,
+    rows: BTreeMap<Split, Vec<Example>>,
+    /// Whether learners leave out the constant claim ([`constant_choice`]).
+    drop_choice: bool,
     labels: BTreeMap<Split, Vec<Label>>,
     groups: Vec<String>,
     subsets: BTreeMap<Split, Vec<String>>,
 }
 
 fn task_data(task: &LabeledTask, name: &str) -> Result<TaskData> {
+    let drop_choice = task
+        .split(Split::TrainUnlabel)
+        .is_some_and(|f| constant_choice(f.examples()));
     let mut data = TaskData {
-        texts: BTreeMap::new(),
+        rows: BTreeMap::new(),
+        drop_choice,
         labels: BTreeMap::new(),
         groups: Vec::new(),
         subsets: BTreeMap::new(),
     };
-    let drop_choice = task
-        .split(Split::TrainUnlabel)
-        .is_some_and(|f| constant_choice(f.examples()));
     for split in Split::ALL {
         let Some(file) = task.split(split) else {
             continue;
         };
-        data.texts.insert(
-            split,
-            file.examples()
-                .iter()
-                .map(|e| row_text(e, drop_choice))
-                .collect(),
-        );
+        data.rows.insert(split, file.examples().to_vec());
         let labels = file.labels().ok_or_else(|| TestbedError::BadTask {
             task: name.into(),
             message: format!("{} has unlabeled rows", split.name()),
@@ -341,15 +345,18 @@ fn learner_features(
 ) -> Result<(SplitFeatures, Option<FrozenExtractor>)> {
     match learner {
         LearnerSpec::BagOfWords { min_count, .. } => {
+            let texts = |rows: &[Example]| -> Vec<String> {
+                rows.iter().map(|e| row_text(e, data.drop_choice)).collect()
+            };
             let gold = data
-                .texts
+                .rows
                 .get(&Split::TrainLabel)
-                .map_or(&[][..], Vec::as_slice);
-            let vocabulary = Vocabulary::fit(gold, *min_count);
+                .map_or_else(Vec::new, |rows| texts(rows));
+            let vocabulary = Vocabulary::fit(&gold, *min_count);
             let features = data
-                .texts
+                .rows
                 .iter()
-                .map(|(split, texts)| Ok((*split, vocabulary.transform(texts)?)))
+                .map(|(split, rows)| Ok((*split, vocabulary.transform(&texts(rows))?)))
                 .collect::<Result<_>>()?;
             Ok((features, None))
         }
@@ -357,13 +364,13 @@ fn learner_features(
             let extractor =
                 FrozenExtractor::load(learner, &options.assets_dir, &options.feature_cache)?;
             let mut features = BTreeMap::new();
-            for (split, texts) in &data.texts {
+            for (split, rows) in &data.rows {
                 let started = Instant::now();
-                let (matrix, from_cache) = extractor.features(texts)?;
+                let (matrix, from_cache) = extractor.row_features(rows, data.drop_choice)?;
                 tracing::info!(
                     learner = learner.short_name(),
                     split = split.name(),
-                    rows = texts.len(),
+                    rows = rows.len(),
                     from_cache,
                     "features in {:.1} s",
                     started.elapsed().as_secs_f64()
@@ -450,8 +457,9 @@ fn run_task(
 ) -> Result<()> {
     let dir = options.tasks_dir().join(&spec.name);
     let data_hash = task_data_hash(&dir)?;
-    let paths = ResultPaths::new(preset, &spec.name, &options.results_dir());
-    let (weak_head, strong_head) = match (preset.weak.head(), preset.strong.head()) {
+    let paths = ResultPaths::new(preset, spec, &options.results_dir());
+    let (weak, strong) = (preset.weak_for(spec), preset.strong_for(spec));
+    let (weak_head, strong_head) = match (weak.head(), strong.head()) {
         (Some(w), Some(s)) => (w, s),
         _ => {
             return Err(TestbedError::Unsupported(
@@ -466,8 +474,8 @@ fn run_task(
             "version": RESULTS_VERSION,
             "task_data": data_hash,
             "kind": kind,
-            "weak": preset.weak,
-            "strong": preset.strong,
+            "weak": weak,
+            "strong": strong,
             "method": method,
             "seed": seed,
         }))
@@ -514,19 +522,16 @@ fn run_task(
     let task = LabeledTask::load(&dir)?;
     let data = task_data(&task, &spec.name)?;
     let features_started = Instant::now();
-    let (weak_x, _) = learner_features(&preset.weak, &data, options)?;
-    let (strong_x, extractor) = learner_features(&preset.strong, &data, options)?;
-    let prior = match (&spec.source, &extractor) {
-        (TaskSource::Text { corpus }, Some(extractor)) => {
-            let verbalizers: Vec<String> =
-                corpus.verbalizers().iter().map(|v| v.to_string()).collect();
-            let (v, _) = extractor.features(&verbalizers)?;
+    let (weak_x, _) = learner_features(weak, &data, options)?;
+    let (strong_x, extractor) = learner_features(strong, &data, options)?;
+    let prior = match &extractor {
+        Some(extractor) => {
             let train = strong_x
                 .get(&Split::TrainUnlabel)
                 .ok_or_else(|| missing_split(&spec.name, Split::TrainUnlabel))?;
-            Some(zero_shot_prior(train, &v, 20.0)?)
+            extractor.zero_shot_prior(train, verbalizers(&spec.source).as_ref())?
         }
-        _ => None,
+        None => None,
     };
     summary.feature_seconds += features_started.elapsed().as_secs_f64();
 
@@ -603,7 +608,7 @@ fn run_task(
                     "idea_name": "weak_artifacts",
                     "dataset_name": spec.name,
                     "seed": seed,
-                    "weak_model": preset.weak.short_name(),
+                    "weak_model": weak.short_name(),
                     "weak_acc": weak_acc,
                     "soft_labels": soft.iter().map(|p| [f64::from(p[0]), f64::from(p[1])]).collect::<Vec<_>>(),
                     "hard_label_acc": hard_acc,
@@ -612,7 +617,7 @@ fn run_task(
                     "lr": weak_head.learning_rate,
                     "scheduler": "constant",
                     "training_time": seconds,
-                    "config": preset.weak,
+                    "config": weak,
                     "eval": eval,
                 });
                 weak_soft.insert(*seed, (soft, weak_acc, hard_acc));
@@ -635,13 +640,13 @@ fn run_task(
                     "idea_name": "train_ceiling",
                     "dataset_name": spec.name,
                     "seed": seed,
-                    "strong_model": preset.strong.short_name(),
+                    "strong_model": strong.short_name(),
                     "weak_model": null,
                     "strong_acc": strong_acc,
                     "training_time": job_started.elapsed().as_secs_f64(),
                     "config": {"epochs": strong_head.epochs, "lr": strong_head.learning_rate,
                                "batch_size": strong_head.batch_size, "seed": seed,
-                               "learner": preset.strong},
+                               "learner": strong},
                     "detailed_eval": {"ceiling": {"final_eval": eval.get("test")}},
                     "eval": eval,
                 });
@@ -676,8 +681,8 @@ fn run_task(
                     "idea_name": method.idea_name(),
                     "dataset_name": spec.name,
                     "seed": seed,
-                    "weak_model": if method.uses_teacher() { json!(preset.weak.short_name()) } else { Value::Null },
-                    "strong_model": preset.strong.short_name(),
+                    "weak_model": if method.uses_teacher() { json!(weak.short_name()) } else { Value::Null },
+                    "strong_model": strong.short_name(),
                     "weak_acc": weak_acc,
                     "hard_weak_label_acc": hard_acc,
                     "strong_acc": ceiling_acc.get(seed),
@@ -807,11 +812,8 @@ fn write_agent_copy(
     let meta = AgentTaskMeta {
         task: spec.name.clone(),
         preset: preset.name.clone(),
-        strong: preset.strong.clone(),
-        verbalizers: match &spec.source {
-            TaskSource::Text { corpus } => Some(corpus.verbalizers().map(String::from)),
-            TaskSource::Pack { .. } => None,
-        },
+        strong: preset.strong_for(spec).clone(),
+        verbalizers: verbalizers(&spec.source),
     };
     let to_value = |v: Result<Value, serde_json::Error>, path: &Path| {
         v.map_err(|source| TestbedError::Json {
@@ -830,6 +832,14 @@ fn write_agent_copy(
         &to_value(serde_json::to_value(&meta), &meta_out)?,
     )?;
     Ok(())
+}
+
+/// Descriptions of label 0 and 1 for the zero-shot prior, for tasks that have them.
+fn verbalizers(source: &TaskSource) -> Option<[String; 2]> {
+    match source {
+        TaskSource::Text { corpus } => Some(corpus.verbalizers().map(String::from)),
+        TaskSource::Pairs { .. } | TaskSource::Pack { .. } => None,
+    }
 }
 
 /// Hard labels of soft ones (for callers that only need the argmax).

@@ -10,7 +10,11 @@ use aar_engine::prompt::{Overflow, PromptEncoder, PromptFormat, PromptOptions, T
 use aar_tasks::{Example, Inputs};
 
 use crate::error::{Result, TestbedError};
+use crate::method::{pair_prior, zero_shot_prior};
 use crate::preset::{FeaturePooling, LearnerSpec};
+
+/// How sharply a cosine difference becomes a zero-shot probability.
+const ZERO_SHOT_SCALE: f32 = 20.0;
 
 /// Whether every row of `examples` proposes the same `choice` (single-claim tasks): the
 /// claim then carries no information and is left out of the text learners read (measured:
@@ -56,6 +60,60 @@ pub fn row_text(example: &Example, drop_choice: bool) -> String {
     }
 }
 
+/// A binary row's two texts (`question`, `choice`), for learners that read pairs.
+pub fn row_pair(example: &Example) -> Result<(String, String)> {
+    match &example.inputs {
+        Inputs::Binary { question, choice } => Ok((question.clone(), choice.clone())),
+        Inputs::Comparison { .. } => Err(TestbedError::Unsupported(
+            "pair learners read binary rows (question, choice), not comparisons".into(),
+        )),
+    }
+}
+
+/// `[u, v, |u - v|, u * v]` per row of unit-length `u` and `v` (the sentence-pair features
+/// of InferSent and Sentence-BERT): the `u * v` block sums to the pair's cosine.
+pub fn pair_features(u: &Matrix, v: &Matrix) -> Result<Matrix> {
+    if u.rows() != v.rows() || u.cols() != v.cols() {
+        return Err(TestbedError::Unsupported(format!(
+            "pair halves differ in shape: {}x{} and {}x{}",
+            u.rows(),
+            u.cols(),
+            v.rows(),
+            v.cols()
+        )));
+    }
+    let dim = u.cols();
+    let mut data = Vec::with_capacity(u.rows() * 4 * dim);
+    for i in 0..u.rows() {
+        let (a, b) = (unit(u.row(i)), unit(v.row(i)));
+        data.extend_from_slice(&a);
+        data.extend_from_slice(&b);
+        data.extend(a.iter().zip(&b).map(|(x, y)| (x - y).abs()));
+        data.extend(a.iter().zip(&b).map(|(x, y)| x * y));
+    }
+    Ok(Matrix::new(u.rows(), 4 * dim, data)?)
+}
+
+/// Each row's cosine between its two texts, read from [`pair_features`]' `u * v` block.
+pub fn pair_cosines(features: &Matrix) -> Result<Vec<f32>> {
+    if features.cols() == 0 || !features.cols().is_multiple_of(4) {
+        return Err(TestbedError::Unsupported(format!(
+            "{} columns are not pair features [u, v, |u - v|, u * v]",
+            features.cols()
+        )));
+    }
+    let dim = features.cols() / 4;
+    Ok((0..features.rows())
+        .map(|i| features.row(i)[3 * dim..].iter().sum())
+        .collect())
+}
+
+/// `v` scaled to unit length (a zero vector stays zero).
+pub fn unit(v: &[f32]) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter().map(|x| x / norm).collect()
+}
+
 /// Where a learner's model lives: an asset name under `assets/models/`, or a directory.
 pub fn model_dir(model: &str, assets_dir: &Path) -> Result<PathBuf> {
     let asset = assets_dir.join("models").join(model);
@@ -81,6 +139,7 @@ pub struct FrozenExtractor {
     encoder: PromptEncoder,
     spec: FeatureSpec,
     max_tokens: usize,
+    pair: bool,
     cache_dir: PathBuf,
 }
 
@@ -92,6 +151,7 @@ impl FrozenExtractor {
             layer,
             pooling,
             max_tokens,
+            pair,
             ..
         } = learner
         else {
@@ -132,8 +192,65 @@ impl FrozenExtractor {
                 template: "aar-testbed/raw-text".into(),
             },
             max_tokens: *max_tokens,
+            pair: *pair,
             cache_dir: cache_dir.to_owned(),
         })
+    }
+
+    /// Features of task rows as this learner reads them: one text per row
+    /// ([`row_text`]), or the two texts of a pair ([`pair_features`]). The flag says
+    /// whether they all came from the cache.
+    pub fn row_features(&self, examples: &[Example], drop_choice: bool) -> Result<(Matrix, bool)> {
+        if !self.pair {
+            let texts: Vec<String> = examples.iter().map(|e| row_text(e, drop_choice)).collect();
+            return self.features(&texts);
+        }
+        let (questions, choices): (Vec<String>, Vec<String>) = examples
+            .iter()
+            .map(row_pair)
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .unzip();
+        let (u, u_cached) = self.unique_features(&questions)?;
+        let (v, v_cached) = self.unique_features(&choices)?;
+        Ok((pair_features(&u, &v)?, u_cached && v_cached))
+    }
+
+    /// The student's zero-shot prior `p(label 1)` on `train` (this learner's features): the
+    /// pair cosine for a pair learner, else the similarity to the label descriptions when
+    /// the task has them.
+    pub fn zero_shot_prior(
+        &self,
+        train: &Matrix,
+        verbalizers: Option<&[String; 2]>,
+    ) -> Result<Option<Vec<f32>>> {
+        if self.pair {
+            return Ok(Some(pair_prior(train, ZERO_SHOT_SCALE)?));
+        }
+        match verbalizers {
+            Some(v) => {
+                let (described, _) = self.features(v.as_slice())?;
+                Ok(Some(zero_shot_prior(train, &described, ZERO_SHOT_SCALE)?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Features of `texts`, each distinct text read once (pair rows repeat their question).
+    fn unique_features(&self, texts: &[String]) -> Result<(Matrix, bool)> {
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut distinct: Vec<String> = Vec::new();
+        let rows: Vec<usize> = texts
+            .iter()
+            .map(|t| {
+                *index.entry(t.as_str()).or_insert_with(|| {
+                    distinct.push(t.clone());
+                    distinct.len() - 1
+                })
+            })
+            .collect();
+        let (features, cached) = self.features(&distinct)?;
+        Ok((features.select(&rows)?, cached))
     }
 
     /// Features of `texts`, from the cache when present.

@@ -6,6 +6,7 @@
 //! - [`preset`]: `tiny`, `cpu`, `gpu`, `paper` as serde data (tasks, learners, sizes, seeds);
 //! - [`text_tasks`]: single-claim binary tasks from labeled corpora (Rotten Tomatoes,
 //!   sarcasm headlines, FEVER), balanced, deterministic, no text in two splits;
+//! - [`pair_tasks`]: text-pair tasks (wikiHow goal and step), dealt by group;
 //! - [`features`]: bag-of-words vectors and cached frozen hidden states;
 //! - [`method`]: the transfer methods as a serde [`MethodSpec`], trained from
 //!   [`MethodInputs`], which hold no gold label;
@@ -22,6 +23,7 @@ pub mod baselines;
 mod error;
 pub mod features;
 pub mod method;
+pub mod pair_tasks;
 pub mod preset;
 pub mod report;
 pub mod text_tasks;

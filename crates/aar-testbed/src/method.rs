@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::error::{Result, TestbedError};
+use crate::features::{pair_cosines, unit};
 use crate::preset::HeadSpec;
 
 /// Which method, with its own settings.
@@ -368,10 +369,6 @@ pub fn zero_shot_prior(features: &Matrix, verbalizers: &Matrix, scale: f32) -> R
             ),
         });
     }
-    let unit = |v: &[f32]| -> Vec<f32> {
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-        v.iter().map(|x| x / norm).collect()
-    };
     let (v0, v1) = (unit(verbalizers.row(0)), unit(verbalizers.row(1)));
     Ok((0..features.rows())
         .map(|i| {
@@ -383,5 +380,19 @@ pub fn zero_shot_prior(features: &Matrix, verbalizers: &Matrix, scale: f32) -> R
                 .sum();
             1.0 / (1.0 + (-scale * diff).exp())
         })
+        .collect())
+}
+
+/// The zero-shot prior of a pair learner: each row's cosine between its two texts minus the
+/// median cosine over the rows, as `sigmoid(scale * diff)` (a cosine has no natural
+/// threshold; within a group the consistency fix only compares rows anyway).
+pub fn pair_prior(features: &Matrix, scale: f32) -> Result<Vec<f32>> {
+    let cosines = pair_cosines(features)?;
+    let mut sorted = cosines.clone();
+    sorted.sort_by(f32::total_cmp);
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
+    Ok(cosines
+        .iter()
+        .map(|c| 1.0 / (1.0 + (-scale * (c - median)).exp()))
         .collect())
 }

@@ -76,6 +76,17 @@ impl Corpus {
     }
 }
 
+/// Text-pair corpora turned into binary tasks (`question` = the first text, `choice` = the
+/// second, label = whether they belong together), one group per source question holding
+/// its right pair and one wrong one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PairCorpus {
+    /// BIG-bench goal_step_wikihow: a wikiHow goal and a step, does the step serve the
+    /// goal? Rows from step_inference; transfer: goal_inference (a step, which goal?).
+    GoalStep,
+}
+
 /// Where a task's rows come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -90,10 +101,15 @@ pub enum TaskSource {
         /// Which one.
         corpus: Corpus,
     },
+    /// A labeled text-pair corpus.
+    Pairs {
+        /// Which one.
+        corpus: PairCorpus,
+    },
 }
 
 /// One task of a preset.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskSpec {
     /// Its name: the task directory and the `{dataset}` of the result layout.
     pub name: String,
@@ -101,6 +117,12 @@ pub struct TaskSpec {
     pub source: TaskSource,
     /// Rows per split.
     pub sizes: Sizes,
+    /// This task's weak teacher, when not the preset's (a pair task needs a pair reader).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weak: Option<LearnerSpec>,
+    /// This task's student, when not the preset's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strong: Option<LearnerSpec>,
 }
 
 /// A head on frozen features.
@@ -143,6 +165,19 @@ impl HeadSpec {
         weight_decay: 0.0,
         l2: 1.0,
     };
+    /// The pair student's head: the same regularisation, trained in one batch of up to
+    /// 2,048 rows (all of `cpu`'s 2,000) for 300 steps.
+    /// Over 1,536 pair features the optimal weights are tiny, and mini-batch Adam's
+    /// per-coordinate steps of about the learning rate kept it circling them: vanilla PGR
+    /// moved 0.09 (SE) from seed to seed; full-batch steps settle (SE 0.01, PRESETS.md).
+    pub const PAIR_STUDENT: HeadSpec = HeadSpec {
+        hidden: 0,
+        epochs: 300,
+        batch_size: 2048,
+        learning_rate: 1e-2,
+        weight_decay: 0.0,
+        l2: 1.0,
+    };
 }
 
 /// How a model's frozen features are read.
@@ -177,6 +212,11 @@ pub enum LearnerSpec {
         pooling: FeaturePooling,
         /// Tokens kept per text.
         max_tokens: usize,
+        /// Read `question` and `choice` as two texts and give the head
+        /// `[u, v, |u - v|, u * v]` of their unit-length features: a head on one pooled
+        /// text cannot compute how well two texts match.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        pair: bool,
         /// The head.
         head: HeadSpec,
     },
@@ -204,15 +244,25 @@ impl LearnerSpec {
     pub fn short_name(&self) -> String {
         match self {
             LearnerSpec::BagOfWords { .. } => "bow".into(),
-            LearnerSpec::Frozen { model, layer, .. } => {
-                let base = clean_name(model_basename(model));
-                match layer {
-                    Some(l) => format!("{base}_L{l}"),
-                    None => base,
+            LearnerSpec::Frozen {
+                model, layer, pair, ..
+            } => {
+                let mut name = clean_name(model_basename(model));
+                if let Some(l) = layer {
+                    name.push_str(&format!("_L{l}"));
                 }
+                if *pair {
+                    name.push_str("_pair");
+                }
+                name
             }
             LearnerSpec::Lora { model, .. } => clean_name(model_basename(model)),
         }
+    }
+
+    /// Whether the learner reads `question` and `choice` as a pair of texts.
+    pub fn reads_pairs(&self) -> bool {
+        matches!(self, LearnerSpec::Frozen { pair: true, .. })
     }
 
     /// The head, for learners trained as heads on features.
@@ -296,6 +346,8 @@ fn text_task(name: &str, corpus: Corpus, sizes: Sizes) -> TaskSpec {
         name: name.into(),
         source: TaskSource::Text { corpus },
         sizes,
+        weak: None,
+        strong: None,
     }
 }
 
@@ -304,6 +356,22 @@ fn pack_task(pack: &str, sizes: Sizes) -> TaskSpec {
         name: pack.into(),
         source: TaskSource::Pack { pack: pack.into() },
         sizes,
+        weak: None,
+        strong: None,
+    }
+}
+
+/// The `cpu` goal-step task: MiniLM's embedding layer (static token vectors, no attention)
+/// as the weak teacher against its last layer as the student, both reading the pair.
+fn goal_step_task(name: &str, sizes: Sizes) -> TaskSpec {
+    TaskSpec {
+        name: name.into(),
+        source: TaskSource::Pairs {
+            corpus: PairCorpus::GoalStep,
+        },
+        sizes,
+        weak: Some(minilm_pair(Some(0), HeadSpec::WEAK)),
+        strong: Some(minilm_pair(None, HeadSpec::PAIR_STUDENT)),
     }
 }
 
@@ -337,6 +405,18 @@ fn minilm(head: HeadSpec) -> LearnerSpec {
         layer: None,
         pooling: FeaturePooling::Mean,
         max_tokens: 128,
+        pair: false,
+        head,
+    }
+}
+
+fn minilm_pair(layer: Option<usize>, head: HeadSpec) -> LearnerSpec {
+    LearnerSpec::Frozen {
+        model: aar_assets::manifest::MINILM.into(),
+        layer,
+        pooling: FeaturePooling::Mean,
+        max_tokens: 128,
+        pair: true,
         head,
     }
 }
@@ -356,13 +436,15 @@ impl Preset {
                 name: "cpu".into(),
                 description: "Frozen all-MiniLM-L6-v2 sentence features with a logistic head as the \
                     strong student; a bag-of-words logistic regression on the same gold rows as the \
-                    weak teacher (no pretrained knowledge: weaker by construction). Three text tasks \
-                    where pretrained features know more than word counts."
+                    weak teacher (no pretrained knowledge: weaker by construction). Text tasks where \
+                    pretrained features know more than word counts, and a goal-step matching task \
+                    (wikiHow) where MiniLM's embedding layer (no attention) teaches its last layer."
                     .into(),
                 tasks: vec![
                     text_task("sentiment", Corpus::RottenTomatoes, CPU_SIZES),
                     text_task("sarcasm", Corpus::Sarcasm, CPU_SIZES),
                     text_task("fever", Corpus::Fever, CPU_SIZES),
+                    goal_step_task("goalstep", CPU_SIZES),
                 ],
                 weak: bow(),
                 strong: minilm(HeadSpec::STUDENT),
@@ -469,6 +551,25 @@ impl Preset {
     /// The task of that name.
     pub fn task(&self, name: &str) -> Option<&TaskSpec> {
         self.tasks.iter().find(|t| t.name == name)
+    }
+
+    /// The weak teacher of `task`: its own when it names one, else the preset's.
+    pub fn weak_for<'a>(&'a self, task: &'a TaskSpec) -> &'a LearnerSpec {
+        task.weak.as_ref().unwrap_or(&self.weak)
+    }
+
+    /// The student of `task`: its own when it names one, else the preset's.
+    pub fn strong_for<'a>(&'a self, task: &'a TaskSpec) -> &'a LearnerSpec {
+        task.strong.as_ref().unwrap_or(&self.strong)
+    }
+
+    /// Every learner the preset may run (the preset's two and the tasks' own).
+    pub fn learners(&self) -> impl Iterator<Item = &LearnerSpec> {
+        [&self.weak, &self.strong].into_iter().chain(
+            self.tasks
+                .iter()
+                .flat_map(|t| t.weak.iter().chain(t.strong.iter())),
+        )
     }
 }
 

@@ -186,3 +186,209 @@ fn agent_specs_with_unbounded_training_cost_are_named() {
     let fine: MethodSpec = serde_json::from_value(head(50, 64)).unwrap();
     assert!(fine.check_cost_bounds().is_ok());
 }
+
+/// A goal_step_wikihow-shaped file: `n` examples about `topic{i}`, option 2 right.
+fn goal_step_file(dir: &std::path::Path, kind: &str, n: usize, topic: &str) -> std::path::PathBuf {
+    let role = if kind == "step" { "step" } else { "goal" };
+    let examples: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            json!({
+                "input": format!("The most reasonable {role} of '{topic} {i}' is "),
+                "target_scores": {
+                    format!("wrong a {topic} {i}"): 0,
+                    format!("wrong b {topic} {i}"): 0,
+                    format!("right {topic} {i}"): 1,
+                    format!("wrong c {topic} {i}"): 0,
+                },
+            })
+        })
+        .collect();
+    let path = dir.join(format!("{kind}.json"));
+    std::fs::write(&path, json!({"examples": examples}).to_string()).unwrap();
+    path
+}
+
+#[test]
+fn goal_step_files_parse_into_groups_with_the_roles_of_their_subtask() {
+    use crate::pair_tasks::{GoalStepFile, goal_step};
+    let dir = tempfile::tempdir().unwrap();
+    let steps = goal_step(
+        &goal_step_file(dir.path(), "step", 3, "Bake bread"),
+        GoalStepFile::StepInference,
+    )
+    .unwrap();
+    assert_eq!(steps.len(), 3);
+    // step_inference: the quoted text is the goal (question), options are steps (choice).
+    assert_eq!(
+        steps[1].right,
+        ("Bake bread 1".to_owned(), "right Bake bread 1".to_owned())
+    );
+    assert_eq!(steps[1].wrong.len(), 3);
+    assert!(
+        steps[1]
+            .wrong
+            .iter()
+            .all(|(q, c)| q == "Bake bread 1" && c.starts_with("wrong"))
+    );
+    // goal_inference: the quoted text is the step, options are goals: pairs stay (goal, step).
+    let goals = goal_step(
+        &goal_step_file(dir.path(), "goal", 2, "Knead"),
+        GoalStepFile::GoalInference,
+    )
+    .unwrap();
+    assert_eq!(
+        goals[0].right,
+        ("right Knead 0".to_owned(), "Knead 0".to_owned())
+    );
+
+    // Malformed sources name the example and what is wrong.
+    let bad = dir.path().join("bad.json");
+    for (examples, expected) in [
+        (
+            json!([{"input": "Which step?", "target_scores": {"a": 1, "b": 0}}]),
+            "example 0: input does not read",
+        ),
+        (
+            json!([{"input": "The most reasonable step of 'x' is ", "target_scores": {"a": 1, "b": 1}}]),
+            "example 0: 2 options scored 1",
+        ),
+        (
+            json!([{"input": "The most reasonable step of 'x' is ", "target_scores": {"a": 1}}]),
+            "example 0: no wrong option",
+        ),
+    ] {
+        std::fs::write(&bad, json!({"examples": examples}).to_string()).unwrap();
+        let error = goal_step(&bad, GoalStepFile::StepInference)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(expected), "{error}");
+        assert!(error.contains("bad.json"), "{error}");
+    }
+}
+
+#[test]
+fn pair_splits_deal_whole_groups_balanced_and_keep_transfer_apart() {
+    use crate::pair_tasks::{GoalStepFile, PairGroup, build_pair_splits, goal_step};
+    use crate::preset::Sizes;
+    use aar_tasks::{Inputs, Split};
+    let dir = tempfile::tempdir().unwrap();
+    let mut main = goal_step(
+        &goal_step_file(dir.path(), "step", 60, "Goal"),
+        GoalStepFile::StepInference,
+    )
+    .unwrap();
+    // The same goal asked twice: kept once, so no question is in two splits.
+    let mut repeat = main[0].clone();
+    repeat.id = "step_inference-repeat".into();
+    main.push(repeat);
+    let mut transfer = goal_step(
+        &goal_step_file(dir.path(), "goal", 10, "Step"),
+        GoalStepFile::GoalInference,
+    )
+    .unwrap();
+    // A transfer group sharing a text with the main source is left out.
+    transfer.push(PairGroup {
+        id: "goal_inference-shared".into(),
+        right: ("Goal 5".into(), "a new step".into()),
+        wrong: vec![("another goal".into(), "a new step".into())],
+        subset: "goal_inference".into(),
+    });
+    let sizes = Sizes {
+        train_label: 20,
+        train_unlabel: 60,
+        test: 20,
+        test_private: 20,
+        transfer: 100,
+    };
+    let splits = build_pair_splits("gs", main.clone(), transfer.clone(), &sizes, 7).unwrap();
+    assert_eq!(
+        splits,
+        build_pair_splits("gs", main.clone(), transfer.clone(), &sizes, 7).unwrap(),
+        "same inputs and seed, same rows"
+    );
+    let mut question_split: std::collections::HashMap<String, Split> = Default::default();
+    for (split, rows) in &splits {
+        let expected = match split {
+            Split::TrainLabel => 20,
+            Split::TrainUnlabel => 60,
+            Split::Test | Split::TestPrivate => 20,
+            Split::Transfer => 20, // 10 groups: the shared one is dropped
+        };
+        assert_eq!(rows.len(), expected, "{split:?}");
+        let mut groups: std::collections::BTreeMap<String, Vec<bool>> = Default::default();
+        for row in rows {
+            let Inputs::Binary { question, choice } = &row.inputs else {
+                panic!("pair rows are binary")
+            };
+            assert_ne!(
+                question, "another goal",
+                "the shared transfer group was kept"
+            );
+            let right = row.label == Some(aar_core::Label::One);
+            assert_eq!(
+                right,
+                question.starts_with("right") || choice.starts_with("right"),
+                "{choice}"
+            );
+            if *split != Split::Transfer
+                && let Some(other) = question_split.insert(question.clone(), *split)
+            {
+                assert_eq!(other, *split, "{question} is in two splits");
+            }
+            let group = row.extra["consistency_id"].as_str().unwrap().to_owned();
+            groups.entry(group).or_default().push(right);
+        }
+        // Every group is whole: one right and one wrong row.
+        for (group, labels) in groups {
+            let mut labels = labels;
+            labels.sort();
+            assert_eq!(labels, [false, true], "{split:?} group {group}");
+        }
+    }
+    // Sizes a group-of-two deal cannot meet are errors that say so.
+    let odd = Sizes { test: 21, ..sizes };
+    let error = build_pair_splits("gs", main.clone(), transfer.clone(), &odd, 7)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("test has 21 rows") && error.contains("even"),
+        "{error}"
+    );
+    let big = Sizes {
+        train_unlabel: 200,
+        ..sizes
+    };
+    let error = build_pair_splits("gs", main, transfer, &big, 7)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("train_unlabel"), "{error}");
+}
+
+#[test]
+fn pair_features_and_prior_match_a_hand_computation() {
+    use crate::features::{pair_cosines, pair_features};
+    use crate::method::pair_prior;
+    use aar_engine::features::Matrix;
+    // u = (3, 4) -> (0.6, 0.8); v = (4, 3) -> (0.8, 0.6); cosine 0.96.
+    // Row 2: u = (1, 0), v = (0, 2) -> cosine 0. Row 3: u = v = (0, 5) -> cosine 1.
+    let u = Matrix::new(3, 2, vec![3.0, 4.0, 1.0, 0.0, 0.0, 5.0]).unwrap();
+    let v = Matrix::new(3, 2, vec![4.0, 3.0, 0.0, 2.0, 0.0, 5.0]).unwrap();
+    let x = pair_features(&u, &v).unwrap();
+    assert_eq!(x.cols(), 8);
+    let expected = [0.6, 0.8, 0.8, 0.6, 0.2, 0.2, 0.48, 0.48];
+    for (got, want) in x.row(0).iter().zip(expected) {
+        assert!((got - want).abs() < 1e-6, "{:?}", x.row(0));
+    }
+    let cosines = pair_cosines(&x).unwrap();
+    for (got, want) in cosines.iter().zip([0.96, 0.0, 1.0]) {
+        assert!((got - want).abs() < 1e-6, "{cosines:?}");
+    }
+    // Centred on the median cosine (0.96): sigmoid(20 * (c - 0.96)).
+    let prior = pair_prior(&x, 20.0).unwrap();
+    let sigmoid = |z: f32| 1.0 / (1.0 + (-z).exp());
+    for (got, c) in prior.iter().zip([0.96f32, 0.0, 1.0]) {
+        assert!((got - sigmoid(20.0 * (c - 0.96))).abs() < 1e-6, "{prior:?}");
+    }
+    assert!(pair_features(&u, &Matrix::new(2, 2, vec![0.0; 4]).unwrap()).is_err());
+    assert!(pair_cosines(&Matrix::new(1, 6, vec![0.0; 6]).unwrap()).is_err());
+}

@@ -240,7 +240,8 @@ fn word_count(text: &str) -> usize {
     text.split_whitespace().count()
 }
 
-fn normalized(text: &str) -> String {
+/// Whitespace-collapsed, lower-cased: the key texts are compared by.
+pub(crate) fn normalized(text: &str) -> String {
     text.split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
@@ -371,6 +372,15 @@ pub fn build_text_task(
 ) -> Result<BTreeMap<Split, (usize, usize)>> {
     let (main, transfer) = corpus_items(corpus, assets_dir)?;
     let splits = build_text_splits(task, corpus, main, transfer, sizes, seed)?;
+    write_splits(task, out_dir, splits)
+}
+
+/// Writes the splits as a labeled task directory; returns (rows, label-1 rows) per split.
+pub(crate) fn write_splits(
+    task: &str,
+    out_dir: &Path,
+    splits: BTreeMap<Split, Vec<Example>>,
+) -> Result<BTreeMap<Split, (usize, usize)>> {
     let mut files = BTreeMap::new();
     let mut stats = BTreeMap::new();
     for (split, examples) in splits {
