@@ -202,12 +202,12 @@ fn train_on_agent_copy(run: &AgentRun, spec: &MethodSpec) -> Result<TrainedOnAge
         .extractor
         .zero_shot_prior(&copy.train, copy.meta.verbalizers.as_ref())?;
     let inputs = MethodInputs {
-        train: &copy.train,
+        rows: copy.train.rows(),
         weak_soft: &copy.weak_soft,
         groups: &copy.groups,
         prior: prior.as_deref(),
     };
-    let student = train_student(spec, &inputs, &copy.head, run.seed)?;
+    let student = train_student(spec, &copy.train, &inputs, &copy.head, run.seed)?;
     Ok(TrainedOnAgentCopy { copy, student })
 }
 

@@ -22,15 +22,16 @@ use std::time::Instant;
 
 use aar_core::Label;
 use aar_core::metrics::accuracy;
-use aar_engine::features::{HeadLoss, Matrix, train_head_on};
+use aar_engine::features::{FeatureHead, HeadLoss, Matrix, train_head_on};
 use aar_tasks::{Example, LabeledTask, Split};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::error::{IoContext, Result, TestbedError};
 use crate::features::{FrozenExtractor, Vocabulary, constant_choice, group_ids, row_text};
-use crate::method::{MethodInputs, MethodSpec, hard, head_config, train_student};
-use crate::preset::{LearnerSpec, Preset, TaskSource, TaskSpec};
+use crate::lora::{LoraLearner, Prompt};
+use crate::method::{MethodInputs, MethodSpec, hard, head_config, plan_training};
+use crate::preset::{HeadSpec, LearnerSpec, Preset, TaskSource, TaskSpec};
 
 /// Bumped when a change to this crate changes results: every cached result is recomputed.
 pub const RESULTS_VERSION: &str = "aar-testbed/2";
@@ -380,10 +381,138 @@ fn learner_features(
             Ok((features, Some(extractor)))
         }
         LearnerSpec::Lora { .. } => Err(TestbedError::Unsupported(format!(
-            "LoRA learners ({}) are not run by this build of the testbed yet; \
-             the cpu and tiny presets use frozen features",
+            "{} fine-tunes a model: it has no features",
             learner.short_name()
         ))),
+    }
+}
+
+/// A learner with its view of every split of one task: features for a head, or prompts
+/// for LoRA fine-tuning.
+enum TaskLearner {
+    Head {
+        head: HeadSpec,
+        features: SplitFeatures,
+        extractor: Option<Box<FrozenExtractor>>,
+    },
+    Lora {
+        learner: Box<LoraLearner>,
+        prompts: BTreeMap<Split, Vec<Prompt>>,
+    },
+}
+
+/// A trained learner.
+enum Fitted {
+    Head(FeatureHead),
+    Lora(Box<aar_engine::Model>),
+}
+
+impl TaskLearner {
+    fn prepare(spec: &LearnerSpec, data: &TaskData, options: &RunOptions) -> Result<TaskLearner> {
+        match spec {
+            LearnerSpec::Lora { .. } => {
+                let learner = LoraLearner::load(spec, &options.assets_dir)?;
+                let prompts = data
+                    .rows
+                    .iter()
+                    .map(|(split, rows)| Ok((*split, learner.prompts(rows)?)))
+                    .collect::<Result<_>>()?;
+                Ok(TaskLearner::Lora {
+                    learner: Box::new(learner),
+                    prompts,
+                })
+            }
+            LearnerSpec::BagOfWords { head, .. } | LearnerSpec::Frozen { head, .. } => {
+                let (features, extractor) = learner_features(spec, data, options)?;
+                Ok(TaskLearner::Head {
+                    head: *head,
+                    features,
+                    extractor: extractor.map(Box::new),
+                })
+            }
+        }
+    }
+
+    /// Trains on the rows `indices` of `split` (all when `None`) with `targets`; `head`
+    /// replaces the learner's head for head learners.
+    fn fit(
+        &self,
+        split: Split,
+        indices: Option<&[usize]>,
+        targets: &[[f32; 2]],
+        loss: HeadLoss,
+        head: Option<HeadSpec>,
+        seed: u64,
+    ) -> Result<Fitted> {
+        let missing = || TestbedError::BadTask {
+            task: String::new(),
+            message: format!("no {} split", split.name()),
+        };
+        match self {
+            TaskLearner::Head {
+                head: own,
+                features,
+                ..
+            } => {
+                let x = features.get(&split).ok_or_else(missing)?;
+                let x = match indices {
+                    Some(indices) => x.select(indices)?,
+                    None => x.clone(),
+                };
+                let config = head_config(&head.unwrap_or(*own), seed, loss);
+                Ok(Fitted::Head(train_head_on(&x, targets, &config)?))
+            }
+            TaskLearner::Lora { learner, prompts } => {
+                let all = prompts.get(&split).ok_or_else(missing)?;
+                let chosen: Vec<Prompt> = match indices {
+                    Some(indices) => indices.iter().map(|&i| all[i].clone()).collect(),
+                    None => all.clone(),
+                };
+                Ok(Fitted::Lora(Box::new(
+                    learner.fit(&chosen, targets, loss, seed)?,
+                )))
+            }
+        }
+    }
+
+    /// `[p0, p1]` per row of `split`.
+    fn predict(&self, fitted: &Fitted, split: Split) -> Result<Vec<[f32; 2]>> {
+        let missing = || TestbedError::BadTask {
+            task: String::new(),
+            message: format!("no {} split", split.name()),
+        };
+        match (self, fitted) {
+            (TaskLearner::Head { features, .. }, Fitted::Head(head)) => {
+                Ok(head.predict_matrix(features.get(&split).ok_or_else(missing)?)?)
+            }
+            (TaskLearner::Lora { learner, prompts }, Fitted::Lora(model)) => {
+                learner.predict(model, prompts.get(&split).ok_or_else(missing)?)
+            }
+            _ => Err(TestbedError::Unsupported(
+                "a fitted learner predicts with the learner that trained it".into(),
+            )),
+        }
+    }
+
+    /// The student's zero-shot `p(label 1)` on `train_unlabel`, where it has one.
+    fn zero_shot_prior(&self, data: &TaskData, source: &TaskSource) -> Result<Option<Vec<f32>>> {
+        match self {
+            TaskLearner::Head {
+                features,
+                extractor: Some(extractor),
+                ..
+            } => match features.get(&Split::TrainUnlabel) {
+                Some(train) => extractor.zero_shot_prior(train, verbalizers(source).as_ref()),
+                None => Ok(None),
+            },
+            TaskLearner::Head {
+                extractor: None, ..
+            } => Ok(None),
+            TaskLearner::Lora { learner, .. } => match data.rows.get(&Split::TrainUnlabel) {
+                Some(rows) => learner.zero_shot_prior(rows),
+                None => Ok(None),
+            },
+        }
     }
 }
 
@@ -406,21 +535,23 @@ fn eval_entry(probs: &[[f32; 2]], labels: &[Label], context: &str) -> Result<(f6
     ))
 }
 
-/// Evaluates `predict` on every eval split present; returns (public test accuracy, eval JSON).
+/// Evaluates a fitted learner on every eval split present; returns (public test accuracy,
+/// eval JSON).
 fn evaluate(
-    predict: &dyn Fn(&Matrix) -> Result<Vec<[f32; 2]>>,
-    features: &SplitFeatures,
+    learner: &TaskLearner,
+    fitted: &Fitted,
     data: &TaskData,
     context: &str,
 ) -> Result<(f64, Value)> {
     let mut eval = Map::new();
     let mut test_acc = f64::NAN;
     for split in EVAL_SPLITS {
-        let (Some(x), Some(labels)) = (features.get(&split), data.labels.get(&split)) else {
+        let Some(labels) = data.labels.get(&split) else {
             continue;
         };
+        let predictions = learner.predict(fitted, split)?;
         let (acc, entry) =
-            eval_entry(&predict(x)?, labels, &format!("{context} {}", split.name()))?;
+            eval_entry(&predictions, labels, &format!("{context} {}", split.name()))?;
         if split == Split::Test {
             test_acc = acc;
         }
@@ -459,16 +590,6 @@ fn run_task(
     let data_hash = task_data_hash(&dir)?;
     let paths = ResultPaths::new(preset, spec, &options.results_dir());
     let (weak, strong) = (preset.weak_for(spec), preset.strong_for(spec));
-    let (weak_head, strong_head) = match (weak.head(), strong.head()) {
-        (Some(w), Some(s)) => (w, s),
-        _ => {
-            return Err(TestbedError::Unsupported(
-                "LoRA learners are not run by this build of the testbed yet; \
-                 the cpu and tiny presets use frozen features"
-                    .into(),
-            ));
-        }
-    };
     let hash_of = |kind: &str, method: Option<&MethodSpec>, seed: u64| {
         hash_json(&json!({
             "version": RESULTS_VERSION,
@@ -494,7 +615,8 @@ fn run_task(
             hash_of("ceiling", None, seed),
         ));
         for method in &options.methods {
-            let hyper = crate::preset::head_key(&method.head.unwrap_or(strong_head));
+            let hyper = method_head(method, strong)
+                .map_or_else(|| strong.hyper_key(), |h| crate::preset::head_key(&h));
             jobs.push((
                 Job::Method(method, seed),
                 paths.method(method, &hyper, seed),
@@ -522,17 +644,9 @@ fn run_task(
     let task = LabeledTask::load(&dir)?;
     let data = task_data(&task, &spec.name)?;
     let features_started = Instant::now();
-    let (weak_x, _) = learner_features(weak, &data, options)?;
-    let (strong_x, extractor) = learner_features(strong, &data, options)?;
-    let prior = match &extractor {
-        Some(extractor) => {
-            let train = strong_x
-                .get(&Split::TrainUnlabel)
-                .ok_or_else(|| missing_split(&spec.name, Split::TrainUnlabel))?;
-            extractor.zero_shot_prior(train, verbalizers(&spec.source).as_ref())?
-        }
-        None => None,
-    };
+    let weak_learner = TaskLearner::prepare(weak, &data, options)?;
+    let strong_learner = TaskLearner::prepare(strong, &data, options)?;
+    let prior = strong_learner.zero_shot_prior(&data, &spec.source)?;
     summary.feature_seconds += features_started.elapsed().as_secs_f64();
 
     let gold = |split: Split| -> Result<&Vec<Label>> {
@@ -540,15 +654,6 @@ fn run_task(
             .get(&split)
             .ok_or_else(|| missing_split(&spec.name, split))
     };
-    let x = |features: &'_ SplitFeatures, split: Split| -> Result<Matrix> {
-        features
-            .get(&split)
-            .cloned()
-            .ok_or_else(|| missing_split(&spec.name, split))
-    };
-    let weak_train = x(&weak_x, Split::TrainLabel)?;
-    let weak_unlabel = x(&weak_x, Split::TrainUnlabel)?;
-    let strong_train = x(&strong_x, Split::TrainUnlabel)?;
     let one_hot = |labels: &[Label]| -> Vec<[f32; 2]> {
         labels
             .iter()
@@ -589,20 +694,19 @@ fn run_task(
         let job_started = Instant::now();
         let (label, record) = match job {
             Job::Weak(seed) => {
-                let head = train_head_on(
-                    &weak_train,
+                let fitted = weak_learner.fit(
+                    Split::TrainLabel,
+                    None,
                     &one_hot(gold(Split::TrainLabel)?),
-                    &head_config(&weak_head, *seed, HeadLoss::CrossEntropy),
+                    HeadLoss::CrossEntropy,
+                    None,
+                    *seed,
                 )?;
-                let soft = head.predict_matrix(&weak_unlabel)?;
+                let soft = weak_learner.predict(&fitted, Split::TrainUnlabel)?;
                 let (hard_acc, _) =
                     eval_entry(&soft, gold(Split::TrainUnlabel)?, "weak train_unlabel")?;
-                let (weak_acc, eval) = evaluate(
-                    &|m| Ok(head.predict_matrix(m)?),
-                    &weak_x,
-                    &data,
-                    "weak teacher",
-                )?;
+                let (weak_acc, eval) = evaluate(&weak_learner, &fitted, &data, "weak teacher")?;
+                let (epochs, batch_size, lr) = weak.schedule();
                 let seconds = job_started.elapsed().as_secs_f64();
                 let record = json!({
                     "idea_name": "weak_artifacts",
@@ -612,10 +716,10 @@ fn run_task(
                     "weak_acc": weak_acc,
                     "soft_labels": soft.iter().map(|p| [f64::from(p[0]), f64::from(p[1])]).collect::<Vec<_>>(),
                     "hard_label_acc": hard_acc,
-                    "epochs": weak_head.epochs,
-                    "batch_size": weak_head.batch_size,
-                    "lr": weak_head.learning_rate,
-                    "scheduler": "constant",
+                    "epochs": epochs,
+                    "batch_size": batch_size,
+                    "lr": lr,
+                    "scheduler": if weak.head().is_some() { "constant" } else { "linear" },
                     "training_time": seconds,
                     "config": weak,
                     "eval": eval,
@@ -624,18 +728,17 @@ fn run_task(
                 (format!("weak seed {seed}"), record)
             }
             Job::Ceiling(seed) => {
-                let head = train_head_on(
-                    &strong_train,
+                let fitted = strong_learner.fit(
+                    Split::TrainUnlabel,
+                    None,
                     &one_hot(gold(Split::TrainUnlabel)?),
-                    &head_config(&strong_head, *seed, HeadLoss::CrossEntropy),
+                    HeadLoss::CrossEntropy,
+                    None,
+                    *seed,
                 )?;
-                let (strong_acc, eval) = evaluate(
-                    &|m| Ok(head.predict_matrix(m)?),
-                    &strong_x,
-                    &data,
-                    "ceiling",
-                )?;
+                let (strong_acc, eval) = evaluate(&strong_learner, &fitted, &data, "ceiling")?;
                 ceiling_acc.insert(*seed, strong_acc);
+                let (epochs, batch_size, lr) = strong.schedule();
                 let record = json!({
                     "idea_name": "train_ceiling",
                     "dataset_name": spec.name,
@@ -644,13 +747,23 @@ fn run_task(
                     "weak_model": null,
                     "strong_acc": strong_acc,
                     "training_time": job_started.elapsed().as_secs_f64(),
-                    "config": {"epochs": strong_head.epochs, "lr": strong_head.learning_rate,
-                               "batch_size": strong_head.batch_size, "seed": seed,
+                    "config": {"epochs": epochs, "lr": lr,
+                               "batch_size": batch_size, "seed": seed,
                                "learner": strong},
                     "detailed_eval": {"ceiling": {"final_eval": eval.get("test")}},
                     "eval": eval,
                 });
                 (format!("ceiling seed {seed}"), record)
+            }
+            Job::Method(method, _) if method.needs_prior() && prior.is_none() => {
+                tracing::warn!(
+                    task = spec.name,
+                    learner = strong.short_name(),
+                    "{} skipped: the student has no zero-shot reading of this task",
+                    method.idea_name()
+                );
+                done += 1;
+                continue;
             }
             Job::Method(method, seed) => {
                 let (soft, weak_acc, hard_acc) =
@@ -662,21 +775,29 @@ fn run_task(
                             message: format!("no weak teacher output for seed {seed}"),
                         })?;
                 let inputs = MethodInputs {
-                    train: &strong_train,
+                    rows: gold(Split::TrainUnlabel)?.len(),
                     weak_soft: &soft,
                     groups: &data.groups,
                     prior: prior.as_deref(),
                 };
-                let student = train_student(method, &inputs, &strong_head, *seed)?;
-                let (transfer_acc, eval) = evaluate(
-                    &|m| student.predict(m),
-                    &strong_x,
-                    &data,
-                    method.idea_name(),
+                let plan = plan_training(method, &inputs)?;
+                let head = method_head(method, strong);
+                let fitted = strong_learner.fit(
+                    Split::TrainUnlabel,
+                    Some(&plan.indices),
+                    &plan.targets,
+                    plan.loss,
+                    head,
+                    *seed,
                 )?;
+                let (transfer_acc, eval) =
+                    evaluate(&strong_learner, &fitted, &data, method.idea_name())?;
                 let seconds = job_started.elapsed().as_secs_f64();
                 summary.transfer_seconds.push(seconds);
-                let head = method.head.unwrap_or(strong_head);
+                let (epochs, batch_size, lr) = head.map_or_else(
+                    || strong.schedule(),
+                    |h| (h.epochs, h.batch_size, h.learning_rate),
+                );
                 let mut record = json!({
                     "idea_name": method.idea_name(),
                     "dataset_name": spec.name,
@@ -690,12 +811,12 @@ fn run_task(
                     "pgr": null,
                     "training_time": seconds,
                     "aar_mode": false,
-                    "config": {"epochs": head.epochs, "lr": head.learning_rate,
-                               "batch_size": head.batch_size, "seed": seed, "method": method},
+                    "config": {"epochs": epochs, "lr": lr,
+                               "batch_size": batch_size, "seed": seed, "method": method},
                     "eval": eval,
                 });
                 if let Value::Object(object) = &mut record {
-                    object.extend(student.stats.clone());
+                    object.extend(plan.stats);
                 }
                 (format!("{} seed {seed}", method.idea_name()), record)
             }
@@ -725,6 +846,11 @@ fn run_task(
     }
     write_agent_copy(preset, spec, options, &paths, &seeds)?;
     Ok(())
+}
+
+/// The head a method trains: its own when it names one and the student is a head learner.
+fn method_head(method: &MethodSpec, strong: &LearnerSpec) -> Option<HeadSpec> {
+    strong.head().map(|own| method.head.unwrap_or(own))
 }
 
 fn key_of(path: &Path) -> String {

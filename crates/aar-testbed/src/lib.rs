@@ -8,6 +8,7 @@
 //!   sarcasm headlines, FEVER), balanced, deterministic, no text in two splits;
 //! - [`pair_tasks`]: text-pair tasks (wikiHow goal and step), dealt by group;
 //! - [`features`]: bag-of-words vectors and cached frozen hidden states;
+//! - [`lora`]: LoRA learners (adapters on a pretrained model, prompts of the rows);
 //! - [`method`]: the transfer methods as a serde [`MethodSpec`], trained from
 //!   [`MethodInputs`], which hold no gold label;
 //! - [`baselines`]: the runner (cache by config hash, atomic per-seed files, progress, ETA);
@@ -22,6 +23,7 @@ pub mod agent;
 pub mod baselines;
 mod error;
 pub mod features;
+pub mod lora;
 pub mod method;
 pub mod pair_tasks;
 pub mod preset;

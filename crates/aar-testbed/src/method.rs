@@ -104,6 +104,11 @@ impl MethodSpec {
         ]
     }
 
+    /// Whether the method reads the student's zero-shot prior.
+    pub fn needs_prior(&self) -> bool {
+        matches!(self.kind, MethodKind::ZeroShot { .. })
+    }
+
     /// The `{dataset}_{idea}` idea name of the reference's result layout.
     pub fn idea_name(&self) -> &'static str {
         match self.kind {
@@ -160,11 +165,12 @@ impl MethodSpec {
     }
 }
 
-/// Everything a method may see.
+/// Everything a method may see (the student's own view of the rows, features or prompts,
+/// is given to whatever trains the student on the method's plan).
 #[derive(Debug, Clone, Copy)]
 pub struct MethodInputs<'a> {
-    /// The student's features of `train_unlabel`.
-    pub train: &'a Matrix,
+    /// Number of `train_unlabel` rows.
+    pub rows: usize,
     /// The weak teacher's `[p0, p1]` per `train_unlabel` row.
     pub weak_soft: &'a [[f32; 2]],
     /// Group (consistency) id per `train_unlabel` row.
@@ -213,14 +219,51 @@ pub fn hard(p: [f32; 2]) -> [f32; 2] {
     if p[1] > p[0] { [0.0, 1.0] } else { [1.0, 0.0] }
 }
 
-/// Trains the student `spec` describes on `inputs`.
+/// What a method trains its student on: rows of `train_unlabel`, their targets, the loss.
+#[derive(Debug, Clone)]
+pub struct TrainingPlan {
+    /// Row indices into `train_unlabel`, ascending.
+    pub indices: Vec<usize>,
+    /// `[p0, p1]` target per kept row.
+    pub targets: Vec<[f32; 2]>,
+    /// The loss.
+    pub loss: HeadLoss,
+    /// Method statistics for the result file.
+    pub stats: Map<String, Value>,
+}
+
+/// Trains the student `spec` describes: a head on `train` (the student's features of
+/// `train_unlabel`) fitted to the method's [`plan_training`].
 pub fn train_student(
     spec: &MethodSpec,
+    train: &Matrix,
     inputs: &MethodInputs<'_>,
     default_head: &HeadSpec,
     seed: u64,
 ) -> Result<Student> {
-    let rows = inputs.train.rows();
+    if train.rows() != inputs.rows {
+        return Err(TestbedError::BadMethod {
+            method: spec.idea_name().into(),
+            message: format!("{} feature rows for {} rows", train.rows(), inputs.rows),
+        });
+    }
+    let plan = plan_training(spec, inputs)?;
+    let head = spec.head.unwrap_or(*default_head);
+    let features = train.select(&plan.indices)?;
+    let head = train_head_on(
+        &features,
+        &plan.targets,
+        &head_config(&head, seed, plan.loss),
+    )?;
+    Ok(Student {
+        head,
+        stats: plan.stats,
+    })
+}
+
+/// The rows, targets and loss `spec` trains a student on, from what a method may see.
+pub fn plan_training(spec: &MethodSpec, inputs: &MethodInputs<'_>) -> Result<TrainingPlan> {
+    let rows = inputs.rows;
     let bad = |message: String| TestbedError::BadMethod {
         method: spec.idea_name().into(),
         message,
@@ -231,7 +274,6 @@ pub fn train_student(
             inputs.weak_soft.len()
         )));
     }
-    let head = spec.head.unwrap_or(*default_head);
     let mut stats = Map::new();
     let (indices, targets, loss): (Vec<usize>, Vec<[f32; 2]>, HeadLoss) = match spec.kind {
         MethodKind::Vanilla => (
@@ -305,9 +347,12 @@ pub fn train_student(
     if indices.is_empty() {
         return Err(bad("no training rows left".into()));
     }
-    let features = inputs.train.select(&indices)?;
-    let head = train_head_on(&features, &targets, &head_config(&head, seed, loss))?;
-    Ok(Student { head, stats })
+    Ok(TrainingPlan {
+        indices,
+        targets,
+        loss,
+        stats,
+    })
 }
 
 /// The zero-shot pipeline of the reference's `ue_zeroshot` on prior `p(label 1)` values:

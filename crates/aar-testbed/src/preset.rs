@@ -273,6 +273,21 @@ impl LearnerSpec {
         }
     }
 
+    /// (epochs, batch size, learning rate) of its training, as result files record them.
+    pub fn schedule(&self) -> (usize, usize, f64) {
+        match self {
+            LearnerSpec::BagOfWords { head, .. } | LearnerSpec::Frozen { head, .. } => {
+                (head.epochs, head.batch_size, head.learning_rate)
+            }
+            LearnerSpec::Lora {
+                epochs,
+                learning_rate,
+                batch_size,
+                ..
+            } => (*epochs, *batch_size, *learning_rate),
+        }
+    }
+
     /// The reference's hyperparameter part of a config key (`e30_lr0.001_bs32`).
     pub fn hyper_key(&self) -> String {
         match self {

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap: a panic is the failure report
 
 mod baselines;
+mod lora;
 mod pairs;
 mod tasks;
 
