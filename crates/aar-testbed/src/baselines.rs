@@ -293,6 +293,8 @@ pub fn write_json_atomic(path: &Path, value: &Value) -> Result<()> {
 
 /// Learner inputs of one task: rows (as learners read them), labels and group ids per split.
 struct TaskData {
+    /// The task's name (for errors).
+    name: String,
     rows: BTreeMap<Split, Vec<Example>>,
     /// Whether learners leave out the constant claim ([`constant_choice`]).
     drop_choice: bool,
@@ -306,6 +308,7 @@ fn task_data(task: &LabeledTask, name: &str) -> Result<TaskData> {
         .split(Split::TrainUnlabel)
         .is_some_and(|f| constant_choice(f.examples()));
     let mut data = TaskData {
+        name: name.into(),
         rows: BTreeMap::new(),
         drop_choice,
         labels: BTreeMap::new(),
@@ -339,57 +342,14 @@ fn task_data(task: &LabeledTask, name: &str) -> Result<TaskData> {
 /// Features of every split for one learner.
 type SplitFeatures = BTreeMap<Split, Matrix>;
 
-fn learner_features(
-    learner: &LearnerSpec,
-    data: &TaskData,
-    options: &RunOptions,
-) -> Result<(SplitFeatures, Option<FrozenExtractor>)> {
-    match learner {
-        LearnerSpec::BagOfWords { min_count, .. } => {
-            let texts = |rows: &[Example]| -> Vec<String> {
-                rows.iter().map(|e| row_text(e, data.drop_choice)).collect()
-            };
-            let gold = data
-                .rows
-                .get(&Split::TrainLabel)
-                .map_or_else(Vec::new, |rows| texts(rows));
-            let vocabulary = Vocabulary::fit(&gold, *min_count);
-            let features = data
-                .rows
-                .iter()
-                .map(|(split, rows)| Ok((*split, vocabulary.transform(&texts(rows))?)))
-                .collect::<Result<_>>()?;
-            Ok((features, None))
-        }
-        LearnerSpec::Frozen { .. } => {
-            let extractor =
-                FrozenExtractor::load(learner, &options.assets_dir, &options.feature_cache)?;
-            let mut features = BTreeMap::new();
-            for (split, rows) in &data.rows {
-                let started = Instant::now();
-                let (matrix, from_cache) = extractor.row_features(rows, data.drop_choice)?;
-                tracing::info!(
-                    learner = learner.short_name(),
-                    split = split.name(),
-                    rows = rows.len(),
-                    from_cache,
-                    "features in {:.1} s",
-                    started.elapsed().as_secs_f64()
-                );
-                features.insert(*split, matrix);
-            }
-            Ok((features, Some(extractor)))
-        }
-        LearnerSpec::Lora { .. } => Err(TestbedError::Unsupported(format!(
-            "{} fine-tunes a model: it has no features",
-            learner.short_name()
-        ))),
-    }
+/// A learner with its view of every split of one task.
+struct TaskLearner {
+    task: String,
+    view: LearnerView,
 }
 
-/// A learner with its view of every split of one task: features for a head, or prompts
-/// for LoRA fine-tuning.
-enum TaskLearner {
+/// Features for a head, or prompts for LoRA fine-tuning.
+enum LearnerView {
     Head {
         head: HeadSpec,
         features: SplitFeatures,
@@ -409,7 +369,7 @@ enum Fitted {
 
 impl TaskLearner {
     fn prepare(spec: &LearnerSpec, data: &TaskData, options: &RunOptions) -> Result<TaskLearner> {
-        match spec {
+        let view = match spec {
             LearnerSpec::Lora { .. } => {
                 let learner = LoraLearner::load(spec, &options.assets_dir)?;
                 let prompts = data
@@ -417,20 +377,59 @@ impl TaskLearner {
                     .iter()
                     .map(|(split, rows)| Ok((*split, learner.prompts(rows)?)))
                     .collect::<Result<_>>()?;
-                Ok(TaskLearner::Lora {
+                LearnerView::Lora {
                     learner: Box::new(learner),
                     prompts,
-                })
+                }
             }
-            LearnerSpec::BagOfWords { head, .. } | LearnerSpec::Frozen { head, .. } => {
-                let (features, extractor) = learner_features(spec, data, options)?;
-                Ok(TaskLearner::Head {
+            LearnerSpec::BagOfWords { min_count, head } => {
+                let texts = |rows: &[Example]| -> Vec<String> {
+                    rows.iter().map(|e| row_text(e, data.drop_choice)).collect()
+                };
+                let gold = data
+                    .rows
+                    .get(&Split::TrainLabel)
+                    .map_or_else(Vec::new, |rows| texts(rows));
+                let vocabulary = Vocabulary::fit(&gold, *min_count);
+                let features = data
+                    .rows
+                    .iter()
+                    .map(|(split, rows)| Ok((*split, vocabulary.transform(&texts(rows))?)))
+                    .collect::<Result<_>>()?;
+                LearnerView::Head {
                     head: *head,
                     features,
-                    extractor: extractor.map(Box::new),
-                })
+                    extractor: None,
+                }
             }
-        }
+            LearnerSpec::Frozen { head, .. } => {
+                let extractor =
+                    FrozenExtractor::load(spec, &options.assets_dir, &options.feature_cache)?;
+                let mut features = BTreeMap::new();
+                for (split, rows) in &data.rows {
+                    let started = Instant::now();
+                    let (matrix, from_cache) = extractor.row_features(rows, data.drop_choice)?;
+                    tracing::info!(
+                        learner = spec.short_name(),
+                        split = split.name(),
+                        rows = rows.len(),
+                        from_cache,
+                        "features in {:.1} s",
+                        started.elapsed().as_secs_f64()
+                    );
+                    features.insert(*split, matrix);
+                }
+                LearnerView::Head {
+                    head: *head,
+                    features,
+                    extractor: Some(Box::new(extractor)),
+                }
+            }
+        };
+        Ok(TaskLearner {
+            task: data.name.clone(),
+            view,
+        })
     }
 
     /// Trains on the rows `indices` of `split` (all when `None`) with `targets`; `head`
@@ -444,12 +443,9 @@ impl TaskLearner {
         head: Option<HeadSpec>,
         seed: u64,
     ) -> Result<Fitted> {
-        let missing = || TestbedError::BadTask {
-            task: String::new(),
-            message: format!("no {} split", split.name()),
-        };
-        match self {
-            TaskLearner::Head {
+        let missing = || missing_split(&self.task, split);
+        match &self.view {
+            LearnerView::Head {
                 head: own,
                 features,
                 ..
@@ -462,7 +458,7 @@ impl TaskLearner {
                 let config = head_config(&head.unwrap_or(*own), seed, loss);
                 Ok(Fitted::Head(train_head_on(&x, targets, &config)?))
             }
-            TaskLearner::Lora { learner, prompts } => {
+            LearnerView::Lora { learner, prompts } => {
                 let all = prompts.get(&split).ok_or_else(missing)?;
                 let chosen: Vec<Prompt> = match indices {
                     Some(indices) => indices.iter().map(|&i| all[i].clone()).collect(),
@@ -477,15 +473,12 @@ impl TaskLearner {
 
     /// `[p0, p1]` per row of `split`.
     fn predict(&self, fitted: &Fitted, split: Split) -> Result<Vec<[f32; 2]>> {
-        let missing = || TestbedError::BadTask {
-            task: String::new(),
-            message: format!("no {} split", split.name()),
-        };
-        match (self, fitted) {
-            (TaskLearner::Head { features, .. }, Fitted::Head(head)) => {
+        let missing = || missing_split(&self.task, split);
+        match (&self.view, fitted) {
+            (LearnerView::Head { features, .. }, Fitted::Head(head)) => {
                 Ok(head.predict_matrix(features.get(&split).ok_or_else(missing)?)?)
             }
-            (TaskLearner::Lora { learner, prompts }, Fitted::Lora(model)) => {
+            (LearnerView::Lora { learner, prompts }, Fitted::Lora(model)) => {
                 learner.predict(model, prompts.get(&split).ok_or_else(missing)?)
             }
             _ => Err(TestbedError::Unsupported(
@@ -496,8 +489,8 @@ impl TaskLearner {
 
     /// The student's zero-shot `p(label 1)` on `train_unlabel`, where it has one.
     fn zero_shot_prior(&self, data: &TaskData, source: &TaskSource) -> Result<Option<Vec<f32>>> {
-        match self {
-            TaskLearner::Head {
+        match &self.view {
+            LearnerView::Head {
                 features,
                 extractor: Some(extractor),
                 ..
@@ -505,10 +498,10 @@ impl TaskLearner {
                 Some(train) => extractor.zero_shot_prior(train, verbalizers(source).as_ref()),
                 None => Ok(None),
             },
-            TaskLearner::Head {
+            LearnerView::Head {
                 extractor: None, ..
             } => Ok(None),
-            TaskLearner::Lora { learner, .. } => match data.rows.get(&Split::TrainUnlabel) {
+            LearnerView::Lora { learner, .. } => match data.rows.get(&Split::TrainUnlabel) {
                 Some(rows) => learner.zero_shot_prior(rows),
                 None => Ok(None),
             },

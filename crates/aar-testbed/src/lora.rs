@@ -90,8 +90,8 @@ impl LoraLearner {
         })
     }
 
-    fn encoder_for(&self, prompt: &Prompt) -> &PromptEncoder {
-        if prompt.comparison {
+    fn encoder(&self, comparison: bool) -> &PromptEncoder {
+        if comparison {
             &self.comparison
         } else {
             &self.binary
@@ -104,13 +104,8 @@ impl LoraLearner {
             .enumerate()
             .map(|(i, row)| {
                 let (text, comparison) = example_text(row);
-                let encoder = if comparison {
-                    &self.comparison
-                } else {
-                    &self.binary
-                };
                 Ok(Prompt {
-                    ids: encoder.prompt_ids(i, &text)?,
+                    ids: self.encoder(comparison).prompt_ids(i, &text)?,
                     comparison,
                 })
             })
@@ -134,7 +129,7 @@ impl LoraLearner {
                 "a task mixing binary and comparison rows cannot share label tokens".into(),
             ));
         }
-        Ok(self.encoder_for(first).label_token_ids())
+        Ok(self.encoder(first.comparison).label_token_ids())
     }
 
     /// A fresh model (adapters and head seeded by `seed`) trained on `prompts` with `targets`.

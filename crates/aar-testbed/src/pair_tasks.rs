@@ -16,9 +16,9 @@ use aar_core::Label;
 use aar_tasks::{Example, Inputs, Split};
 use serde_json::{Map, Value};
 
-use crate::error::{IoContext, Result, TestbedError};
+use crate::error::{Result, TestbedError};
 use crate::preset::{PairCorpus, Sizes};
-use crate::text_tasks::{normalized, write_splits};
+use crate::text_tasks::{BigBenchExample, bad, bigbench_examples, normalized, write_splits};
 
 /// One source question: the right (question, choice) pair and the wrong ones.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,31 +74,12 @@ pub fn pair_corpus_files(corpus: PairCorpus) -> [(&'static str, &'static str); 2
     }
 }
 
-fn bad(path: &Path, message: impl Into<String>) -> TestbedError {
-    TestbedError::BadSource {
-        path: path.to_owned(),
-        message: message.into(),
-    }
-}
-
 /// Reads a BIG-bench goal_step_wikihow file as (goal, step) groups: exactly one option
 /// scored 1 per example, the text in quotes of its input the other half of every pair.
 pub fn goal_step(path: &Path, kind: GoalStepFile) -> Result<Vec<PairGroup>> {
-    let text = std::fs::read_to_string(path).at(path)?;
-    let doc: Value = serde_json::from_str(&text).map_err(|source| TestbedError::Json {
-        path: path.to_owned(),
-        source,
-    })?;
-    let examples = doc
-        .get("examples")
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad(path, "no examples"))?;
+    let examples = bigbench_examples(path)?;
     let mut groups = Vec::with_capacity(examples.len());
-    for (i, e) in examples.iter().enumerate() {
-        let input = e
-            .get("input")
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad(path, format!("example {i}: no input")))?;
+    for (i, BigBenchExample { input, scores }) in examples.iter().enumerate() {
         let quoted = input
             .strip_prefix(kind.prefix())
             .and_then(|rest| rest.rsplit_once('\''))
@@ -113,10 +94,6 @@ pub fn goal_step(path: &Path, kind: GoalStepFile) -> Result<Vec<PairGroup>> {
                     ),
                 )
             })?;
-        let scores = e
-            .get("target_scores")
-            .and_then(Value::as_object)
-            .ok_or_else(|| bad(path, format!("example {i}: no target_scores")))?;
         let mut right = Vec::new();
         let mut wrong = Vec::new();
         for (option, score) in scores {

@@ -31,7 +31,8 @@ pub struct TextItem {
     pub subset: String,
 }
 
-fn bad(path: &Path, message: impl Into<String>) -> TestbedError {
+/// A source file that does not read as expected.
+pub(crate) fn bad(path: &Path, message: impl Into<String>) -> TestbedError {
     TestbedError::BadSource {
         path: path.to_owned(),
         message: message.into(),
@@ -139,9 +140,17 @@ pub fn sarcasm(path: &Path) -> Result<Vec<TextItem>> {
     Ok(items)
 }
 
-/// BIG-bench fact_checker claims: the input without its task prefix, true when the option
-/// scored 1 starts with "true" (or "support").
-pub fn fact_checker(path: &Path, prefix: &str) -> Result<Vec<TextItem>> {
+/// One example of a BIG-bench `task.json`: its input and its options' scores.
+pub(crate) struct BigBenchExample {
+    /// The input text.
+    pub input: String,
+    /// `target_scores`: option -> score (1 for the right option(s)).
+    pub scores: Map<String, Value>,
+}
+
+/// The examples of a BIG-bench `task.json`; an example without `input` or `target_scores`
+/// is an error naming it.
+pub(crate) fn bigbench_examples(path: &Path) -> Result<Vec<BigBenchExample>> {
     let text = std::fs::read_to_string(path).at(path)?;
     let doc: Value = serde_json::from_str(&text).map_err(|source| TestbedError::Json {
         path: path.to_owned(),
@@ -151,16 +160,31 @@ pub fn fact_checker(path: &Path, prefix: &str) -> Result<Vec<TextItem>> {
         .get("examples")
         .and_then(Value::as_array)
         .ok_or_else(|| bad(path, "no examples"))?;
+    examples
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let input = e
+                .get("input")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad(path, format!("example {i}: no input")))?;
+            let scores = e
+                .get("target_scores")
+                .and_then(Value::as_object)
+                .ok_or_else(|| bad(path, format!("example {i}: no target_scores")))?;
+            Ok(BigBenchExample {
+                input: input.to_owned(),
+                scores: scores.clone(),
+            })
+        })
+        .collect()
+}
+
+/// BIG-bench fact_checker claims: the input without its task prefix, true when the option
+/// scored 1 starts with "true" (or "support").
+pub fn fact_checker(path: &Path, prefix: &str) -> Result<Vec<TextItem>> {
     let mut items = Vec::new();
-    for (i, e) in examples.iter().enumerate() {
-        let input = e
-            .get("input")
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad(path, format!("example {i}: no input")))?;
-        let scores = e
-            .get("target_scores")
-            .and_then(Value::as_object)
-            .ok_or_else(|| bad(path, format!("example {i}: no target_scores")))?;
+    for (i, BigBenchExample { input, scores }) in bigbench_examples(path)?.into_iter().enumerate() {
         let Some((option, _)) = scores
             .iter()
             .find(|(_, score)| score.as_f64().is_some_and(|s| s > 0.0))
@@ -171,7 +195,7 @@ pub fn fact_checker(path: &Path, prefix: &str) -> Result<Vec<TextItem>> {
         let label = option.starts_with("true") || option.starts_with("support");
         items.push(TextItem {
             id: format!("{prefix}-{i:05}"),
-            text: clean_claim(input),
+            text: clean_claim(&input),
             label,
             subset: prefix.into(),
         });
