@@ -13,7 +13,7 @@ want_test=0
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 # Debian packages, installed only when missing.
-apt_packages=(build-essential pkg-config python3-venv bubblewrap fonts-dejavu-core)
+apt_packages=(build-essential pkg-config python3-venv bubblewrap strace fonts-dejavu-core)
 if (( want_test )); then
   apt_packages+=(postgresql)
 fi

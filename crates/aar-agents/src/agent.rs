@@ -131,7 +131,22 @@ notebook current: it is your memory when your context is reset.\n\n\
 In the sandbox, each task's label-free inputs and the weak teacher's soft labels are under \
 /data/<task>; `aar run-method` trains the student from a method description and writes \
 predictions, `aar features` writes the student's frozen features as JSON for methods you write \
-yourself (python3 is there), and `aar --help` lists the rest.";
+yourself (python3 is there), and `aar --help` lists the rest.\n\n\
+A leaderboard entry is a method, never a number: a directory with an aar-method.json at its \
+root, {\"name\": \"...\", \"command\": [\"python3\", \"method.py\"]} or {\"name\": \"...\", \
+\"spec\": \"spec.json\"} (a method description run by `aar run-method`), plus optional \
+\"resources\": {\"device\": \"cpu\" or \"gpu\", \"minutes\": up to 60 (default 10), \
+\"memory_mb\": 256 to 65536 (default 4096)}. The server runs it once per declared seed in a \
+fresh sandbox with no network, the directory as working directory, and this environment: \
+AAR_INPUT, a read-only label-free task copy (train_unlabel.jsonl, weak_labels.json with the \
+weak teacher's [p0, p1] per train_unlabel row, testbed.json, and one <split>.jsonl per split \
+to predict); AAR_SEED, the training seed; AAR_SPLITS, the splits to predict, comma-separated \
+(test, test_private and transfer, a split you never see); AAR_OUTPUT, the file to write: \
+{\"splits\": {\"test\": [0, 1, ...], ...}}, one 0/1 per row of each asked split in file order; \
+AAR_METHOD_DIR, the directory itself. So a method must not depend on anything outside its \
+directory but the input and the tools of the sandbox. Check it with `aar method check DIR` \
+(it runs the method on a small copy of a task and checks the output), upload the directory \
+with upload_snapshot (path = DIR), and enter the snapshot_id with create_entry.";
 
 /// Configuration of one agent.
 #[derive(Debug, Clone)]

@@ -44,6 +44,23 @@ pub struct NewPost {
     pub snapshots: Vec<String>,
 }
 
+/// A new leaderboard entry. There is no score field: the verifier scores the snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct NewEntry {
+    /// The task.
+    pub task: String,
+    /// The method directory's snapshot (its root holds `aar-method.json`).
+    pub snapshot_id: String,
+    /// The seeds the verifier runs it with, declared up front.
+    pub seeds: Vec<i64>,
+    /// A display name (default: the manifest's `name`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// The finding behind it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub post_id: Option<i64>,
+}
+
 /// Search of the forum.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PostQuery {
@@ -149,23 +166,10 @@ impl ServerClient {
             .await
     }
 
-    /// `POST /api/entries`: declares a leaderboard entry and its seeds.
-    pub async fn create_entry(
-        &self,
-        task: &str,
-        method: &str,
-        seeds: &[i64],
-        snapshot_id: Option<&str>,
-        post_id: Option<i64>,
-    ) -> Result<Value, ServerClientError> {
-        let mut body = json!({ "task": task, "method": method, "seeds": seeds });
-        if let Some(snapshot_id) = snapshot_id {
-            body["snapshot_id"] = json!(snapshot_id);
-        }
-        if let Some(post_id) = post_id {
-            body["post_id"] = json!(post_id);
-        }
-        self.json(self.http.post(self.url("/api/entries")).json(&body))
+    /// `POST /api/entries`: enters a method (a code-store snapshot holding an
+    /// `aar-method.json`) with its declared seeds; the server's verifier runs it.
+    pub async fn create_entry(&self, entry: &NewEntry) -> Result<Value, ServerClientError> {
+        self.json(self.http.post(self.url("/api/entries")).json(entry))
             .await
     }
 

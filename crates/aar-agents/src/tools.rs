@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::llm::ToolSpec;
 use crate::sandbox::{Sandbox, WORKSPACE_MOUNT};
-use crate::server_client::{NewPost, PostQuery, ServerClient};
+use crate::server_client::{NewEntry, NewPost, PostQuery, ServerClient};
 
 /// Why a workspace path was refused or a file operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -422,27 +422,34 @@ impl Toolbox {
                     "Score predictions for a task's public test split on the research server. \
                      `predictions_file` is a workspace file with a JSON array of 0/1 (or one 0/1 \
                      per line), one per test example in file order. Answers are rounded and \
-                     budgeted: evaluations are limited, use them for real candidates.",
+                     budgeted: evaluations are limited, use them for real candidates. This is \
+                     for exploring; leaderboard entries are scored by the server's verifier \
+                     (create_entry), not by evaluations.",
                     json!({"type": "object", "properties": {
                         "task": {"type": "string"},
                         "predictions_file": {"type": "string"},
-                        "private_predictions_file": {"type": "string", "description": "optional, for the private split's inputs (default: the `private_predictions` field of an `aar run-method` output)"},
-                        "entry_id": {"type": "integer", "description": "with `seed`: count this evaluation towards a leaderboard entry"},
-                        "seed": {"type": "integer"}
+                        "private_predictions_file": {"type": "string", "description": "optional, for the private split's inputs (default: the `private_predictions` field of an `aar run-method` output)"}
                     }, "required": ["task", "predictions_file"]}),
                 ),
                 spec(
                     "create_entry",
-                    "Declare a leaderboard entry before evaluating it: the method (a short \
-                     description or its spec), the seeds it will be evaluated with (3 to 32, \
-                     all declared up front) and optionally the snapshot and finding behind it. \
-                     Then evaluate each seed with `entry_id` and `seed`; the leaderboard shows \
-                     the mean and standard error over them.",
+                    "Enter a method on the leaderboard. An entry is a method, never a number: \
+                     a method directory (aar-method.json at its root; run `aar method check DIR` \
+                     first) uploaded with upload_snapshot, whose `snapshot_id` is required. The \
+                     server re-runs the snapshot in a fresh sandbox once per declared seed (3 to \
+                     32, all declared up front) on the public test, the private test and the \
+                     transfer set, and scores each run itself; the leaderboard shows the mean and \
+                     standard error. Private-test and transfer scores are never shown to agents \
+                     while the campaign runs; an entry's public score reaches its author only \
+                     through the Ladder (released like an evaluation, when it beats your best by \
+                     a step). Entries are budgeted: enter finished methods, not experiments.",
                     json!({"type": "object", "properties": {
-                        "task": {"type": "string"}, "method": {"type": "string"},
-                        "seeds": {"type": "array", "items": {"type": "integer"}},
-                        "snapshot_id": {"type": "string"}, "post_id": {"type": "integer"}
-                    }, "required": ["task", "method", "seeds"]}),
+                        "task": {"type": "string"},
+                        "snapshot_id": {"type": "string", "description": "the uploaded method directory (upload_snapshot's answer)"},
+                        "seeds": {"type": "array", "items": {"type": "integer"}, "description": "3 to 32 distinct seeds in 0..=1000000, each run once by the verifier ($AAR_SEED)"},
+                        "method": {"type": "string", "description": "optional display name (default: the manifest's name)"},
+                        "post_id": {"type": "integer", "description": "optional: the finding behind it"}
+                    }, "required": ["task", "snapshot_id", "seeds"]}),
                 ),
                 spec(
                     "share_finding",
@@ -480,7 +487,9 @@ impl Toolbox {
                 spec(
                     "upload_snapshot",
                     "Upload a directory of your workspace (default: all of it) to the shared code \
-                     store; returns its content-addressed id. Only regular files are included.",
+                     store; returns its content-addressed `snapshot_id`. Only regular files are \
+                     included, with paths relative to that directory: to enter a method, upload \
+                     its method directory (`path`), so aar-method.json is at the snapshot's root.",
                     json!({"type": "object", "properties": {
                         "path": {"type": "string"}, "message": {"type": "string"},
                         "parent": {"type": "string"}
@@ -685,15 +694,14 @@ impl Toolbox {
                     .iter()
                     .map(|seed| seed.as_i64().ok_or("a seed is an integer"))
                     .collect::<Result<_, _>>()?;
-                server
-                    .create_entry(
-                        str_arg(input, "task")?,
-                        str_arg(input, "method")?,
-                        &seeds,
-                        opt_str(input, "snapshot_id").as_deref(),
-                        input["post_id"].as_i64(),
-                    )
-                    .await
+                let entry = NewEntry {
+                    task: str_arg(input, "task")?.to_owned(),
+                    snapshot_id: str_arg(input, "snapshot_id")?.to_owned(),
+                    seeds,
+                    method: opt_str(input, "method"),
+                    post_id: input["post_id"].as_i64(),
+                };
+                server.create_entry(&entry).await
             }
             "share_finding" => {
                 let ints = |name: &str| -> Vec<i64> {

@@ -17,7 +17,7 @@ use aar_agents::directions;
 use aar_agents::llm::LanguageModel;
 use aar_agents::llm::anthropic::{AnthropicClient, AnthropicConfig};
 use aar_agents::llm::openai::{OpenAiClient, OpenAiConfig};
-use aar_agents::sandbox::{AAR_MOUNT, Sandbox, SandboxConfig};
+use aar_agents::sandbox::{AAR_MOUNT, CACHE_MOUNT, Sandbox, SandboxConfig};
 use aar_agents::server_client::ServerClient;
 use aar_agents::tools::{Notebook, ToolLimits, Toolbox};
 use aar_testbed::{BaselineTable, Preset, RunOptions, run_baselines};
@@ -244,21 +244,23 @@ fn prepare_testbed(
         // The server takes per-seed lists and uses their means; the means over the
         // pinned seeds are what the testbed reports, so they are pinned as they are.
         let file = copy.join("baselines.json");
-        let value = json!({"weak": [weak.mean], "ceiling": [ceiling.mean]});
+        // The held-out splits' own W and S: the verifier's private and transfer PGR.
+        let mut splits = serde_json::Map::new();
+        for split in ["test_private", "transfer"] {
+            if let Some((w, s)) = task.baseline(split) {
+                splits.insert(split.into(), json!({"weak": [w.mean], "ceiling": [s.mean]}));
+            }
+        }
+        let value = json!({"weak": [weak.mean], "ceiling": [ceiling.mean], "splits": splits});
         write_private(&file, value.to_string().as_bytes())?;
-        // One run on the agent copy, here where the feature cache is writable: the
-        // researchers' runs (read-only cache) then find every feature they need.
-        aar_testbed::run_method(
-            &aar_testbed::AgentRun {
-                task_dir: options.agent_dir().join(&task.task),
-                weak_labels: None,
-                assets_dir: options.assets_dir.clone(),
-                feature_cache: options.feature_cache.clone(),
-                seed: 0,
-            },
-            &aar_testbed::MethodSpec::new(aar_testbed::MethodKind::Vanilla),
-        )?;
     }
+    let served_tasks: Vec<String> = table.tasks.iter().map(|t| t.task.clone()).collect();
+    // The researchers' read-only feature cache, filled here from the agent copies alone:
+    // the testbed's own cache also holds features of train_label and the transfer set.
+    aar_testbed::baselines::fill_agent_feature_cache(&options, &served_tasks)?;
+    // The researchers' /data: this campaign's copy of the agent copies, with decoys.
+    let root = config.home.join("campaigns").join(&config.name);
+    crate::decoys::build_agent_data(&root, &options.agent_dir(), &served_tasks)?;
     Ok((options, table))
 }
 
@@ -382,11 +384,23 @@ pub async fn run_campaign(config: CampaignConfig, interrupt: Arc<AtomicBool>) ->
         &serde_json::to_vec_pretty(&identities).map_err(|e| CampaignError::Setup(e.to_string()))?,
     )?;
 
+    let database_url = format!("sqlite://{}", paths.database().display());
+    let served: Vec<String> = table.tasks.iter().map(|t| t.task.clone()).collect();
+    let verifier = crate::oversight::start_verifier(
+        &config,
+        &paths.root,
+        &server_tasks_dir(&config.home, &config.name),
+        &options,
+        &served,
+        &database_url,
+    )
+    .await?;
     let bind = free_port()?;
     let base = format!("http://{bind}");
     let server_config = aar_server::ServerConfig {
         bind,
-        database_url: format!("sqlite://{}", paths.database().display()),
+        database_url,
+        verifier: Some(verifier),
         task_root: server_tasks_dir(&config.home, &config.name),
         admin_token: aar_server::AdminTokenSource::Literal(identities.admin_token.clone()),
         policy: aar_server::Policy::default(),
@@ -462,21 +476,22 @@ pub async fn run_campaign(config: CampaignConfig, interrupt: Arc<AtomicBool>) ->
         let state_dir = dir.join("state");
         std::fs::create_dir_all(&state_dir).map_err(CampaignError::io(&state_dir))?;
         let mut sandbox = SandboxConfig::new(dir.join("workspace"), index as u32);
-        sandbox.task_data = Some(
-            std::path::absolute(options.agent_dir())
-                .map_err(CampaignError::io(options.agent_dir()))?,
-        );
+        // The campaign's copy of the agent copies, decoys planted (`decoys`).
+        let data = crate::decoys::agent_data_dir(&paths.root);
+        sandbox.task_data = Some(std::path::absolute(&data).map_err(CampaignError::io(&data))?);
+        // The agent-only feature cache at /cache: never the testbed's own cache, which
+        // holds features of train_label and the transfer set.
+        let cache = options.agent_feature_cache();
+        sandbox.cache = Some(std::path::absolute(&cache).map_err(CampaignError::io(&cache))?);
         sandbox.aar_binary = Some(config.aar_binary.clone());
-        // `aar` inside finds the models and the feature cache without `--home`.
-        sandbox.env = vec![("AAR_HOME".into(), home_in_sandbox.clone())];
-        sandbox.libtorch = config.libtorch.clone();
-        // Only the models and the label-free feature cache: the data sources under
-        // `assets/data` hold labels.
-        sandbox.extra_ro = vec![
-            home.join("assets").join("models"),
-            std::path::absolute(&options.feature_cache)
-                .map_err(CampaignError::io(&options.feature_cache))?,
+        // `aar` inside finds the models and the agent cache without `--home`.
+        sandbox.env = vec![
+            ("AAR_HOME".into(), home_in_sandbox.clone()),
+            ("AAR_FEATURE_CACHE".into(), CACHE_MOUNT.into()),
         ];
+        sandbox.libtorch = config.libtorch.clone();
+        // Only the models: the data sources under `assets/data` hold labels.
+        sandbox.extra_ro = vec![home.join("assets").join("models")];
         let token = &identities
             .agents
             .get(name)
@@ -542,7 +557,7 @@ pub async fn run_campaign(config: CampaignConfig, interrupt: Arc<AtomicBool>) ->
     if interrupted {
         eprintln!("interrupted: everything so far is kept; `aar up` again resumes");
     }
-    let report = Report::gather(&admin, &ledger, &agent_ids, &table, &config, &options).await?;
+    let report = Report::gather(&admin, &ledger, &agent_ids, &table, &config).await?;
     write_report(&report, &paths.report_dir())?;
     server.abort();
     Ok(report)

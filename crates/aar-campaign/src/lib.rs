@@ -5,7 +5,9 @@
 //!
 //! Map:
 //! - [`campaign`]: set-up, identities, researchers, progress, Ctrl-C, resume;
+//! - [`decoys`]: the researchers' `/data` (agent copies) with planted decoy label files;
 //! - [`offline`]: the built-in researcher that needs no LLM;
+//! - `oversight`: the verifier that re-runs entries (`aar-oversight`), wired and warmed up;
 //! - [`report`]: what the campaign found, from the server's records and the ledger.
 //!
 //! Invariant: the orchestrator is the only part that holds the admin token; the
@@ -13,8 +15,10 @@
 #![deny(missing_docs)]
 
 pub mod campaign;
+pub mod decoys;
 mod error;
 pub mod offline;
+mod oversight;
 pub mod report;
 
 pub use campaign::{CampaignConfig, Researchers, run_campaign};

@@ -8,7 +8,10 @@
 //! starts with confidence filters, distillation with soft labels and logconf, ...),
 //! mixed with variations of the best configurations it reads on the forum; post every
 //! configuration that sets a new best, with the evaluation as evidence; and enter each
-//! new best on the leaderboard over three declared seeds, private predictions included.
+//! new best on the leaderboard as a method: a directory with an `aar-method.json`
+//! naming its spec, checked with `aar method check`, uploaded as a snapshot and entered
+//! over three declared seeds. The server's verifier runs the entries; the researcher
+//! never scores them itself.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -25,6 +28,20 @@ pub const ENTRY_SEEDS: [i64; 3] = [1, 2, 3];
 const FORUM_EVERY: usize = 4;
 /// Marker before the method description in a finding, so others can parse it.
 pub const SPEC_MARKER: &str = "method spec: ";
+/// Memory a method declares: the researcher's own sandbox's, where its runs succeed
+/// (libtorch reserves far more address space than it uses).
+const METHOD_MEMORY_MB: u64 = 8192;
+
+/// A new best on its way to becoming a leaderboard entry.
+#[derive(Debug, Clone)]
+struct NewMethod {
+    task: String,
+    spec: Value,
+    /// Its directory in the workspace, `methods/<slug>`.
+    dir: String,
+    /// The finding that announced it.
+    post_id: Option<i64>,
+}
 
 /// What the researcher asked for last, so it knows how to read the answer.
 #[derive(Debug, Clone)]
@@ -33,11 +50,12 @@ enum Pending {
     WriteSpec,
     Run,
     Evaluate { task: String, spec: Value },
-    Share,
+    Share(Option<NewMethod>),
     ReadForum,
-    CreateEntry { task: String, spec: Value },
-    EntrySeedRun,
-    EntryEvaluate,
+    WriteMethod,
+    CheckMethod(NewMethod),
+    UploadMethod(NewMethod),
+    CreateEntry,
     Notebook,
 }
 
@@ -70,6 +88,8 @@ pub struct OfflineResearcher {
     rng: u64,
     /// Failed runs in a row: the researcher backs off instead of spinning.
     failures: u32,
+    /// Method directories written so far (names them).
+    methods: usize,
 }
 
 impl OfflineResearcher {
@@ -95,6 +115,7 @@ impl OfflineResearcher {
             calls: 0,
             rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
             failures: 0,
+            methods: 0,
         }
     }
 
@@ -118,27 +139,8 @@ impl OfflineResearcher {
                 self.tasks = task_names(result);
                 self.seed_candidates();
             }
-            Pending::Evaluate { task, spec } => {
-                if is_error {
-                    return;
-                }
-                let Ok(answer) = serde_json::from_str::<Value>(result) else {
-                    return;
-                };
-                let improved = answer["improved"].as_bool().unwrap_or(false);
-                let pgr = answer["released_pgr"].as_f64();
-                let evaluation = answer["evaluation_id"].as_i64();
-                self.note(format!(
-                    "{task}: {} -> improved={improved} released_pgr={pgr:?} (evaluation {evaluation:?})",
-                    spec
-                ));
-                if let (true, Some(pgr)) = (improved, pgr) {
-                    let previous = self.best.get(&task).map(|(p, _)| *p);
-                    if previous.is_none_or(|p| pgr > p) {
-                        self.best.insert(task.clone(), (pgr, spec.clone()));
-                        self.plan_new_best(&task, &spec, pgr, evaluation);
-                    }
-                }
+            Pending::Evaluate { task, spec } if !is_error => {
+                self.after_evaluate(&task, &spec, result);
             }
             Pending::ReadForum => {
                 for (task, spec) in specs_in_findings(result) {
@@ -149,48 +151,119 @@ impl OfflineResearcher {
                     }
                 }
             }
-            Pending::CreateEntry { task, spec } => {
-                let Some(entry) = serde_json::from_str::<Value>(result)
-                    .ok()
-                    .and_then(|v| v["entry_id"].as_i64().or(v["id"].as_i64()))
-                else {
-                    return;
-                };
-                for seed in ENTRY_SEEDS {
-                    let out = format!("entries/{entry}/seed-{seed}.json");
-                    self.plan.push_back(self.run_action(
-                        &task,
-                        &format!("entries/{entry}/spec.json"),
-                        &out,
-                        seed,
-                        Pending::EntrySeedRun,
-                    ));
-                    self.plan.push_back(Action {
-                        tool: "evaluate",
-                        input: json!({"task": task, "predictions_file": out,
-                                      "entry_id": entry, "seed": seed}),
-                        pending: Pending::EntryEvaluate,
-                    });
-                }
-                self.plan.push_front(Action {
-                    tool: "write_file",
-                    input: json!({"path": format!("entries/{entry}/spec.json"),
-                                  "content": spec.to_string()}),
-                    pending: Pending::WriteSpec,
-                });
+            Pending::Share(Some(mut method)) => {
+                // A failed post only leaves the entry unlinked.
+                method.post_id = json_field(result, "post_id").and_then(|v| v.as_i64());
+                self.plan_method_dir(method);
             }
-            Pending::Run | Pending::EntrySeedRun if is_error => {
+            Pending::CheckMethod(method) => self.after_check(method, result, is_error),
+            Pending::UploadMethod(method) => self.after_upload(method, result, is_error),
+            Pending::CreateEntry => self.note(format!("entry: {}", first_lines(result))),
+            Pending::Run if is_error => {
                 // No predictions to evaluate; say what failed, try something else.
                 self.failures += 1;
                 if self.plan.front().is_some_and(|a| a.tool == "evaluate") {
                     self.plan.pop_front();
                 }
-                let first_line = result.lines().take(6).collect::<Vec<_>>().join(" | ");
-                self.note(format!("run failed: {first_line}"));
+                self.note(format!("run failed: {}", first_lines(result)));
             }
-            Pending::Run | Pending::EntrySeedRun => self.failures = 0,
-            Pending::WriteSpec | Pending::Share | Pending::EntryEvaluate | Pending::Notebook => {}
+            Pending::Run => self.failures = 0,
+            Pending::Evaluate { .. }
+            | Pending::WriteSpec
+            | Pending::WriteMethod
+            | Pending::Share(None)
+            | Pending::Notebook => {}
         }
+    }
+
+    /// Reads an evaluation's answer; a new best is posted and entered.
+    fn after_evaluate(&mut self, task: &str, spec: &Value, result: &str) {
+        let Ok(answer) = serde_json::from_str::<Value>(result) else {
+            return;
+        };
+        let improved = answer["improved"].as_bool().unwrap_or(false);
+        let pgr = answer["released_pgr"].as_f64();
+        let evaluation = answer["evaluation_id"].as_i64();
+        self.note(format!(
+            "{task}: {spec} -> improved={improved} released_pgr={pgr:?} (evaluation {evaluation:?})"
+        ));
+        if let (true, Some(pgr)) = (improved, pgr) {
+            let previous = self.best.get(task).map(|(p, _)| *p);
+            if previous.is_none_or(|p| pgr > p) {
+                self.best.insert(task.to_owned(), (pgr, spec.clone()));
+                self.plan_new_best(task, spec, pgr, evaluation);
+            }
+        }
+    }
+
+    /// Uploads a method directory that passed `aar method check`; one that did not is
+    /// noted and dropped (the verifier would fail it the same way).
+    fn after_check(&mut self, method: NewMethod, result: &str, is_error: bool) {
+        if is_error {
+            let why = first_lines(result);
+            self.note(format!("method check of {} failed: {why}", method.dir));
+            return;
+        }
+        self.plan_front(vec![Action {
+            tool: "upload_snapshot",
+            input: json!({"path": method.dir,
+                          "message": format!("{} on {}", summary(&method.spec), method.task)}),
+            pending: Pending::UploadMethod(method),
+        }]);
+    }
+
+    /// Enters an uploaded method directory with its declared seeds.
+    fn after_upload(&mut self, method: NewMethod, result: &str, is_error: bool) {
+        let snapshot =
+            json_field(result, "snapshot_id").and_then(|v| v.as_str().map(str::to_owned));
+        let Some(snapshot_id) = snapshot.filter(|_| !is_error) else {
+            let why = first_lines(result);
+            self.note(format!("upload of {} failed: {why}", method.dir));
+            return;
+        };
+        let mut input = json!({"task": method.task, "snapshot_id": snapshot_id,
+                               "seeds": ENTRY_SEEDS});
+        if let Some(post) = method.post_id {
+            input["post_id"] = json!(post);
+        }
+        self.plan_front(vec![Action {
+            tool: "create_entry",
+            input,
+            pending: Pending::CreateEntry,
+        }]);
+    }
+
+    /// Puts `actions` at the front of the plan, in their order.
+    fn plan_front(&mut self, actions: Vec<Action>) {
+        for action in actions.into_iter().rev() {
+            self.plan.push_front(action);
+        }
+    }
+
+    /// Writes `method` as a method directory (manifest and spec) and checks it the way
+    /// the verifier will run it; the upload waits for the check's answer.
+    fn plan_method_dir(&mut self, method: NewMethod) {
+        let name: String = summary(&method.spec).chars().take(100).collect();
+        let manifest = json!({"name": name, "spec": "spec.json",
+                              "resources": {"memory_mb": METHOD_MEMORY_MB}});
+        let write = |file: &str, content: String| Action {
+            tool: "write_file",
+            input: json!({"path": format!("{}/{file}", method.dir), "content": content}),
+            pending: Pending::WriteMethod,
+        };
+        let check = Action {
+            tool: "shell",
+            input: json!({"command": format!(
+                "AAR_HOME={} {} method check {} --task {DATA_MOUNT}/{}",
+                self.home, self.aar, method.dir, method.task
+            )}),
+            pending: Pending::CheckMethod(method.clone()),
+        };
+        self.plan_front(vec![
+            write("spec.json", method.spec.to_string()),
+            write("aar-method.json", manifest.to_string()),
+            check,
+        ]);
     }
 
     fn note(&mut self, line: String) {
@@ -209,20 +282,23 @@ impl OfflineResearcher {
             evaluation.map_or_else(|| "?".into(), |e| e.to_string()),
             self.direction.name,
         );
+        self.methods += 1;
+        let method = NewMethod {
+            task: task.to_owned(),
+            spec: spec.clone(),
+            dir: format!(
+                "methods/{task}-{}-{}",
+                spec["method"].as_str().unwrap_or("method"),
+                self.methods
+            ),
+            post_id: None,
+        };
         self.plan.push_back(Action {
             tool: "share_finding",
             input: json!({"kind": "result", "title": format!("{} reaches PGR {pgr:.2}", summary(spec)),
                           "body": body, "task": task,
                           "evaluations": evaluation.into_iter().collect::<Vec<_>>()}),
-            pending: Pending::Share,
-        });
-        self.plan.push_back(Action {
-            tool: "create_entry",
-            input: json!({"task": task, "method": spec.to_string(), "seeds": ENTRY_SEEDS}),
-            pending: Pending::CreateEntry {
-                task: task.to_owned(),
-                spec: spec.clone(),
-            },
+            pending: Pending::Share(Some(method)),
         });
     }
 
@@ -334,6 +410,18 @@ impl OfflineResearcher {
             pending,
         }
     }
+}
+
+/// A field of a JSON tool result.
+fn json_field(result: &str, field: &str) -> Option<Value> {
+    serde_json::from_str::<Value>(result)
+        .ok()
+        .and_then(|mut v| v.get_mut(field).map(Value::take))
+}
+
+/// The first lines of a tool result, on one line.
+fn first_lines(result: &str) -> String {
+    result.lines().take(6).collect::<Vec<_>>().join(" | ")
 }
 
 /// Task names from a `list_tasks` answer (`{"tasks": [{"name": ..}, ..]}` or a list).
@@ -526,12 +614,21 @@ mod tests {
 
     /// Feeds `result` as the answer to the last call and returns the next call.
     async fn next_call(researcher: &mut OfflineResearcher, result: &str) -> (String, Value) {
+        answer(researcher, result, false).await
+    }
+
+    /// Like [`next_call`], with the answer marked as failed or not.
+    async fn answer(
+        researcher: &mut OfflineResearcher,
+        result: &str,
+        is_error: bool,
+    ) -> (String, Value) {
         let messages = [aar_agents::llm::Message {
             role: Role::User,
             content: vec![ContentBlock::ToolResult {
                 tool_use_id: "x".into(),
                 content: result.into(),
-                is_error: false,
+                is_error,
             }],
         }];
         let step = researcher
@@ -548,8 +645,9 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_new_best_is_posted_and_entered_over_the_declared_seeds_with_private_predictions() {
+    /// A researcher that has run two experiments on `sst`, the second a new best; its
+    /// next call is the post announcing it.
+    async fn researcher_with_a_new_best() -> (OfflineResearcher, Value) {
         let mut r = OfflineResearcher::new(
             "r",
             aar_agents::directions::for_agent(0),
@@ -584,7 +682,7 @@ mod tests {
         let (tool, _) = next_call(&mut r, "exit 0").await;
         assert_eq!(tool, "evaluate");
 
-        // Improved: note, post with the spec, declare an entry, then each seed.
+        // Improved: note, then post with the spec.
         let answer = r#"{"improved": true, "released_pgr": 0.3, "evaluation_id": 2}"#;
         assert_eq!(next_call(&mut r, answer).await.0, "notebook_update");
         let (tool, post) = next_call(&mut r, "ok").await;
@@ -592,33 +690,99 @@ mod tests {
         assert_eq!(post["evaluations"], json!([2]));
         let found = specs_in_findings(&json!({"posts": [post]}).to_string());
         assert_eq!(found.len(), 1, "the post carries a parseable spec");
-        let (tool, entry) = next_call(&mut r, "{}").await;
-        assert_eq!(tool, "create_entry");
-        assert_eq!(entry["seeds"], json!(ENTRY_SEEDS));
+        (r, found[0].1.clone())
+    }
+
+    #[tokio::test]
+    async fn a_new_best_becomes_a_checked_uploaded_method_entered_over_the_declared_seeds() {
+        let (mut r, spec) = researcher_with_a_new_best().await;
+
+        // The method directory: the spec and a manifest the contract accepts.
+        let (tool, input) = next_call(&mut r, r#"{"post_id": 9}"#).await;
+        assert_eq!(tool, "write_file");
+        let dir = input["path"]
+            .as_str()
+            .unwrap()
+            .strip_suffix("/spec.json")
+            .unwrap()
+            .to_owned();
+        assert!(dir.starts_with("methods/sst-"), "{dir}");
         assert_eq!(
-            next_call(&mut r, r#"{"entry_id": 5}"#).await.0,
-            "write_file"
+            serde_json::from_str::<Value>(input["content"].as_str().unwrap()).unwrap(),
+            spec
         );
-        for seed in ENTRY_SEEDS {
+        let (tool, input) = next_call(&mut r, "ok").await;
+        assert_eq!(
+            (tool.as_str(), &input["path"]),
+            ("write_file", &json!(format!("{dir}/aar-method.json")))
+        );
+        let manifest =
+            aar_oversight::method::Manifest::parse(input["content"].as_str().unwrap().as_bytes())
+                .unwrap();
+        assert_eq!(
+            manifest.entrypoint,
+            aar_oversight::method::Entrypoint::Spec("spec.json".into())
+        );
+
+        // Checked as the verifier will run it, then uploaded, then entered.
+        let (tool, input) = next_call(&mut r, "ok").await;
+        assert_eq!(tool, "shell");
+        assert_eq!(
+            input["command"],
+            json!(format!(
+                "AAR_HOME=/h /opt/aar/bin/aar method check {dir} --task /data/sst"
+            ))
+        );
+        let (tool, input) = next_call(&mut r, "ok: the verifier runs it the same way").await;
+        assert_eq!(
+            (tool.as_str(), &input["path"]),
+            ("upload_snapshot", &json!(dir))
+        );
+        let (tool, entry) = next_call(&mut r, r#"{"snapshot_id": "ab12"}"#).await;
+        assert_eq!(tool, "create_entry");
+        assert_eq!(
+            entry,
+            json!({"task": "sst", "snapshot_id": "ab12", "seeds": ENTRY_SEEDS, "post_id": 9})
+        );
+
+        // The verifier scores the entry: the researcher runs no seed and evaluates nothing for it.
+        let (tool, _) = next_call(&mut r, r#"{"entry_id": 5, "verification": "queued"}"#).await;
+        assert_eq!(tool, "notebook_update");
+        for _ in 0..12 {
             let (tool, input) = next_call(&mut r, "ok").await;
-            assert_eq!(tool, "shell");
+            assert!(input.get("entry_id").is_none(), "{tool}: {input}");
             assert!(
-                input["command"]
+                !input["command"]
                     .as_str()
-                    .unwrap()
-                    .contains(&format!("--seed {seed} "))
-            );
-            let (tool, input) = next_call(&mut r, "exit 0").await;
-            assert_eq!(tool, "evaluate");
-            assert_eq!(
-                (input["entry_id"].as_i64(), input["seed"].as_i64()),
-                (Some(5), Some(seed))
-            );
-            assert!(
-                input.get("private_predictions_file").is_none(),
-                "private predictions come from the run-method output"
+                    .unwrap_or("")
+                    .contains("--seed 1 "),
+                "{input}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_method_that_fails_its_check_is_not_uploaded() {
+        let (mut r, _) = researcher_with_a_new_best().await;
+        assert_eq!(next_call(&mut r, "{}").await.0, "write_file");
+        assert_eq!(next_call(&mut r, "ok").await.0, "write_file");
+        assert_eq!(next_call(&mut r, "ok").await.0, "shell");
+        let failed = "error: method check of methods/x failed: the run failed (exit status: 2)";
+        let (tool, input) = answer(&mut r, failed, true).await;
+        assert_eq!(tool, "notebook_update");
+        assert!(
+            input["content"]
+                .as_str()
+                .unwrap()
+                .contains("exit status: 2"),
+            "{input}"
+        );
+        let (tool, input) = next_call(&mut r, "ok").await;
+        assert_eq!(tool, "write_file", "back to experiments");
+        assert!(
+            input["path"].as_str().unwrap().starts_with("experiments/"),
+            "{input}"
+        );
     }
 
     #[test]

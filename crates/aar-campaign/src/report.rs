@@ -1,13 +1,17 @@
 //! The campaign report: per task the fixed baselines, vanilla transfer and the
-//! leaderboard's entries on the public and private tests; PGR over time per
-//! researcher; findings; spending. Written as `report.json`, `report.md` and
-//! `pgr.png`, read only from what the server and the ledger recorded.
+//! verified leaderboard entries ranked by held-out PGR (private test, transfer set)
+//! with the probes' flags beside them; PGR over time per researcher; findings;
+//! spending. Written as `report.json`, `report.md` and `pgr.png`, read only from what
+//! the server (its verifier's runs) and the ledger recorded. Agent-written text goes
+//! through `aar_core::text::markdown_cell` before it reaches Markdown.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use aar_agents::accounting::Ledger;
-use aar_testbed::{AgentRun, BaselineTable, MethodSpec, RunOptions, labeled_accuracy};
+use aar_core::metrics::{FixedBaselines, MeanSe};
+use aar_core::text::markdown_cell;
+use aar_testbed::BaselineTable;
 use plotters::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
@@ -15,50 +19,12 @@ use serde_json::Value;
 use crate::campaign::{Admin, CampaignConfig};
 use crate::error::{CampaignError, Result};
 
-/// Transfer-set PGR (mean, SE over `seeds`) of an entry whose method is a testbed method
-/// description: re-run on the agent copy, scored on the labeled transfer set. `None` for
-/// custom methods and when a run fails (logged).
-fn transfer_pgr(
-    options: &RunOptions,
-    task: &str,
-    method: &str,
-    seeds: &[u64],
-    weak: f64,
-    ceiling: f64,
-) -> Option<(f64, Option<f64>)> {
-    let spec: MethodSpec = serde_json::from_str(method).ok()?;
-    // The spec is an agent's, and this runs outside any sandbox.
-    if let Err(reason) = spec.check_cost_bounds() {
-        tracing::warn!(task, method, "transfer-set run skipped: {reason}");
-        return None;
-    }
-    let labeled = options
-        .tasks_dir()
-        .join(task)
-        .join(aar_tasks::Split::Transfer.file_name());
-    let mut values = Vec::new();
-    for &seed in seeds {
-        let run = AgentRun {
-            task_dir: options.agent_dir().join(task),
-            weak_labels: None,
-            assets_dir: options.assets_dir.clone(),
-            feature_cache: options.feature_cache.clone(),
-            seed,
-        };
-        match labeled_accuracy(&run, &spec, &labeled) {
-            Ok(accuracy) => values.extend(pgr(accuracy, weak, ceiling)),
-            Err(err) => {
-                tracing::warn!(task, method, seed, "transfer-set run failed: {err}");
-                return None;
-            }
-        }
-    }
-    mean_and_se(&values)
-}
-
-/// PGR of `accuracy` against W and S; `None` when S does not beat W.
+/// PGR of `accuracy` against W and S (aar-core's definition); `None` when S does not beat W.
 fn pgr(accuracy: f64, weak: f64, ceiling: f64) -> Option<f64> {
-    (ceiling > weak).then(|| (accuracy - weak) / (ceiling - weak))
+    FixedBaselines::from_seed_accuracies(&[weak], &[ceiling])
+        .ok()?
+        .pgr(accuracy)
+        .ok()
 }
 
 /// W and S of a task on a split, from the testbed's table.
@@ -80,10 +46,6 @@ pub struct ScoredEvaluation {
     pub public_pgr: Option<f64>,
     /// PGR on the private test (against the private test's own W and S).
     pub private_pgr: Option<f64>,
-    /// Leaderboard entry it counts for.
-    pub entry_id: Option<i64>,
-    /// Training seed it declared for that entry.
-    pub seed: Option<i64>,
 }
 
 async fn scored_evaluations(
@@ -112,8 +74,6 @@ async fn scored_evaluations(
             created_at: row["created_at"].as_i64().unwrap_or(0),
             public_pgr: on("public_accuracy", "test"),
             private_pgr: on("private_accuracy", "test_private"),
-            entry_id: row["entry_id"].as_i64(),
-            seed: row["seed"].as_i64(),
         });
     }
     out.sort_by_key(|e| e.created_at);
@@ -137,26 +97,74 @@ pub(crate) async fn best_pgr_by_agent(
     Ok(best)
 }
 
-/// A leaderboard entry with its scores on both tests.
+/// A verified leaderboard entry with its scores on every split and the probes' flags.
 #[derive(Debug, Clone, Serialize)]
 pub struct EntryRow {
     /// Entry id.
     pub entry_id: i64,
     /// Researcher.
     pub researcher: String,
-    /// The method as declared.
+    /// The method's name (from its manifest, or as declared).
     pub method: String,
-    /// Seeds evaluated / declared.
-    pub seeds: String,
-    /// ok, flagged or disqualified.
+    /// The snapshot the verifier ran.
+    pub snapshot_id: Option<String>,
+    /// Declared seeds.
+    pub seeds: Vec<i64>,
+    /// Where it is on the board: ranked, pending, failed, flagged or disqualified.
+    pub section: String,
+    /// Review state: ok, flagged, approved, disqualified.
     pub status: String,
-    /// Public-test PGR mean and SE over the entry's seeds.
-    pub public_pgr: Option<(f64, Option<f64>)>,
-    /// Private-test PGR (against the private test's W and S) mean and SE.
-    pub private_pgr: Option<(f64, Option<f64>)>,
-    /// Transfer-set PGR mean and SE, for entries whose method is a testbed method
-    /// description (re-run here per seed; custom code has nothing to re-run).
-    pub transfer_pgr: Option<(f64, Option<f64>)>,
+    /// The reviewer's reason, when reviewed.
+    pub status_reason: Option<String>,
+    /// Public-test PGR, mean +- SE over the declared seeds (verifier runs).
+    pub public_pgr: Option<MeanSe>,
+    /// Private-test PGR against the private test's own W and S.
+    pub private_pgr: Option<MeanSe>,
+    /// Transfer-set PGR against the transfer set's own W and S.
+    pub transfer_pgr: Option<MeanSe>,
+    /// Probes' flags: (probe, summary).
+    pub flags: Vec<(String, String)>,
+    /// Seconds the verification took.
+    pub verification_seconds: Option<f64>,
+    /// Why the verification failed.
+    pub verification_error: Option<String>,
+}
+
+impl EntryRow {
+    fn from_board(row: &Value, section: &str, agent_ids: &BTreeMap<String, String>) -> EntryRow {
+        let text = |v: &Value| v.as_str().map(str::to_owned);
+        let admin = &row["admin"];
+        let split_pgr = |split: &str| {
+            serde_json::from_value::<MeanSe>(admin["splits"][split]["pgr"].clone()).ok()
+        };
+        let agent = row["agent_id"].as_str().unwrap_or("");
+        EntryRow {
+            entry_id: row["entry_id"].as_i64().unwrap_or(0),
+            researcher: agent_ids.get(agent).cloned().unwrap_or(agent.to_owned()),
+            method: text(&row["method"]).unwrap_or_default(),
+            snapshot_id: text(&row["snapshot_id"]),
+            seeds: serde_json::from_value(row["seeds"].clone()).unwrap_or_default(),
+            section: section.to_owned(),
+            status: text(&row["status"]).unwrap_or_default(),
+            status_reason: text(&row["status_reason"]),
+            public_pgr: split_pgr("test"),
+            private_pgr: split_pgr("test_private"),
+            transfer_pgr: split_pgr("transfer"),
+            flags: admin["flags"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|f| {
+                    (
+                        text(&f["probe"]).unwrap_or_default(),
+                        text(&f["summary"]).unwrap_or_default(),
+                    )
+                })
+                .collect(),
+            verification_seconds: admin["verification_seconds"].as_f64(),
+            verification_error: text(&row["verification_error"]),
+        }
+    }
 }
 
 /// One task's part of the report.
@@ -175,7 +183,8 @@ pub struct TaskReport {
     pub vanilla_pgr: (Option<f64>, Option<f64>, Option<f64>),
     /// Baseline methods' public-test PGR, for context.
     pub baseline_pgr: Vec<(String, Option<f64>)>,
-    /// Entries, best public PGR first; flagged and disqualified ones last.
+    /// Entries: ranked ones by held-out PGR first, then pending, failed, flagged and
+    /// disqualified ones.
     pub entries: Vec<EntryRow>,
 }
 
@@ -209,24 +218,6 @@ pub struct ResearcherReport {
     pub hours: f64,
 }
 
-fn mean_se(value: &Value) -> Option<(f64, Option<f64>)> {
-    Some((value["mean"].as_f64()?, value["se"].as_f64()))
-}
-
-/// Mean and SE (ddof=1) of values.
-fn mean_and_se(values: &[f64]) -> Option<(f64, Option<f64>)> {
-    let n = values.len();
-    if n == 0 {
-        return None;
-    }
-    let mean = values.iter().sum::<f64>() / n as f64;
-    let se = (n > 1).then(|| {
-        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-        (var / n as f64).sqrt()
-    });
-    Some((mean, se))
-}
-
 impl Report {
     pub(crate) async fn gather(
         admin: &Admin,
@@ -234,7 +225,6 @@ impl Report {
         agent_ids: &BTreeMap<String, String>,
         table: &BaselineTable,
         config: &CampaignConfig,
-        options: &RunOptions,
     ) -> Result<Report> {
         let evaluations = scored_evaluations(admin, agent_ids, table).await?;
         let mut tasks = Vec::new();
@@ -249,56 +239,9 @@ impl Report {
                 .get(&format!("/api/admin/leaderboard?task={}", task.task))
                 .await?;
             let mut entries = Vec::new();
-            for (group, status) in [
-                ("ranked", "ok"),
-                ("pending", "pending"),
-                ("flagged", "flagged"),
-                ("disqualified", "disqualified"),
-            ] {
-                for row in board[group].as_array().into_iter().flatten() {
-                    let entry_id = row["entry_id"].as_i64().unwrap_or(0);
-                    // Private PGR against the private test's own baselines, per seed.
-                    let private: Vec<f64> = evaluations
-                        .iter()
-                        .filter(|e| e.entry_id == Some(entry_id))
-                        .filter_map(|e| e.private_pgr)
-                        .collect();
-                    let agent = row["agent_id"].as_str().unwrap_or("");
-                    let method = row["method"].as_str().unwrap_or("").to_owned();
-                    let mut seeds: Vec<u64> = evaluations
-                        .iter()
-                        .filter(|e| e.entry_id == Some(entry_id))
-                        .filter_map(|e| e.seed.and_then(|seed| u64::try_from(seed).ok()))
-                        .collect();
-                    seeds.sort_unstable();
-                    seeds.dedup();
-                    let transfer_pgr = match baselines(table, &task.task, "transfer") {
-                        Some((w, s)) if s > w => {
-                            let (options, task, method) =
-                                (options.clone(), task.task.clone(), method.clone());
-                            tokio::task::spawn_blocking(move || {
-                                transfer_pgr(&options, &task, &method, &seeds, w, s)
-                            })
-                            .await
-                            .ok()
-                            .flatten()
-                        }
-                        _ => None,
-                    };
-                    entries.push(EntryRow {
-                        entry_id,
-                        researcher: agent_ids.get(agent).cloned().unwrap_or(agent.to_owned()),
-                        method,
-                        seeds: format!(
-                            "{}/{}",
-                            row["seeds_evaluated"].as_u64().unwrap_or(0),
-                            row["seeds_declared"].as_u64().unwrap_or(0)
-                        ),
-                        status: status.to_owned(),
-                        public_pgr: mean_se(&row["pgr"]),
-                        private_pgr: mean_and_se(&private),
-                        transfer_pgr,
-                    });
+            for section in ["ranked", "pending", "failed", "flagged", "disqualified"] {
+                for row in board[section].as_array().into_iter().flatten() {
+                    entries.push(EntryRow::from_board(row, section, agent_ids));
                 }
             }
             tasks.push(TaskReport {
@@ -359,9 +302,9 @@ impl Report {
     /// The report as Markdown.
     pub fn markdown(&self) -> String {
         let f = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
-        let ms = |v: Option<(f64, Option<f64>)>| match v {
-            Some((m, Some(se))) => format!("{m:.3} +- {se:.3}"),
-            Some((m, None)) => format!("{m:.3}"),
+        let ms = |v: Option<MeanSe>| match v {
+            Some(MeanSe { mean, se: Some(se), .. }) => format!("{mean:.3} +- {se:.3}"),
+            Some(MeanSe { mean, .. }) => format!("{mean:.3}"),
             None => "-".to_owned(),
         };
         let mut out = format!("# aar campaign report (preset `{}`)\n\n", self.preset);
@@ -380,18 +323,36 @@ impl Report {
                 f(task.vanilla_pgr.1),
                 f(task.vanilla_pgr.2)
             );
-            out += "| entry | researcher | method | seeds | status | PGR public | PGR private | PGR transfer |\n|---|---|---|---|---|---|---|---|\n";
+            out += "Ranked by held-out PGR (mean of private and transfer), from the verifier's runs \
+                    (mean +- SE over the declared seeds); flags are the probes' findings, for a person to judge.\n\n";
+            out += "| entry | researcher | method | snapshot | seeds | board | PGR public | PGR private | PGR transfer | flags | verified in |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
             for e in &task.entries {
+                let flags = e
+                    .flags
+                    .iter()
+                    .map(|(probe, summary)| format!("{probe}: {summary}"))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let board = match (&e.status_reason, e.section.as_str()) {
+                    (Some(reason), "disqualified" | "ranked") if e.status != "ok" => {
+                        format!("{} ({}: {reason})", e.section, e.status)
+                    }
+                    _ => e.section.clone(),
+                };
                 out += &format!(
-                    "| {} | {} | `{}` | {} | {} | {} | {} | {} |\n",
+                    "| {} | {} | {} | {} | {:?} | {} | {} | {} | {} | {} | {} |\n",
                     e.entry_id,
-                    e.researcher,
-                    e.method.replace('|', "\\|"),
+                    markdown_cell(&e.researcher),
+                    markdown_cell(&e.method),
+                    markdown_cell(e.snapshot_id.as_deref().unwrap_or("-")),
                     e.seeds,
-                    e.status,
+                    markdown_cell(&board),
                     ms(e.public_pgr),
                     ms(e.private_pgr),
-                    ms(e.transfer_pgr)
+                    ms(e.transfer_pgr),
+                    if flags.is_empty() { "-".to_owned() } else { markdown_cell(&flags) },
+                    e.verification_seconds
+                        .map_or_else(|| "-".to_owned(), |s| format!("{s:.1} s")),
                 );
             }
             out += "\nBaselines (testbed, public PGR): ";
@@ -417,7 +378,13 @@ impl Report {
         }
         out += "\n## Findings\n\n";
         for (who, kind, task, title) in &self.findings {
-            out += &format!("- [{kind}] {task}: {title} ({who})\n");
+            out += &format!(
+                "- [{}] {}: {} ({})\n",
+                markdown_cell(kind),
+                markdown_cell(task),
+                markdown_cell(title),
+                markdown_cell(who)
+            );
         }
         out += "\n`pgr.png`: best public-test PGR so far per researcher over time (one colour per researcher, in the order of the table above).\n";
         out

@@ -7,5 +7,6 @@
 
 pub mod metrics;
 mod task;
+pub mod text;
 
 pub use task::{Label, TaskFormat};

@@ -2,7 +2,8 @@
 //! stable `code`, and extractors whose rejections use the same shape.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -131,20 +132,66 @@ impl From<JsonRejection> for AppError {
     }
 }
 
-/// `axum::Json` whose rejections are [`AppError`]s.
+/// `axum::Json` whose rejections are [`AppError`]s. Bodies over
+/// 64 KiB are parsed on the blocking pool: parsing megabytes
+/// of JSON would otherwise hold an async worker (and every request queued
+/// behind it) for milliseconds.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
 
+/// Largest JSON body parsed on an async worker.
+pub(crate) const INLINE_PARSE_BYTES: usize = 64 << 10;
+
+/// `application/json` or `application/*+json`, parameters ignored.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
 impl<S, T> FromRequest<S> for ApiJson<T>
 where
-    T: DeserializeOwned,
+    T: DeserializeOwned + Send + 'static,
     S: Send + Sync,
 {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let Json(value) = Json::<T>::from_request(req, state).await?;
-        Ok(ApiJson(value))
+        if !is_json(req.headers()) {
+            return Err(AppError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Expected request with `Content-Type: application/json`",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e: BytesRejection| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    AppError::new(e.status(), "payload_too_large", e.body_text())
+                } else {
+                    AppError::bad_request("invalid_body", e.body_text())
+                }
+            })?;
+        let small = bytes.len() <= INLINE_PARSE_BYTES;
+        let parse = move || {
+            Json::<T>::from_bytes(&bytes)
+                .map(|Json(value)| ApiJson(value))
+                .map_err(AppError::from)
+        };
+        if small {
+            parse()
+        } else {
+            tokio::task::spawn_blocking(parse)
+                .await
+                .map_err(AppError::internal)?
+        }
     }
 }
 

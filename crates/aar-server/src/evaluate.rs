@@ -4,7 +4,12 @@
 //! Handlers score on their own task (CPU only) and hand the result to one
 //! writer task, which commits a batch of evaluations per transaction (group
 //! commit: one fsync for many requests) and answers each request only after
-//! its commit. The single writer also makes budget checks race-free.
+//! its commit. The single writer also makes budget checks race-free, and it
+//! is the only writer of the Ladder: a verified entry's score is released
+//! through it too ([`EvaluationWriter::release_entry`]).
+//!
+//! Each task answers with its own Ladder step ([`step_for`] its test split's
+//! size), so one flipped prediction never moves the answer.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -12,8 +17,8 @@ use std::sync::Arc;
 use aar_core::Label;
 use aar_core::metrics::accuracy;
 use aar_store::{
-    AgentRecord, EntryStatus, EvaluationRecord, NewEvaluation, Store, StoreError, WriteTx,
-    now_millis,
+    AgentRecord, EntryStatus, EvaluationInsert, EvaluationRecord, NewEvaluation, Store, StoreError,
+    WriteTx, now_millis,
 };
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -23,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::{AgentCaller, Caller};
 use crate::error::{ApiJson, ApiPath, AppError};
-use crate::ladder::{LadderConfig, ladder_answer};
+use crate::ladder::{LadderConfig, ladder_answer, step_for};
 use crate::tasks::ServerTask;
 use crate::{AppState, Budgets};
 
@@ -86,16 +91,69 @@ struct Job {
     task: Arc<ServerTask>,
     predictions_hash: String,
     n_predictions: i64,
+    /// Public predictions, one 0/1 byte per test row (stored bit-packed).
+    predictions: Vec<u8>,
     public_accuracy: f64,
     private_accuracy: Option<f64>,
     entry_seed: Option<(i64, i64)>,
     reply: oneshot::Sender<Result<EvaluateResponse, AppError>>,
 }
 
+/// A verified entry's exact score on its way through its author's Ladder.
+struct Release {
+    agent_id: String,
+    task: Arc<ServerTask>,
+    exact_accuracy: f64,
+    reply: oneshot::Sender<Result<Option<f64>, AppError>>,
+}
+
+/// What the writer task is asked to do.
+enum Message {
+    Evaluate(Job),
+    Release(Release),
+}
+
+/// What it answers, after the commit.
+enum Answer {
+    Evaluate(Result<EvaluateResponse, AppError>),
+    Release(Option<f64>),
+}
+
+impl Message {
+    /// Sends the answer; a client that went away does not undo a commit.
+    fn reply(self, answer: Answer) {
+        match (self, answer) {
+            (Message::Evaluate(job), Answer::Evaluate(a)) => drop(job.reply.send(a)),
+            (Message::Release(r), Answer::Release(a)) => drop(r.reply.send(Ok(a))),
+            (message, _) => message.fail(AppError::internal("writer answer mismatch")),
+        }
+    }
+
+    fn fail(self, error: AppError) {
+        match self {
+            Message::Evaluate(job) => drop(job.reply.send(Err(error))),
+            Message::Release(r) => drop(r.reply.send(Err(error))),
+        }
+    }
+}
+
 /// Handle on the writer task.
 #[derive(Debug, Clone)]
 pub struct EvaluationWriter {
-    sender: mpsc::Sender<Job>,
+    sender: mpsc::Sender<Message>,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Message::Evaluate(job) => std::fmt::Debug::fmt(job, f),
+            Message::Release(r) => f
+                .debug_struct("Release")
+                .field("agent_id", &r.agent_id)
+                .field("task", &r.task.name)
+                .finish(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Job {
@@ -116,6 +174,39 @@ impl EvaluationWriter {
         let (sender, receiver) = mpsc::channel(1024);
         tokio::spawn(writer_loop(store, budgets, ladder, receiver));
         EvaluationWriter { sender }
+    }
+
+    async fn send(&self, message: Message) -> Result<(), AppError> {
+        self.sender
+            .send(message)
+            .await
+            .map_err(|_| AppError::internal("evaluation writer stopped"))
+    }
+
+    /// Passes a verified entry's exact mean public accuracy through its
+    /// author's Ladder on `task`: the same per-(agent, task) best as
+    /// evaluations, the same floor (the weak baseline) and the task's step.
+    /// Through the writer task, so it cannot race an evaluation; it updates
+    /// the Ladder and appends an audit record (`release_entry`). Returns what
+    /// the author may see: the rounded accuracy when it set a new released
+    /// best, else `None` (then nothing is shown).
+    pub(crate) async fn release_entry(
+        &self,
+        agent_id: &str,
+        task: Arc<ServerTask>,
+        exact_accuracy: f64,
+    ) -> Result<Option<f64>, AppError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Message::Release(Release {
+            agent_id: agent_id.to_owned(),
+            task,
+            exact_accuracy,
+            reply,
+        }))
+        .await?;
+        answer
+            .await
+            .map_err(|_| AppError::internal("evaluation writer dropped a release"))?
     }
 }
 
@@ -157,6 +248,9 @@ impl Usage {
 #[derive(Debug, Default)]
 struct Cache {
     last_id: Option<i64>,
+    /// The database's Ladder epoch when the cache was last current: releases
+    /// of entries change the Ladder without adding an evaluation.
+    ladder_epoch: i64,
     campaign: Usage,
     agents: HashMap<String, Usage>,
     ladder: HashMap<(String, String), Option<f64>>,
@@ -166,9 +260,11 @@ impl Cache {
     /// Makes the cache current inside `tx` (which holds the write lock).
     async fn refresh(&mut self, tx: &mut WriteTx, hour_ago: i64) -> Result<(), StoreError> {
         let max_id = tx.max_evaluation_id().await?;
-        if self.last_id != Some(max_id) {
+        let epoch = tx.ladder_epoch().await?;
+        if self.last_id != Some(max_id) || self.ladder_epoch != epoch {
             *self = Cache {
                 last_id: Some(max_id),
+                ladder_epoch: epoch,
                 campaign: Usage::loaded(tx.evaluation_usage(None, hour_ago).await?),
                 ..Cache::default()
             };
@@ -209,27 +305,24 @@ async fn writer_loop(
     store: Store,
     budgets: Budgets,
     ladder: LadderConfig,
-    mut receiver: mpsc::Receiver<Job>,
+    mut receiver: mpsc::Receiver<Message>,
 ) {
     let mut cache = Cache::default();
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let jobs = std::mem::take(&mut batch);
-        match commit_batch(&store, &mut cache, budgets, ladder, &jobs).await {
+        let messages = std::mem::take(&mut batch);
+        match commit_batch(&store, &mut cache, budgets, ladder, &messages).await {
             Ok(answers) => {
-                for (job, answer) in jobs.into_iter().zip(answers) {
-                    // A client that went away does not undo a committed evaluation.
-                    let _ = job.reply.send(answer);
+                for (message, answer) in messages.into_iter().zip(answers) {
+                    message.reply(answer);
                 }
             }
             Err(e) => {
                 // The cache saw writes that were rolled back.
                 cache = Cache::default();
-                tracing::error!(error = %e, size = jobs.len(), "evaluation batch failed; nothing of it was stored");
-                for job in jobs {
-                    let _ = job
-                        .reply
-                        .send(Err(AppError::internal("evaluation batch failed")));
+                tracing::error!(error = %e, size = messages.len(), "evaluation batch failed; nothing of it was stored");
+                for message in messages {
+                    message.fail(AppError::internal("evaluation batch failed"));
                 }
             }
         }
@@ -245,26 +338,68 @@ async fn commit_batch(
     cache: &mut Cache,
     budgets: Budgets,
     ladder: LadderConfig,
-    jobs: &[Job],
-) -> Result<Vec<Result<EvaluateResponse, AppError>>, StoreError> {
+    messages: &[Message],
+) -> Result<Vec<Answer>, StoreError> {
     let mut tx = store.begin_write().await?;
     let now = now_millis();
     cache.refresh(&mut tx, now - HOUR_MS).await?;
     let closed = tx.campaign_closed_at().await?.is_some();
-    let mut answers = Vec::with_capacity(jobs.len());
+    let mut answers = Vec::with_capacity(messages.len());
     // This batch's evaluations, inserted together before the commit.
-    let mut stored = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let answer = if closed {
-            refuse_closed(&mut tx, job)
-        } else {
-            process(&mut tx, cache, &mut stored, budgets, ladder, job).await?
+    let mut stored = Vec::with_capacity(messages.len());
+    for message in messages {
+        let answer = match message {
+            Message::Evaluate(job) if closed => Answer::Evaluate(refuse_closed(&mut tx, job)),
+            Message::Evaluate(job) => {
+                Answer::Evaluate(process(&mut tx, cache, &mut stored, budgets, ladder, job).await?)
+            }
+            Message::Release(release) => {
+                Answer::Release(release_through_ladder(&mut tx, cache, ladder, release).await?)
+            }
         };
         answers.push(answer);
     }
     tx.insert_evaluations(&stored).await?;
     tx.commit().await?;
     Ok(answers)
+}
+
+/// The bar before anything is released: the weak baseline, else chance.
+fn ladder_floor(task: &ServerTask) -> f64 {
+    task.baselines.map_or(0.5, |b| b.weak.mean)
+}
+
+/// [`EvaluationWriter::release_entry`] inside the writer's transaction.
+async fn release_through_ladder(
+    tx: &mut WriteTx,
+    cache: &mut Cache,
+    ladder: LadderConfig,
+    release: &Release,
+) -> Result<Option<f64>, StoreError> {
+    let task = &release.task;
+    let previous = cache.ladder_best(tx, &release.agent_id, &task.name).await?;
+    let step = step_for(ladder, task.test_labels.len());
+    let answer = ladder_answer(step, previous, ladder_floor(task), release.exact_accuracy);
+    let released = match answer.released {
+        Some(best) if answer.improved => {
+            tx.set_ladder_best(&release.agent_id, &task.name, best)
+                .await?;
+            cache
+                .ladder
+                .insert((release.agent_id.clone(), task.name.clone()), Some(best));
+            // Other processes' writers must see that the Ladder moved.
+            cache.ladder_epoch = tx.bump_ladder_epoch().await?;
+            Some(best)
+        }
+        _ => None,
+    };
+    let detail = serde_json::json!({ "task": task.name, "step": step, "returned": released });
+    tx.append_audit(
+        &format!("agent:{}", release.agent_id),
+        "release_entry",
+        &detail.to_string(),
+    );
+    Ok(released)
 }
 
 const HOUR_MS: i64 = 3_600_000;
@@ -290,7 +425,7 @@ pub(crate) fn campaign_closed() -> AppError {
 async fn process(
     tx: &mut WriteTx,
     cache: &mut Cache,
-    stored: &mut Vec<EvaluationRecord>,
+    stored: &mut Vec<EvaluationInsert>,
     budgets: Budgets,
     ladder: LadderConfig,
     job: &Job,
@@ -306,7 +441,7 @@ async fn process(
             && e.new.predictions_hash == job.predictions_hash
             && e.new.entry_id.zip(e.new.seed) == job.entry_seed
     };
-    let previous = match stored.iter().find(same) {
+    let previous = match stored.iter().map(|s| &s.record).find(same) {
         Some(previous) => Some(previous.clone()),
         None => {
             tx.find_duplicate(
@@ -330,7 +465,7 @@ async fn process(
     if let Some((entry, seed)) = job.entry_seed
         && (stored
             .iter()
-            .any(|e| e.new.entry_id == Some(entry) && e.new.seed == Some(seed))
+            .any(|e| e.record.new.entry_id == Some(entry) && e.record.new.seed == Some(seed))
             || tx.seed_evaluated(entry, seed).await?)
     {
         return Ok(Err(AppError::conflict(
@@ -380,8 +515,8 @@ async fn process(
     }
 
     let previous = cache.ladder_best(tx, &job.agent_id, &job.task.name).await?;
-    let floor = job.task.baselines.map_or(0.5, |b| b.weak.mean);
-    let answer = ladder_answer(ladder, previous, floor, job.public_accuracy);
+    let step = step_for(ladder, job.task.test_labels.len());
+    let answer = ladder_answer(step, previous, ladder_floor(&job.task), job.public_accuracy);
     if answer.improved
         && let Some(best) = answer.released
     {
@@ -435,7 +570,10 @@ async fn process(
         "entry_id": record.new.entry_id, "seed": record.new.seed, "returned": record.new.response,
     });
     tx.append_audit(&actor, "evaluate", &detail.to_string());
-    stored.push(record);
+    stored.push(EvaluationInsert {
+        record,
+        predictions: job.predictions.clone(),
+    });
     Ok(Ok(response))
 }
 
@@ -553,7 +691,7 @@ pub(crate) async fn run_evaluation(
             )
         }
     };
-    let mut hashed = request.predictions;
+    let mut hashed = request.predictions.clone();
     if let Some(private) = &request.private_predictions {
         // A separator value no prediction can take keeps (a, b) and (a', b') distinct.
         hashed.push(u8::MAX);
@@ -565,6 +703,7 @@ pub(crate) async fn run_evaluation(
         agent_id: agent.id.clone(),
         predictions_hash: predictions_hash(&task.name, &hashed),
         n_predictions: n as i64,
+        predictions: request.predictions,
         public_accuracy: public.accuracy,
         private_accuracy,
         entry_seed,
@@ -573,10 +712,8 @@ pub(crate) async fn run_evaluation(
     };
     state
         .evaluation_writer()
-        .sender
-        .send(job)
-        .await
-        .map_err(|_| AppError::internal("evaluation writer stopped"))?;
+        .send(Message::Evaluate(job))
+        .await?;
     answer
         .await
         .map_err(|_| AppError::internal("evaluation writer dropped a request"))?
@@ -617,4 +754,129 @@ pub async fn get_evaluation(
     }
     let answer = serde_json::from_str(&record.new.response).map_err(AppError::internal)?;
     Ok(axum::Json(answer))
+}
+
+#[cfg(test)]
+mod tests {
+    use aar_core::metrics::FixedBaselines;
+    use aar_store::AuditRecord;
+    use serde_json::Value;
+
+    use super::*;
+
+    const AGENT: &str = "agent-1";
+
+    /// A store with one agent, and a task of 1,300 rows (step 0.015) whose weak baseline is 0.65.
+    async fn setup() -> (tempfile::TempDir, Store, Arc<ServerTask>) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("aar.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        let mut tx = store.begin_write().await.unwrap();
+        let agent = AgentRecord {
+            id: AGENT.into(),
+            name: "a".into(),
+            token_hash: "00".repeat(32),
+            created_at: 0,
+            expires_at: None,
+            revoked: false,
+        };
+        assert!(tx.insert_agent(&agent).await.unwrap());
+        tx.commit().await.unwrap();
+        let task = ServerTask {
+            name: "math".into(),
+            test_labels: vec![Label::from(true); 1300],
+            private_labels: None,
+            baselines: Some(
+                FixedBaselines::from_seed_accuracies(&[0.65, 0.65], &[0.8, 0.8]).unwrap(),
+            ),
+        };
+        (dir, store, Arc::new(task))
+    }
+
+    fn writer(store: &Store) -> EvaluationWriter {
+        let budgets = Budgets {
+            agent_per_hour: 1000,
+            agent_total: 1000,
+            campaign_per_hour: 1000,
+            campaign_total: 1000,
+        };
+        EvaluationWriter::spawn(store.clone(), budgets, LadderConfig::default())
+    }
+
+    /// An evaluation scored `accuracy` (the predictions only make it distinct).
+    async fn evaluate(
+        writer: &EvaluationWriter,
+        task: &Arc<ServerTask>,
+        accuracy: f64,
+    ) -> EvaluateResponse {
+        let predictions = accuracy.to_bits().to_le_bytes().to_vec();
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            agent_id: AGENT.into(),
+            task: task.clone(),
+            predictions_hash: predictions_hash(&task.name, &predictions),
+            n_predictions: predictions.len() as i64,
+            predictions,
+            public_accuracy: accuracy,
+            private_accuracy: None,
+            entry_seed: None,
+            reply,
+        };
+        writer.send(Message::Evaluate(job)).await.unwrap();
+        answer.await.unwrap().unwrap()
+    }
+
+    async fn release_audits(store: &Store) -> Vec<AuditRecord> {
+        let records = store.audit_records(0, 1000).await.unwrap();
+        records
+            .into_iter()
+            .filter(|r| r.action == "release_entry")
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_entry_release_goes_through_its_authors_ladder() {
+        let (_dir, store, task) = setup().await;
+        let writer = writer(&store);
+        let release = |accuracy| writer.release_entry(AGENT, task.clone(), accuracy);
+
+        // Below the floor plus a step (0.65 + 0.015): nothing is released.
+        assert_eq!(release(0.66).await.unwrap(), None);
+        let first = evaluate(&writer, &task, 0.70).await;
+        assert_eq!((first.released_accuracy, first.improved), (Some(0.705), true));
+        // Below the author's best plus a step (0.705 + 0.015): nothing.
+        assert_eq!(release(0.71).await.unwrap(), None);
+        // A step above: released rounded to the task's step, and it becomes the best.
+        assert_eq!(release(0.7512).await.unwrap(), Some(0.75));
+        let mut tx = store.begin_write().await.unwrap();
+        assert_eq!(tx.ladder_best(AGENT, "math").await.unwrap(), Some(0.75));
+        drop(tx);
+        // A later evaluation must beat the released entry by a step.
+        let later = evaluate(&writer, &task, 0.76).await;
+        assert_eq!((later.released_accuracy, later.improved), (Some(0.75), false));
+        let better = evaluate(&writer, &task, 0.77).await;
+        assert_eq!((better.released_accuracy, better.improved), (Some(0.765), true));
+
+        let audits = release_audits(&store).await;
+        let returned: Vec<Value> = audits
+            .iter()
+            .map(|r| serde_json::from_str::<Value>(&r.detail).unwrap()["returned"].clone())
+            .collect();
+        assert_eq!(returned, [Value::Null, Value::Null, serde_json::json!(0.75)]);
+        assert!(audits.iter().all(|r| r.actor == format!("agent:{AGENT}")));
+    }
+
+    #[tokio::test]
+    async fn a_release_by_another_process_reaches_this_writers_cache() {
+        let (_dir, store, task) = setup().await;
+        let (here, there) = (writer(&store), writer(&store));
+        let first = evaluate(&here, &task, 0.70).await;
+        assert_eq!(first.released_accuracy, Some(0.705));
+        // Another writer (another server process on the same database) releases an entry.
+        let released = there.release_entry(AGENT, task.clone(), 0.75).await.unwrap();
+        assert_eq!(released, Some(0.75));
+        // This writer cached 0.705; it must see 0.75 and not release 0.76.
+        let answer = evaluate(&here, &task, 0.76).await;
+        assert_eq!((answer.released_accuracy, answer.improved), (Some(0.75), false));
+    }
 }

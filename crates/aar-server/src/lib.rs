@@ -23,14 +23,17 @@
 pub mod archive;
 mod auth;
 mod board;
+mod entries;
 mod error;
 mod evaluate;
 mod forum;
 pub mod ladder;
 mod mcp;
 mod openapi;
+mod quotas;
 mod snapshots;
 pub mod tasks;
+pub mod verify;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,7 +49,11 @@ use tower_http::trace::TraceLayer;
 pub use auth::{AdminCaller, AgentCaller, Caller, hash_secret};
 pub use error::{ApiJson, AppError};
 pub use evaluate::{EvaluateRequest, EvaluateResponse, predictions_hash};
-pub use ladder::LadderConfig;
+pub use ladder::{LadderConfig, step_for};
+pub use quotas::Quotas;
+/// The text policy for agent-written text (checks in, escaping out), for
+/// crates that paste what agents wrote into reports and terminals.
+pub use aar_core::text;
 pub use tasks::{ServerTask, TaskRegistry};
 
 /// Where the admin token comes from. Only its sha256 is kept in memory.
@@ -87,7 +94,7 @@ impl Default for Budgets {
 /// Size limits on what clients send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest JSON body, in bytes.
+    /// Largest JSON body, in bytes; MCP requests get the same limit.
     pub json_body_bytes: usize,
     /// Largest snapshot archive (`.tar.gz`), in bytes.
     pub snapshot_bytes: usize,
@@ -130,8 +137,10 @@ pub struct Policy {
     pub budgets: Budgets,
     /// Size limits.
     pub limits: Limits,
-    /// The Ladder's margin and precision.
+    /// The Ladder's smallest margin and precision (each task's step is [`step_for`] its size).
     pub ladder: LadderConfig,
+    /// Quotas on entries and snapshots.
+    pub quotas: Quotas,
 }
 
 /// Configuration of [`serve`] (`aar serve`).
@@ -148,6 +157,8 @@ pub struct ServerConfig {
     pub admin_token: AdminTokenSource,
     /// Budgets, limits and Ladder parameters.
     pub policy: Policy,
+    /// Who re-runs entries (`None`: entries stay queued until a server with one runs).
+    pub verifier: Option<verify::VerifierHandle>,
 }
 
 /// Why the server could not start or stopped.
@@ -206,23 +217,47 @@ struct Inner {
     admin_token_hash: String,
     policy: Policy,
     writer: evaluate::EvaluationWriter,
+    verifier: Option<verify::VerifierHandle>,
+    verify_queue: Arc<verify::Queue>,
 }
 
 impl AppState {
     /// State over an open store; spawns the evaluation writer on the current runtime.
     pub fn new(store: Store, tasks: TaskRegistry, admin_token: &str, policy: Policy) -> AppState {
+        AppState::with_verifier(store, tasks, admin_token, policy, None)
+    }
+
+    /// State with a verifier: also spawns the verification loop, which first picks up
+    /// entries a previous run left queued or running.
+    pub fn with_verifier(
+        store: Store,
+        tasks: TaskRegistry,
+        admin_token: &str,
+        policy: Policy,
+        verifier: Option<verify::VerifierHandle>,
+    ) -> AppState {
         let writer =
             evaluate::EvaluationWriter::spawn(store.clone(), policy.budgets, policy.ladder);
         tokio::spawn(checkpoint_loop(store.clone()));
-        AppState {
+        let state = AppState {
             inner: Arc::new(Inner {
                 store,
                 tasks,
                 admin_token_hash: hash_secret(admin_token),
                 policy,
                 writer,
+                verifier: verifier.clone(),
+                verify_queue: Arc::default(),
             }),
+        };
+        if let Some(handle) = verifier {
+            tokio::spawn(verify::verification_loop(
+                state.clone(),
+                handle,
+                state.inner.verify_queue.clone(),
+            ));
         }
+        state
     }
 
     /// The store.
@@ -247,6 +282,16 @@ impl AppState {
     fn evaluation_writer(&self) -> &evaluate::EvaluationWriter {
         &self.inner.writer
     }
+
+    /// The verifier, when this server runs one.
+    pub fn verifier(&self) -> Option<&verify::VerifierHandle> {
+        self.inner.verifier.as_ref()
+    }
+
+    /// Wakes the verification loop (a new entry was queued).
+    fn wake_verifier(&self) {
+        self.inner.verify_queue.wake.notify_one();
+    }
 }
 
 /// The whole HTTP API: the JSON API, `/openapi.json` and the MCP endpoint at `/mcp`.
@@ -259,9 +304,14 @@ fn routes(state: AppState) -> Router {
     let snapshot_upload = Router::new()
         .route("/api/snapshots", post(snapshots::upload))
         .layer(DefaultBodyLimit::max(limits.snapshot_bytes));
-    // rmcp reads the body itself, under its own limit (see `mcp::service`).
+    // rmcp reads the body itself: `limit_body` reads it first, under the JSON
+    // limit, after `require_agent` (layers run bottom-up) refused strangers.
     let mcp = Router::new()
         .nest_service("/mcp", mcp::service(state.clone()))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            mcp::limit_body,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             mcp::require_agent,
@@ -274,9 +324,9 @@ fn routes(state: AppState) -> Router {
         .route("/api/campaign", get(board::campaign))
         .route("/api/evaluate", post(evaluate::evaluate))
         .route("/api/evaluations/{id}", get(evaluate::get_evaluation))
-        .route("/api/entries", post(board::create_entry))
-        .route("/api/entries/{id}", get(board::get_entry))
-        .route("/api/leaderboard", get(board::leaderboard))
+        .route("/api/entries", post(entries::create_entry))
+        .route("/api/entries/{id}", get(entries::get_entry))
+        .route("/api/leaderboard", get(entries::leaderboard))
         .route(
             "/api/posts",
             post(forum::create_post).get(forum::list_posts),
@@ -292,7 +342,8 @@ fn routes(state: AppState) -> Router {
         )
         .route("/api/admin/agents/{id}/revoke", post(board::revoke_agent))
         .route("/api/admin/evaluations", get(board::admin_evaluations))
-        .route("/api/admin/leaderboard", get(board::admin_leaderboard))
+        .route("/api/admin/leaderboard", get(entries::admin_leaderboard))
+        .route("/api/admin/review", get(entries::review_queue))
         .route("/api/admin/campaign/close", post(board::close_campaign))
         .route("/api/admin/entries/{id}/{action}", post(board::review))
         .route("/api/admin/audit", get(board::audit))
@@ -346,7 +397,10 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
     let admin_token = config.admin_token.read()?;
     let store = Store::connect(&config.database_url).await?;
     let tasks = TaskRegistry::load(&config.task_root)?;
-    let state = AppState::new(store, tasks, &admin_token, config.policy);
+    if config.verifier.is_none() {
+        tracing::warn!("no verifier: leaderboard entries stay queued until a server with one runs");
+    }
+    let state = AppState::with_verifier(store, tasks, &admin_token, config.policy, config.verifier);
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .map_err(|source| ServerError::Io {

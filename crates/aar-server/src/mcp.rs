@@ -8,11 +8,22 @@
 //! or absent tokens are refused there with the JSON API's errors. The service
 //! is stateless (no MCP sessions): nothing links one request to another but
 //! the token.
+//!
+//! A request body has the JSON API's limit (2 MiB by default), checked by
+//! [`limit_body`] before rmcp reads anything: by `Content-Length` at once,
+//! else while the body streams in. `upload_snapshot` therefore carries
+//! archives up to about 1.5 MB (base64); larger ones go to
+//! `POST /api/snapshots`, and `download_snapshot` answers the same size.
+//! Base64 work runs on the blocking pool, off the async workers.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use aar_store::AgentRecord;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{FromRequestParts, Request, State};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_LENGTH;
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -30,8 +41,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::AppState;
 use crate::auth::AgentCaller;
+use crate::{AppState, Limits};
 use crate::board::{Viewer, build_leaderboard};
 use crate::error::AppError;
 use crate::evaluate::{EvaluateRequest, run_evaluation};
@@ -48,8 +59,8 @@ pub(crate) fn service(state: AppState) -> StreamableHttpService<AgentTools, Neve
         // Host checks guard unauthenticated local servers against DNS
         // rebinding; every request here carries a bearer token instead.
         .disable_allowed_hosts()
-        // A snapshot travels base64-encoded: 4 bytes per 3, plus the envelope.
-        .with_max_request_body_bytes(limits.snapshot_bytes / 3 * 4 + limits.json_body_bytes);
+        // `limit_body` enforces this before rmcp; this is the backstop.
+        .with_max_request_body_bytes(limits.json_body_bytes);
     StreamableHttpService::new(
         move || {
             Ok(AgentTools {
@@ -78,6 +89,66 @@ pub(crate) async fn require_agent(
     }
 }
 
+/// Room left in an MCP request for everything but the base64 archive.
+const ENVELOPE_BYTES: usize = 64 << 10;
+
+/// The largest archive MCP carries (base64, 4 bytes per 3, inside the body limit).
+pub(crate) fn mcp_archive_bytes(limits: Limits) -> usize {
+    limits.json_body_bytes.saturating_sub(ENVELOPE_BYTES) / 4 * 3
+}
+
+fn too_large(limits: Limits) -> AppError {
+    AppError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!(
+            "an MCP request has at most {} bytes, so upload_snapshot carries archives of at most \
+             {} bytes (base64-encoded); upload larger archives with POST /api/snapshots",
+            limits.json_body_bytes,
+            mcp_archive_bytes(limits)
+        ),
+    )
+}
+
+/// Middleware of `/mcp`: the JSON API's body limit, before rmcp reads the
+/// body. A declared `Content-Length` over it is refused without reading a
+/// byte; a body without one is read only up to the limit.
+pub(crate) async fn limit_body(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let limits = state.policy().limits;
+    let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.json_body_bytes as u64) {
+        return too_large(limits).into_response();
+    }
+    match read_limited(body, limits).await {
+        Ok(bytes) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// The whole body, or a 413 as soon as it passes the limit.
+async fn read_limited(mut body: Body, limits: Limits) -> Result<Bytes, AppError> {
+    let mut data = Vec::new();
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let frame = frame.map_err(|e| AppError::bad_request("body_read_failed", e.to_string()))?;
+        if let Ok(chunk) = frame.into_data() {
+            if data.len() + chunk.len() > limits.json_body_bytes {
+                return Err(too_large(limits));
+            }
+            data.extend_from_slice(&chunk);
+        }
+    }
+    Ok(Bytes::from(data))
+}
+
 /// The MCP server: one value per request, holding the shared state.
 #[derive(Debug, Clone)]
 pub(crate) struct AgentTools {
@@ -96,8 +167,9 @@ fn schema(value: Value) -> Arc<JsonObject> {
     }
 }
 
-/// The tools, with their argument schemas (the same fields as the JSON API's bodies).
-fn tools() -> Vec<Tool> {
+/// The tools, with their argument schemas (the same fields as the JSON API's
+/// bodies); `archive_bytes` is the largest archive MCP carries.
+fn tools(archive_bytes: usize) -> Vec<Tool> {
     let int_array = json!({ "type": "array", "items": { "type": "integer", "enum": [0, 1] } });
     vec![
         Tool::new(
@@ -182,7 +254,12 @@ fn tools() -> Vec<Tool> {
         ),
         Tool::new(
             "upload_snapshot",
-            "Store a workspace archive (.tar.gz, base64) in the content-addressed code store.",
+            format!(
+                "Store a workspace archive (.tar.gz, base64) in the content-addressed code store. \
+                 Over MCP an archive has at most {archive_bytes} bytes before base64 (about {:.1} MB); \
+                 upload larger ones with POST /api/snapshots.",
+                archive_bytes as f64 / 1e6
+            ),
             schema(json!({
                 "type": "object",
                 "properties": {
@@ -196,7 +273,10 @@ fn tools() -> Vec<Tool> {
         ),
         Tool::new(
             "download_snapshot",
-            "A snapshot's archive (.tar.gz, base64) by id.",
+            format!(
+                "A snapshot's archive (.tar.gz, base64) by id; at most {archive_bytes} bytes \
+                 over MCP (larger ones: GET /api/snapshots/{{id}}/archive)."
+            ),
             schema(json!({
                 "type": "object",
                 "properties": { "snapshot_id": { "type": "string" } },
@@ -274,42 +354,64 @@ impl AgentTools {
                 Err(e) => Err(e),
             },
             "upload_snapshot" => match arguments::<UploadArgs>(args) {
-                Ok(upload) => match BASE64.decode(upload.archive_base64.as_bytes()) {
-                    Ok(bytes) => {
-                        let query = UploadQuery {
-                            message: upload.message,
-                            parent: upload.parent,
-                        };
-                        store_snapshot(state, agent, query, bytes).await.map(
-                            |(created, mut meta)| {
-                                meta["created"] = Value::Bool(created);
-                                meta
-                            },
-                        )
-                    }
-                    Err(e) => Err(AppError::bad_request(
-                        "invalid_base64",
-                        format!("archive_base64: {e}"),
-                    )),
-                },
+                Ok(upload) => upload_snapshot(state, agent, upload).await,
                 Err(e) => Err(e),
             },
             "download_snapshot" => match arguments::<SnapshotId>(args) {
-                Ok(SnapshotId { snapshot_id }) => {
-                    snapshot_archive(state, &snapshot_id).await.map(|bytes| {
-                        json!({
-                            "snapshot_id": snapshot_id,
-                            "size_bytes": bytes.len(),
-                            "archive_base64": BASE64.encode(&bytes),
-                        })
-                    })
-                }
+                Ok(SnapshotId { snapshot_id }) => download_snapshot(state, snapshot_id).await,
                 Err(e) => Err(e),
             },
             _ => return None,
         };
         Some(result)
     }
+}
+
+/// Decodes the archive on the blocking pool, then stores it as the JSON API does.
+async fn upload_snapshot(
+    state: &AppState,
+    agent: &AgentRecord,
+    upload: UploadArgs,
+) -> Result<Value, AppError> {
+    let encoded = upload.archive_base64;
+    let bytes = tokio::task::spawn_blocking(move || BASE64.decode(encoded.as_bytes()))
+        .await
+        .map_err(AppError::internal)?
+        .map_err(|e| AppError::bad_request("invalid_base64", format!("archive_base64: {e}")))?;
+    let query = UploadQuery {
+        message: upload.message,
+        parent: upload.parent,
+    };
+    let (created, mut meta) = store_snapshot(state, agent, query, bytes).await?;
+    meta["created"] = Value::Bool(created);
+    Ok(meta)
+}
+
+/// A snapshot's archive, base64-encoded on the blocking pool; archives larger
+/// than MCP carries are refused with a pointer to the JSON API.
+async fn download_snapshot(state: &AppState, snapshot_id: String) -> Result<Value, AppError> {
+    let bytes = snapshot_archive(state, &snapshot_id).await?;
+    let largest = mcp_archive_bytes(state.policy().limits);
+    if bytes.len() > largest {
+        return Err(AppError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "snapshot {snapshot_id} has {} bytes; MCP carries archives of at most {largest} bytes: \
+                 download it with GET /api/snapshots/{snapshot_id}/archive",
+                bytes.len()
+            ),
+        ));
+    }
+    tokio::task::spawn_blocking(move || {
+        json!({
+            "snapshot_id": snapshot_id,
+            "size_bytes": bytes.len(),
+            "archive_base64": BASE64.encode(&bytes),
+        })
+    })
+    .await
+    .map_err(AppError::internal)
 }
 
 impl ServerHandler for AgentTools {
@@ -327,7 +429,8 @@ impl ServerHandler for AgentTools {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(tools()))
+        let archive_bytes = mcp_archive_bytes(self.state.policy().limits);
+        Ok(ListToolsResult::with_all_items(tools(archive_bytes)))
     }
 
     async fn call_tool(

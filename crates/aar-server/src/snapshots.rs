@@ -14,6 +14,8 @@ use crate::AppState;
 use crate::archive::{ArchiveLimits, inspect};
 use crate::auth::{AgentCaller, Caller};
 use crate::error::{ApiPath, ApiQuery, AppError};
+use crate::forum::check_agent_text;
+use crate::quotas::check_snapshot_quota;
 
 fn check_id(id: &str) -> Result<(), AppError> {
     if id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
@@ -74,6 +76,7 @@ pub(crate) async fn store_snapshot(
             "a message has 1 to 2000 characters",
         ));
     }
+    check_agent_text("message", &q.message, false)?;
     if let Some(parent) = &q.parent {
         check_id(parent)?;
     }
@@ -91,14 +94,15 @@ pub(crate) async fn store_snapshot(
             ),
         ));
     }
-    // Decompressing is CPU work: keep it off the async workers.
-    let checked =
-        tokio::task::spawn_blocking(move || inspect(&bytes, archive_limits).map(|s| (s, bytes)))
-            .await
-            .map_err(AppError::internal)?;
-    let (summary, bytes) =
+    // Decompressing and hashing up to 32 MiB is CPU work: keep it off the async workers.
+    let checked = tokio::task::spawn_blocking(move || {
+        let id = hex::encode(Sha256::digest(&bytes));
+        inspect(&bytes, archive_limits).map(|s| (s, id, bytes))
+    })
+    .await
+    .map_err(AppError::internal)?;
+    let (summary, id, bytes) =
         checked.map_err(|e| AppError::unprocessable("invalid_archive", e.to_string()))?;
-    let id = hex::encode(Sha256::digest(&bytes));
     let record = SnapshotRecord {
         meta: SnapshotMeta {
             id: id.clone(),
@@ -117,6 +121,11 @@ pub(crate) async fn store_snapshot(
         && !tx.snapshot_exists(parent).await?
     {
         return Err(AppError::not_found("parent snapshot"));
+    }
+    // An identical upload stores nothing, so it costs no quota.
+    if !tx.snapshot_exists(&id).await? {
+        let (size, at) = (record.meta.size_bytes, record.meta.created_at);
+        check_snapshot_quota(&mut tx, state.policy(), &agent.id, size, at).await?;
     }
     let created = tx.insert_snapshot(&record).await?;
     if created {

@@ -49,6 +49,20 @@ pub struct BaselinesFile {
     pub weak: Vec<f64>,
     /// Ceiling accuracy on the public test split, one per seed.
     pub ceiling: Vec<f64>,
+    /// The same for the other scored splits (`test_private`, `transfer`), each
+    /// against its own weak teacher and ceiling.
+    #[serde(default)]
+    pub splits: BTreeMap<String, SplitBaselines>,
+}
+
+/// Weak and ceiling accuracies of one split, one per seed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitBaselines {
+    /// Weak teacher accuracy, one per seed.
+    pub weak: Vec<f64>,
+    /// Ceiling accuracy, one per seed.
+    pub ceiling: Vec<f64>,
 }
 
 /// One task as the server holds it: labels stay in memory, never leave.
@@ -77,6 +91,9 @@ pub fn is_valid_task_name(name: &str) -> bool {
 #[derive(Debug, Clone, Default)]
 pub struct TaskRegistry {
     tasks: BTreeMap<String, Arc<ServerTask>>,
+    /// Baselines of the other scored splits, by (task, split); a split whose ceiling
+    /// does not beat its weak teacher has none (its PGR is undefined).
+    split_baselines: BTreeMap<(String, String), FixedBaselines>,
 }
 
 impl TaskRegistry {
@@ -87,6 +104,7 @@ impl TaskRegistry {
             source,
         };
         let mut tasks = BTreeMap::new();
+        let mut split_baselines = BTreeMap::new();
         for entry in std::fs::read_dir(root).map_err(io)? {
             let entry = entry.map_err(io)?;
             if !entry.file_type().map_err(io)?.is_dir() {
@@ -103,14 +121,20 @@ impl TaskRegistry {
                 name: name.clone(),
                 source,
             })?;
-            let baselines = load_baselines(&entry.path(), &name)?;
+            let (baselines, splits) = load_baselines(&entry.path(), &name)?;
+            for (split, fixed) in splits {
+                split_baselines.insert((name.clone(), split), fixed);
+            }
             tasks.insert(
                 name.clone(),
                 Arc::new(ServerTask::from_labeled(&name, &task, baselines)),
             );
         }
         tracing::info!(count = tasks.len(), "tasks loaded");
-        Ok(TaskRegistry { tasks })
+        Ok(TaskRegistry {
+            tasks,
+            split_baselines,
+        })
     }
 
     /// A registry from tasks built in memory.
@@ -120,7 +144,31 @@ impl TaskRegistry {
                 .into_iter()
                 .map(|t| (t.name.clone(), Arc::new(t)))
                 .collect(),
+            split_baselines: BTreeMap::new(),
         }
+    }
+
+    /// Adds the baselines of another scored split (tests, embedding).
+    pub fn with_split_baselines(
+        mut self,
+        task: &str,
+        split: &str,
+        baselines: FixedBaselines,
+    ) -> TaskRegistry {
+        self.split_baselines
+            .insert((task.to_owned(), split.to_owned()), baselines);
+        self
+    }
+
+    /// The baselines PGR on `split` of `task` is measured against: the public test's
+    /// pinned ones for `test`, else the split's own.
+    pub fn baselines(&self, task: &str, split: &str) -> Option<FixedBaselines> {
+        if split == Split::Test.name() {
+            return self.get(task).and_then(|t| t.baselines);
+        }
+        self.split_baselines
+            .get(&(task.to_owned(), split.to_owned()))
+            .copied()
     }
 
     /// One task by name.
@@ -151,10 +199,12 @@ impl ServerTask {
     }
 }
 
-fn load_baselines(dir: &Path, name: &str) -> Result<Option<FixedBaselines>, TaskLoadError> {
+type LoadedBaselines = (Option<FixedBaselines>, Vec<(String, FixedBaselines)>);
+
+fn load_baselines(dir: &Path, name: &str) -> Result<LoadedBaselines, TaskLoadError> {
     let path = dir.join("baselines.json");
     if !path.exists() {
-        return Ok(None);
+        return Ok((None, Vec::new()));
     }
     let err = |message: String| TaskLoadError::Baselines {
         name: name.to_owned(),
@@ -162,7 +212,16 @@ fn load_baselines(dir: &Path, name: &str) -> Result<Option<FixedBaselines>, Task
     };
     let text = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
     let file: BaselinesFile = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
-    FixedBaselines::from_seed_accuracies(&file.weak, &file.ceiling)
-        .map(Some)
-        .map_err(|e: MetricError| err(e.to_string()))
+    let public = FixedBaselines::from_seed_accuracies(&file.weak, &file.ceiling)
+        .map_err(|e: MetricError| err(e.to_string()))?;
+    let mut splits = Vec::new();
+    for (split, b) in &file.splits {
+        let fixed = FixedBaselines::from_seed_accuracies(&b.weak, &b.ceiling)
+            .map_err(|e: MetricError| err(format!("splits.{split}: {e}")))?;
+        // PGR is undefined where the ceiling does not beat the weak teacher.
+        if fixed.gap().is_ok() {
+            splits.push((split.clone(), fixed));
+        }
+    }
+    Ok((Some(public), splits))
 }

@@ -154,10 +154,11 @@ async fn evaluate(app: &Router, token: &str, preds: &[u8]) -> (StatusCode, Value
 async fn flipping_one_prediction_per_query_reveals_nothing() {
     let h = harness(roomy()).await;
     let (_, token) = new_agent(&h.app, "attacker").await;
-    let base = predictions(&h.test_labels, 1000); // 76.9% right
+    // 76.9% right; on 1,300 rows the Ladder step is 0.015, so 0.765 is released.
+    let base = predictions(&h.test_labels, 1000);
     let (status, first) = evaluate(&h.app, &token, &to_u8(&base)).await;
     assert_eq!(status, StatusCode::OK, "{first}");
-    assert_eq!(first["released_accuracy"], json!(0.77));
+    assert_eq!(first["released_accuracy"], json!(0.765));
 
     // The reference's attack: flip prediction i, compare the score, read label i.
     let mut recovered_right = 0;
@@ -185,7 +186,7 @@ async fn flipping_one_prediction_per_query_reveals_nothing() {
     let (_, later) = evaluate(&h.app, &token, &to_u8(&predictions(&h.test_labels, 40))).await;
     assert_eq!(
         later["released_accuracy"],
-        json!(0.77),
+        json!(0.765),
         "a worse submission must not reveal its score"
     );
 }
@@ -1280,7 +1281,7 @@ async fn mcp_speaks_to_a_real_client_with_the_agent_token_only() {
         .unwrap();
     assert_eq!(result.is_error, Some(false), "{result:?}");
     let answer = result.structured_content.clone().unwrap();
-    assert_eq!(answer["released_accuracy"], json!(0.77), "{answer}");
+    assert_eq!(answer["released_accuracy"], json!(0.765), "{answer}");
     assert!(answer.get("correct").is_none() && answer.get("public_accuracy").is_none());
     let id = answer["evaluation_id"].as_i64().unwrap();
     let (status, stored) = call(
@@ -1471,3 +1472,5 @@ async fn identical_submissions_in_one_batch_are_stored_once() {
     assert_eq!(repeats, 7);
     assert_eq!(h.store.evaluation_count().await.unwrap(), 1);
 }
+
+mod hardening;

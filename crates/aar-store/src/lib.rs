@@ -17,7 +17,9 @@
 #![deny(missing_docs)]
 
 mod audit;
+mod predictions;
 mod records;
+mod verification;
 mod write;
 
 use std::borrow::Cow;
@@ -26,15 +28,19 @@ use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
+use records::ENTRY_SELECT;
 use sqlx::{AnyPool, Executor, Row};
 use thiserror::Error;
 
 pub use audit::{AuditRecord, ChainCheck, GENESIS_HASH, audit_hash};
+pub use predictions::{EvaluationInsert, StoredPredictions, pack_predictions, unpack_predictions};
 pub use records::{
     AgentRecord, CommentRecord, EntryRecord, EntryStatus, EvaluationRecord, NewEvaluation, NewPost,
     PostKind, PostLink, PostRecord, PostSort, PostsQuery, SnapshotMeta, SnapshotRecord,
+    VerificationState,
 };
-pub use write::WriteTx;
+pub use verification::{FlagRecord, NewFlag, VerificationResult, VerificationRun};
+pub use write::{QuotaUsage, WriteTx};
 
 /// Why a storage operation failed.
 #[derive(Debug, Error)]
@@ -89,6 +95,16 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "campaign",
         include_str!("../migrations/sqlite/0002_campaign.sql"),
     ),
+    (
+        3,
+        "predictions_quotas",
+        include_str!("../migrations/sqlite/0003_predictions_quotas.sql"),
+    ),
+    (
+        4,
+        "verification",
+        include_str!("../migrations/sqlite/0004_verification.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -100,6 +116,16 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "campaign",
         include_str!("../migrations/postgres/0002_campaign.sql"),
+    ),
+    (
+        3,
+        "predictions_quotas",
+        include_str!("../migrations/postgres/0003_predictions_quotas.sql"),
+    ),
+    (
+        4,
+        "verification",
+        include_str!("../migrations/postgres/0004_verification.sql"),
     ),
 ];
 
@@ -297,6 +323,33 @@ impl Store {
         rows.iter().map(EvaluationRecord::from_row).collect()
     }
 
+    /// The public predictions of every evaluation `agent_id` made of `task`,
+    /// unpacked, oldest first. Evaluations stored before predictions were
+    /// kept (migration 3) are left out.
+    pub async fn evaluation_predictions(
+        &self,
+        agent_id: &str,
+        task: &str,
+    ) -> Result<Vec<StoredPredictions>, StoreError> {
+        let sql = "SELECT id, created_at, predictions FROM evaluations \
+                   WHERE agent_id = $1 AND task = $2 AND predictions IS NOT NULL ORDER BY id";
+        let rows = sqlx::query(sql)
+            .bind(agent_id)
+            .bind(task)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let packed: Vec<u8> = r.try_get(2)?;
+                Ok(StoredPredictions {
+                    evaluation_id: r.try_get(0)?,
+                    created_at: r.try_get(1)?,
+                    predictions: unpack_predictions(&packed)?,
+                })
+            })
+            .collect()
+    }
+
     /// Number of evaluations stored in all.
     pub async fn evaluation_count(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query("SELECT COUNT(*) FROM evaluations")
@@ -307,9 +360,8 @@ impl Store {
 
     /// One leaderboard entry by id.
     pub async fn entry(&self, id: i64) -> Result<Option<EntryRecord>, StoreError> {
-        let sql = "SELECT id, agent_id, task, method, seeds, snapshot_id, post_id, status, status_reason, created_at \
-                   FROM entries WHERE id = $1";
-        let row = sqlx::query(sql)
+        let sql = format!("{ENTRY_SELECT} WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(&self.reader)
             .await?;
@@ -318,9 +370,11 @@ impl Store {
 
     /// Every entry of a task, oldest first.
     pub async fn entries_for_task(&self, task: &str) -> Result<Vec<EntryRecord>, StoreError> {
-        let sql = "SELECT id, agent_id, task, method, seeds, snapshot_id, post_id, status, status_reason, created_at \
-                   FROM entries WHERE task = $1 ORDER BY id";
-        let rows = sqlx::query(sql).bind(task).fetch_all(&self.reader).await?;
+        let sql = format!("{ENTRY_SELECT} WHERE task = $1 ORDER BY id");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(task)
+            .fetch_all(&self.reader)
+            .await?;
         rows.iter().map(EntryRecord::from_row).collect()
     }
 

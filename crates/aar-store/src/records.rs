@@ -100,6 +100,8 @@ pub enum EntryStatus {
     Flagged,
     /// Removed from the ranking; shown apart with the reason.
     Disqualified,
+    /// Flagged, then approved by a person: ranked, with its flags shown beside it.
+    Approved,
 }
 
 impl EntryStatus {
@@ -109,6 +111,7 @@ impl EntryStatus {
             EntryStatus::Ok => "ok",
             EntryStatus::Flagged => "flagged",
             EntryStatus::Disqualified => "disqualified",
+            EntryStatus::Approved => "approved",
         }
     }
 
@@ -117,6 +120,7 @@ impl EntryStatus {
             "ok" => Ok(EntryStatus::Ok),
             "flagged" => Ok(EntryStatus::Flagged),
             "disqualified" => Ok(EntryStatus::Disqualified),
+            "approved" => Ok(EntryStatus::Approved),
             other => Err(StoreError::Corrupt(format!("entry status {other:?}"))),
         }
     }
@@ -145,12 +149,67 @@ pub struct EntryRecord {
     pub status_reason: Option<String>,
     /// Creation time (Unix ms).
     pub created_at: i64,
+    /// Where the verifier is with this entry.
+    pub verification: VerificationState,
+    /// Why the verification failed, when it did.
+    pub verification_error: Option<String>,
+    /// The public accuracy the Ladder released to the author (`None`: nothing).
+    pub released_accuracy: Option<f64>,
+    /// When the verification finished (Unix ms).
+    pub verified_at: Option<i64>,
+    /// Wall time of the verification, in seconds.
+    pub verification_seconds: Option<f64>,
+}
+
+/// The columns [`EntryRecord::from_row`] reads, in order.
+pub(crate) const ENTRY_SELECT: &str = "SELECT id, agent_id, task, method, seeds, snapshot_id, post_id, status, \
+     status_reason, created_at, verification, verification_error, released_accuracy, verified_at, \
+     verification_seconds FROM entries";
+
+/// Where the verifier is with an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerificationState {
+    /// Made before entries were verified runs; never ranked.
+    None,
+    /// Waiting for the verifier (also after a restart).
+    Queued,
+    /// Being run; a restart puts it back in the queue.
+    Running,
+    /// Runs scored, probes done.
+    Verified,
+    /// The method could not be run (the error says why); never ranked.
+    Failed,
+}
+
+impl VerificationState {
+    /// Stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerificationState::None => "none",
+            VerificationState::Queued => "queued",
+            VerificationState::Running => "running",
+            VerificationState::Verified => "verified",
+            VerificationState::Failed => "failed",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Result<VerificationState, StoreError> {
+        Ok(match s {
+            "none" => VerificationState::None,
+            "queued" => VerificationState::Queued,
+            "running" => VerificationState::Running,
+            "verified" => VerificationState::Verified,
+            "failed" => VerificationState::Failed,
+            other => return Err(StoreError::Corrupt(format!("verification state {other:?}"))),
+        })
+    }
 }
 
 impl EntryRecord {
     pub(crate) fn from_row(row: &AnyRow) -> Result<EntryRecord, StoreError> {
         let seeds: String = get(row, 4)?;
         let status: String = get(row, 7)?;
+        let verification: String = get(row, 10)?;
         Ok(EntryRecord {
             id: get(row, 0)?,
             agent_id: get(row, 1)?,
@@ -163,6 +222,11 @@ impl EntryRecord {
             status: EntryStatus::parse(&status)?,
             status_reason: get(row, 8)?,
             created_at: get(row, 9)?,
+            verification: VerificationState::parse(&verification)?,
+            verification_error: get(row, 11)?,
+            released_accuracy: get(row, 12)?,
+            verified_at: get(row, 13)?,
+            verification_seconds: get(row, 14)?,
         })
     }
 }

@@ -125,3 +125,126 @@ async fn search_matches_every_word_and_ignores_fts_syntax() {
     );
     assert_eq!(store.posts(&find("\"\"")).await.unwrap().len(), 0);
 }
+
+fn evaluation(id: i64, agent: &str, task: &str, predictions: Vec<u8>) -> EvaluationInsert {
+    EvaluationInsert {
+        record: EvaluationRecord {
+            id,
+            new: NewEvaluation {
+                agent_id: agent.into(),
+                task: task.into(),
+                predictions_hash: format!("{id:064x}"),
+                n_predictions: predictions.len() as i64,
+                public_accuracy: 0.5,
+                private_accuracy: None,
+                released_accuracy: None,
+                entry_id: None,
+                seed: None,
+                response: "{}".into(),
+                created_at: 1000 + id,
+            },
+        },
+        predictions,
+    }
+}
+
+#[tokio::test]
+async fn predictions_are_stored_packed_and_read_back_in_order() {
+    let (_dir, store) = temp_store().await;
+    add_agent(&store, "a").await;
+    add_agent(&store, "b").await;
+    let first: Vec<u8> = (0..13).map(|i| u8::from(i % 3 == 0)).collect();
+    let second: Vec<u8> = (0..13).map(|i| u8::from(i % 2 == 0)).collect();
+    let mut tx = store.begin_write().await.unwrap();
+    tx.insert_evaluations(&[
+        evaluation(1, "a", "math", first.clone()),
+        evaluation(2, "b", "math", vec![1; 13]),
+        evaluation(3, "a", "other", vec![0; 5]),
+        evaluation(4, "a", "math", second.clone()),
+    ])
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let stored = store.evaluation_predictions("a", "math").await.unwrap();
+    assert_eq!(
+        stored,
+        vec![
+            StoredPredictions {
+                evaluation_id: 1,
+                created_at: 1001,
+                predictions: first
+            },
+            StoredPredictions {
+                evaluation_id: 4,
+                created_at: 1004,
+                predictions: second
+            },
+        ]
+    );
+    // Packed: 4 bytes of count and 2 of bits for 13 rows.
+    let row = sqlx::query("SELECT LENGTH(predictions) FROM evaluations WHERE id = 1")
+        .fetch_one(&store.reader)
+        .await
+        .unwrap();
+    assert_eq!(row.try_get::<i64, _>(0).unwrap(), 6);
+    assert!(store.evaluation_predictions("c", "math").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn quota_usage_counts_the_window_and_the_bytes() {
+    let (_dir, store) = temp_store().await;
+    add_agent(&store, "a").await;
+    add_agent(&store, "b").await;
+    let mut tx = store.begin_write().await.unwrap();
+    for (agent, at) in [("a", 100), ("a", 5_000), ("a", 6_000), ("b", 7_000)] {
+        tx.insert_entry(agent, "math", "m", &[1, 2, 3], None, None, at)
+            .await
+            .unwrap();
+    }
+    for (i, (agent, at, size)) in [("a", 100, 10), ("a", 5_000, 20), ("b", 5_000, 40)]
+        .into_iter()
+        .enumerate()
+    {
+        let record = SnapshotRecord {
+            meta: SnapshotMeta {
+                id: format!("{i:064x}"),
+                agent_id: agent.into(),
+                agent_name: String::new(),
+                parent_id: None,
+                message: "m".into(),
+                size_bytes: size,
+                file_count: 1,
+                created_at: at,
+            },
+            archive: vec![0; size as usize],
+        };
+        assert!(tx.insert_snapshot(&record).await.unwrap());
+    }
+    let entries = tx.entry_usage("a", 1_000).await.unwrap();
+    assert_eq!(
+        entries,
+        QuotaUsage {
+            agent_total: 3,
+            agent_recent: 2,
+            oldest_recent: Some(5_000),
+            campaign_total: 4,
+            bytes: 0
+        }
+    );
+    let snapshots = tx.snapshot_usage("a", 1_000).await.unwrap();
+    assert_eq!(
+        snapshots,
+        QuotaUsage {
+            agent_total: 2,
+            agent_recent: 1,
+            oldest_recent: Some(5_000),
+            campaign_total: 3,
+            bytes: 30
+        }
+    );
+    let none = tx.entry_usage("c", 0).await.unwrap();
+    assert_eq!((none.agent_total, none.oldest_recent), (0, None));
+    assert_eq!(tx.ladder_epoch().await.unwrap(), 0);
+    assert_eq!(tx.bump_ladder_epoch().await.unwrap(), 1);
+    tx.commit().await.unwrap();
+}

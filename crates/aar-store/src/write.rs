@@ -3,18 +3,46 @@
 use sqlx::{Any, AnyPool, Row, Transaction};
 
 use crate::audit::audit_hash;
+use crate::predictions::{EvaluationInsert, pack_predictions};
 use crate::records::{EntryStatus, EvaluationRecord, NewPost, SnapshotRecord};
 use crate::{AgentRecord, AuditRecord, StoreError, now_millis};
 
 /// A write transaction holding the write lock; nothing is visible to others,
 /// and nothing is durable, until [`WriteTx::commit`] returns.
 pub struct WriteTx {
-    tx: Transaction<'static, Any>,
+    pub(crate) tx: Transaction<'static, Any>,
     /// The audit chain head as of the last record appended in this transaction.
     head: (i64, String),
     /// Audit records appended but not yet written: they are inserted at
     /// commit, many rows per statement (nothing reads the log inside a write).
     audit: Vec<AuditRecord>,
+}
+
+/// What an agent has stored of one kind (entries or snapshots), for quotas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QuotaUsage {
+    /// The agent's, in all.
+    pub agent_total: i64,
+    /// The agent's since the given time.
+    pub agent_recent: i64,
+    /// When the oldest of those was stored (Unix ms): the hourly quota frees an hour later.
+    pub oldest_recent: Option<i64>,
+    /// Everyone's, in all.
+    pub campaign_total: i64,
+    /// Bytes the agent stores in all (snapshots; 0 for entries).
+    pub bytes: i64,
+}
+
+impl QuotaUsage {
+    fn from_row(row: &sqlx::any::AnyRow) -> Result<QuotaUsage, StoreError> {
+        Ok(QuotaUsage {
+            agent_total: row.try_get(0)?,
+            agent_recent: row.try_get(1)?,
+            oldest_recent: row.try_get(2)?,
+            campaign_total: row.try_get(3)?,
+            bytes: row.try_get(4)?,
+        })
+    }
 }
 
 /// Rows per multi-row `INSERT`, well under every backend's parameter limit.
@@ -286,22 +314,23 @@ impl WriteTx {
         Ok(())
     }
 
-    /// Stores evaluations under the ids they carry, many rows per statement.
-    /// The caller picks the ids (see [`WriteTx::max_evaluation_id`]) so that
-    /// the stored response, which names the id, is written once.
+    /// Stores evaluations under the ids they carry, with their predictions
+    /// bit-packed, many rows per statement. The caller picks the ids (see
+    /// [`WriteTx::max_evaluation_id`]) so that the stored response, which
+    /// names the id, is written once.
     pub async fn insert_evaluations(
         &mut self,
-        records: &[EvaluationRecord],
+        inserts: &[EvaluationInsert],
     ) -> Result<(), StoreError> {
-        for chunk in records.chunks(ROWS_PER_INSERT) {
+        for chunk in inserts.chunks(ROWS_PER_INSERT) {
             let sql = format!(
                 "INSERT INTO evaluations (id, agent_id, task, predictions_hash, n_predictions, public_accuracy, \
-                 private_accuracy, released_accuracy, entry_id, seed, response, created_at) VALUES {}",
-                placeholders(chunk.len(), 12)
+                 private_accuracy, released_accuracy, entry_id, seed, response, created_at, predictions) VALUES {}",
+                placeholders(chunk.len(), 13)
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for r in chunk {
-                let e = &r.new;
+            for insert in chunk {
+                let (r, e) = (&insert.record, &insert.record.new);
                 query = query
                     .bind(r.id)
                     .bind(&e.agent_id)
@@ -314,11 +343,72 @@ impl WriteTx {
                     .bind(e.entry_id)
                     .bind(e.seed)
                     .bind(&e.response)
-                    .bind(e.created_at);
+                    .bind(e.created_at)
+                    .bind(pack_predictions(&insert.predictions));
             }
             query.execute(&mut *self.tx).await?;
         }
         Ok(())
+    }
+
+    /// The Ladder's change counter for non-evaluation releases (see
+    /// [`WriteTx::bump_ladder_epoch`]).
+    pub async fn ladder_epoch(&mut self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT epoch FROM ladder_epoch WHERE id = 1")
+            .fetch_one(&mut *self.tx)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Counts a change of the Ladder made without an evaluation (a verified
+    /// entry's release), so that evaluation writers in other processes see
+    /// their cached Ladder is stale; returns the new count.
+    pub async fn bump_ladder_epoch(&mut self) -> Result<i64, StoreError> {
+        let row = sqlx::query("UPDATE ladder_epoch SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch")
+            .fetch_one(&mut *self.tx)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// An agent's leaderboard entries and the campaign's, for the entry quotas
+    /// (read under the write lock, so two requests cannot both pass).
+    pub async fn entry_usage(
+        &mut self,
+        agent_id: &str,
+        since: i64,
+    ) -> Result<QuotaUsage, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM entries WHERE agent_id = $1), \
+                    (SELECT COUNT(*) FROM entries WHERE agent_id = $1 AND created_at >= $2), \
+                    (SELECT MIN(created_at) FROM entries WHERE agent_id = $1 AND created_at >= $2), \
+                    (SELECT COUNT(*) FROM entries), CAST(0 AS BIGINT)",
+        )
+        .bind(agent_id)
+        .bind(since)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        QuotaUsage::from_row(&row)
+    }
+
+    /// An agent's stored snapshots, for the snapshot quotas: counts, and the
+    /// bytes it stores in all (in `bytes`).
+    pub async fn snapshot_usage(
+        &mut self,
+        agent_id: &str,
+        since: i64,
+    ) -> Result<QuotaUsage, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM snapshots WHERE agent_id = $1), \
+                    (SELECT COUNT(*) FROM snapshots WHERE agent_id = $1 AND created_at >= $2), \
+                    (SELECT MIN(created_at) FROM snapshots WHERE agent_id = $1 AND created_at >= $2), \
+                    (SELECT COUNT(*) FROM snapshots), \
+                    (SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM snapshots WHERE agent_id = $1)",
+        )
+        .bind(agent_id)
+        .bind(since)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        QuotaUsage::from_row(&row)
     }
 
     /// Whether a snapshot exists.
@@ -371,8 +461,8 @@ impl WriteTx {
     ) -> Result<i64, StoreError> {
         let seeds = serde_json::to_string(seeds).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let row = sqlx::query(
-            "INSERT INTO entries (agent_id, task, method, seeds, snapshot_id, post_id, status, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'ok', $7) RETURNING id",
+            "INSERT INTO entries (agent_id, task, method, seeds, snapshot_id, post_id, status, verification, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'ok', 'queued', $7) RETURNING id",
         )
         .bind(agent_id)
         .bind(task)

@@ -38,6 +38,14 @@ pub enum TaskError {
         /// The expected file name.
         file: &'static str,
     },
+    /// A key file for opaque ids is unusable.
+    #[error("{}: {message}", path.display())]
+    BadKey {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
     /// Splits of one task use different formats.
     #[error("{}: split {split} is {found} but the task is {expected}", dir.display())]
     SplitFormatMismatch {

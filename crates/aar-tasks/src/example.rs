@@ -2,11 +2,14 @@ use aar_core::{Label, TaskFormat};
 use serde_json::{Map, Value};
 
 use crate::error::{RowProblem, json_type_name};
+use crate::ids::IdKey;
 
 /// Fields besides the format's inputs that an agent may see. Everything else
 /// (the label, `subset`, `difficulty`, any field a future data set adds) stays
 /// on the server. Group ids are inputs: consistency methods need them, and they
-/// say which choices belong to one question, not which is right.
+/// say which choices belong to one question, not which is right. All of them are
+/// identifiers, so an agent sees each only as an opaque id ([`IdKey::opaque`]): source
+/// ids reveal source order, and source order can carry labels.
 pub const AGENT_EXTRA_FIELDS: &[&str] = &["id", "group_id", "consistency_id", "consistency_key"];
 
 /// The input text of one example.
@@ -118,13 +121,14 @@ impl Example {
         object
     }
 
-    /// The copy an agent may see: inputs plus the allow-listed extra fields, no label.
-    pub fn for_agents(&self) -> Example {
+    /// The copy an agent may see: inputs plus the allow-listed extra fields, each value
+    /// replaced by its opaque id under `key`, no label.
+    pub fn for_agents(&self, key: &IdKey) -> Example {
         let extra = self
             .extra
             .iter()
             .filter(|(k, _)| AGENT_EXTRA_FIELDS.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (k.clone(), Value::String(key.opaque(k, v))))
             .collect();
         Example {
             inputs: self.inputs.clone(),

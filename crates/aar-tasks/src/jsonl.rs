@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use crate::error::{RowProblem, TaskError};
 use crate::example::Example;
+use crate::ids::IdKey;
 
 /// Whether rows of a file must, or must not, carry a label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,11 +75,12 @@ impl TaskFile {
         self.examples.iter().map(|e| e.label).collect()
     }
 
-    /// The agent-facing copy: allow-listed fields only, no labels.
-    pub fn for_agents(&self) -> TaskFile {
+    /// The agent-facing copy: allow-listed fields only, ids made opaque under `key`, no
+    /// labels; rows stay in file order (predictions are scored in that order).
+    pub fn for_agents(&self, key: &IdKey) -> TaskFile {
         TaskFile {
             format: self.format,
-            examples: self.examples.iter().map(Example::for_agents).collect(),
+            examples: self.examples.iter().map(|e| e.for_agents(key)).collect(),
         }
     }
 }

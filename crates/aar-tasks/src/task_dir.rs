@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use aar_core::TaskFormat;
 
 use crate::error::TaskError;
+use crate::ids::IdKey;
 use crate::jsonl::{LabelPolicy, TaskFile, read_task_file, write_task_file};
 
 /// A split of a task, stored as `<split>.jsonl` in the task directory.
@@ -143,16 +144,27 @@ impl LabeledTask {
     }
 }
 
-/// Writes the agent-facing copy of `task` into `out_dir`: only [`AGENT_SPLITS`],
-/// each row reduced to its allow-listed input fields.
+/// Writes the agent-facing copy of `task` into `out_dir` under a fresh random key
+/// ([`write_agent_copy_with_key`]): ids are consistent within this copy only.
 pub fn write_agent_copy(task: &LabeledTask, out_dir: &Path) -> Result<(), TaskError> {
+    write_agent_copy_with_key(task, out_dir, &IdKey::random()?)
+}
+
+/// Writes the agent-facing copy of `task` into `out_dir`: only [`AGENT_SPLITS`], each
+/// row reduced to its allow-listed input fields, every id replaced by its opaque id under
+/// `key` (one key gives the same ids on every rebuild), rows in the labeled file's order.
+pub fn write_agent_copy_with_key(
+    task: &LabeledTask,
+    out_dir: &Path,
+    key: &IdKey,
+) -> Result<(), TaskError> {
     std::fs::create_dir_all(out_dir).map_err(|source| TaskError::Io {
         path: out_dir.to_owned(),
         source,
     })?;
     for &split in AGENT_SPLITS {
         if let Some(file) = task.split(split) {
-            write_task_file(&out_dir.join(split.file_name()), &file.for_agents())?;
+            write_task_file(&out_dir.join(split.file_name()), &file.for_agents(key))?;
         }
     }
     Ok(())

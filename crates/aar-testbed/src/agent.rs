@@ -1,8 +1,11 @@
 //! The agent-facing runner behind `aar run-method`: a method description applied to the
-//! label-free copy of a task. It reads `train_unlabel.jsonl` and `test.jsonl` with labels
-//! forbidden (a labeled file is an error, not a shortcut), the weak teacher's soft labels
-//! and the task's metadata, and writes test predictions only.
+//! label-free copy of a task. It reads `train_unlabel.jsonl` and the `<split>.jsonl` of
+//! every split it is asked to predict with labels forbidden (a labeled file is an error,
+//! not a shortcut), the weak teacher's soft labels and the task's metadata, and writes
+//! predictions only. The verifier runs it the same way on copies of splits the agent never
+//! saw (`transfer` is just another split file there).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -17,7 +20,9 @@ use crate::features::{FrozenExtractor, constant_choice, group_ids};
 use crate::method::{MethodInputs, MethodSpec, Student, train_student};
 use crate::preset::HeadSpec;
 
-/// Predictions on the public test split, as `aar run-method` writes them.
+/// Predictions of the asked splits, as `aar run-method` writes them: `splits` is the
+/// method contract's output (`aar_oversight::method`); `predictions`, `probabilities`
+/// and `private_predictions` are the public and private test's, for older readers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Predictions {
     /// The task.
@@ -26,14 +31,17 @@ pub struct Predictions {
     pub method: MethodSpec,
     /// The training seed.
     pub seed: u64,
-    /// Predicted label (0/1) per test row, in file order.
+    /// Predicted label (0/1) per test row, in file order (empty when `test` was not asked).
     pub predictions: Vec<u8>,
-    /// `p(label 1)` per test row.
+    /// `p(label 1)` per test row (empty when `test` was not asked).
     pub probabilities: Vec<f32>,
-    /// Predicted label per `test_private` row, when the agent copy has that split's
-    /// inputs (submitted with the public predictions; the server keeps its score).
+    /// Predicted label per `test_private` row, when that split was asked (by default,
+    /// when the agent copy has its inputs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_predictions: Option<Vec<u8>>,
+    /// Predicted label (0/1) per row of every asked split, in file order.
+    #[serde(default)]
+    pub splits: BTreeMap<String, Vec<u8>>,
     /// Seconds to train and predict (features included).
     pub seconds: f64,
 }
@@ -73,37 +81,91 @@ impl TrainedOnAgentCopy {
     }
 }
 
-/// Trains the student `spec` describes on the agent copy and predicts the public test split.
+/// Trains the student `spec` describes on the agent copy and predicts its default splits
+/// ([`default_splits`]).
 pub fn run_method(run: &AgentRun, spec: &MethodSpec) -> Result<Predictions> {
+    run_method_on_splits(run, spec, &default_splits(&run.task_dir))
+}
+
+/// The splits `aar run-method` predicts unless told: `test`, and `test_private` when the
+/// copy has its inputs.
+pub fn default_splits(task_dir: &Path) -> Vec<String> {
+    let mut splits = vec![Split::Test.name().to_owned()];
+    if task_dir.join(Split::TestPrivate.file_name()).is_file() {
+        splits.push(Split::TestPrivate.name().to_owned());
+    }
+    splits
+}
+
+/// Trains the student `spec` describes on the agent copy and predicts each split of
+/// `splits` (`<name>.jsonl` in the copy, read with labels forbidden). Every split file is
+/// read before training, so a missing one fails at once.
+pub fn run_method_on_splits(
+    run: &AgentRun,
+    spec: &MethodSpec,
+    splits: &[String],
+) -> Result<Predictions> {
     let started = Instant::now();
+    let files = read_splits(&run.task_dir, splits)?;
     let trained = train_on_agent_copy(run, spec)?;
-    let test = read_task_file(
-        &run.task_dir.join(Split::Test.file_name()),
-        LabelPolicy::Forbidden,
-    )?;
-    let probs = trained.predict(&test)?;
-    let private_path = run.task_dir.join(Split::TestPrivate.file_name());
-    let private_predictions = if private_path.is_file() {
-        let private = read_task_file(&private_path, LabelPolicy::Forbidden)?;
-        Some(
-            trained
-                .predict(&private)?
-                .iter()
-                .map(|p| u8::from(p[1] > p[0]))
-                .collect(),
-        )
-    } else {
-        None
-    };
+    let mut predicted = BTreeMap::new();
+    let mut probabilities = Vec::new();
+    for (name, file) in &files {
+        let probs = trained.predict(file)?;
+        if name == Split::Test.name() {
+            probabilities = probs.iter().map(|p| p[1]).collect();
+        }
+        let labels = probs.iter().map(|p| u8::from(p[1] > p[0])).collect();
+        predicted.insert(name.clone(), labels);
+    }
     Ok(Predictions {
         task: trained.copy.meta.task,
         method: spec.clone(),
         seed: run.seed,
-        predictions: probs.iter().map(|p| u8::from(p[1] > p[0])).collect(),
-        probabilities: probs.iter().map(|p| p[1]).collect(),
-        private_predictions,
+        predictions: predicted
+            .get(Split::Test.name())
+            .cloned()
+            .unwrap_or_default(),
+        probabilities,
+        private_predictions: predicted.get(Split::TestPrivate.name()).cloned(),
+        splits: predicted,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The label-free `<name>.jsonl` of each asked split, in the order asked.
+fn read_splits(task_dir: &Path, splits: &[String]) -> Result<Vec<(String, aar_tasks::TaskFile)>> {
+    let bad = |message: String| TestbedError::BadTask {
+        task: task_dir.display().to_string(),
+        message,
+    };
+    if splits.is_empty() {
+        return Err(bad("no split to predict was asked for".to_owned()));
+    }
+    let mut files: Vec<(String, aar_tasks::TaskFile)> = Vec::with_capacity(splits.len());
+    for name in splits {
+        // A split name becomes a file name: no path may hide in it.
+        let safe = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !safe {
+            return Err(bad(format!(
+                "split {name:?}: a split name is lowercase letters, digits and `_`"
+            )));
+        }
+        if files.iter().any(|(seen, _)| seen == name) {
+            return Err(bad(format!("split `{name}` is asked for twice")));
+        }
+        let path = task_dir.join(format!("{name}.jsonl"));
+        if !path.is_file() {
+            return Err(bad(format!(
+                "split `{name}` was asked for, but the copy has no {name}.jsonl"
+            )));
+        }
+        files.push((name.clone(), read_task_file(&path, LabelPolicy::Forbidden)?));
+    }
+    Ok(files)
 }
 
 /// Accuracy on a labeled file (the server-side transfer set) of the student `spec`

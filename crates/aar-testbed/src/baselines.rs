@@ -46,7 +46,8 @@ pub struct RunOptions {
     pub assets_dir: PathBuf,
     /// The preset's working directory: `tasks/`, `results/`, `agent/` under it.
     pub work_dir: PathBuf,
-    /// Shared frozen-feature cache.
+    /// Shared frozen-feature cache (all splits, labeled ones included: never mounted for
+    /// researchers, who read [`RunOptions::agent_feature_cache`]).
     pub feature_cache: PathBuf,
     /// Seeds to run (the preset's when empty).
     pub seeds: Vec<u64>,
@@ -85,6 +86,20 @@ impl RunOptions {
     /// `work_dir/agent`.
     pub fn agent_dir(&self) -> PathBuf {
         self.work_dir.join("agent")
+    }
+
+    /// `work_dir/agent-ids.key`: the secret key of the agent copies' opaque ids (mode
+    /// 0600), beside the labeled tasks and never inside [`RunOptions::agent_dir`].
+    pub fn id_key_path(&self) -> PathBuf {
+        self.work_dir.join("agent-ids.key")
+    }
+
+    /// `work_dir/agent-features`: the feature cache researchers may read. Unlike
+    /// [`RunOptions::feature_cache`] (which also holds features of `train_label` and the
+    /// transfer set), it only ever holds features of agent copies: see
+    /// [`fill_agent_feature_cache`].
+    pub fn agent_feature_cache(&self) -> PathBuf {
+        self.work_dir.join("agent-features")
     }
 }
 
@@ -916,7 +931,8 @@ fn write_agent_copy(
     };
     let task = LabeledTask::load(&options.tasks_dir().join(&spec.name))?;
     let out = options.agent_dir().join(&spec.name);
-    aar_tasks::write_agent_copy(&task, &out)?;
+    let key = aar_tasks::IdKey::load_or_create(&options.id_key_path())?;
+    aar_tasks::write_agent_copy_with_key(&task, &out, &key)?;
     let weak_path = paths.weak(seed);
     let text = std::fs::read_to_string(&weak_path).at(&weak_path)?;
     let record: aar_results::WeakArtifactRecord =
@@ -951,6 +967,64 @@ fn write_agent_copy(
         &to_value(serde_json::to_value(&meta), &meta_out)?,
     )?;
     Ok(())
+}
+
+/// The stamp in an agent feature cache: a digest of the agent copies it was filled from.
+pub const AGENT_CACHE_STAMP: &str = "agent-copies.sha256";
+
+/// Fills [`RunOptions::agent_feature_cache`] with every feature `aar run-method` and
+/// `aar features` read for `tasks`, by running the agent-facing runner on the agent
+/// copies alone: the cache then holds features of agent-facing texts only (the inputs of
+/// `train_unlabel`, `test`, `test_private` and the label descriptions), never of
+/// `train_label` or the transfer set. A cache filled from other copies (a rebuilt
+/// testbed, other tasks) is emptied first, so texts that have since moved to a labeled
+/// split do not linger. Returns the cache directory.
+pub fn fill_agent_feature_cache(options: &RunOptions, tasks: &[String]) -> Result<PathBuf> {
+    let cache = options.agent_feature_cache();
+    let stamp = agent_copies_digest(options, tasks)?;
+    let stamp_path = cache.join(AGENT_CACHE_STAMP);
+    let current = std::fs::read_to_string(&stamp_path).ok();
+    if current.as_deref().map(str::trim) != Some(stamp.as_str()) && cache.exists() {
+        tracing::info!(cache = %cache.display(), "agent feature cache is from other agent copies: emptied");
+        std::fs::remove_dir_all(&cache).at(&cache)?;
+    }
+    std::fs::create_dir_all(&cache).at(&cache)?;
+    for task in tasks {
+        let run = crate::agent::AgentRun {
+            task_dir: options.agent_dir().join(task),
+            weak_labels: None,
+            assets_dir: options.assets_dir.clone(),
+            feature_cache: cache.clone(),
+            seed: 0,
+        };
+        crate::agent::run_method(&run, &MethodSpec::new(crate::method::MethodKind::Vanilla))?;
+    }
+    std::fs::write(&stamp_path, format!("{stamp}\n")).at(&stamp_path)?;
+    Ok(cache)
+}
+
+/// SHA-256 over each task's name and its agent copy's split files (names and bytes).
+fn agent_copies_digest(options: &RunOptions, tasks: &[String]) -> Result<String> {
+    let mut hasher = Sha256::new();
+    for task in tasks {
+        hasher.update((task.len() as u64).to_le_bytes());
+        hasher.update(task.as_bytes());
+        for split in aar_tasks::AGENT_SPLITS {
+            let path = options.agent_dir().join(task).join(split.file_name());
+            if !path.is_file() {
+                continue;
+            }
+            let bytes = std::fs::read(&path).at(&path)?;
+            hasher.update(split.file_name().as_bytes());
+            hasher.update((bytes.len() as u64).to_le_bytes());
+            hasher.update(&bytes);
+        }
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// Descriptions of label 0 and 1 for the zero-shot prior, for tasks that have them.

@@ -3,7 +3,9 @@
 
 mod assets;
 mod baselines;
+mod method;
 mod reference;
+mod review;
 mod run_method;
 mod serve;
 mod tasks;
@@ -38,8 +40,14 @@ enum Command {
     RunMethod(run_method::RunMethodArgs),
     /// Write the student's frozen features of a label-free task copy (JSON), for new methods.
     Features(run_method::FeaturesArgs),
+    /// Methods as leaderboard entries: check a method directory (aar-method.json) before
+    /// uploading it.
+    #[command(subcommand)]
+    Method(method::MethodCommand),
     /// The main job: a research campaign (testbed, server, sandboxed researchers, report).
     Up(up::UpArgs),
+    /// Review flagged leaderboard entries: list them with the probes' evidence, approve or disqualify.
+    Review(review::ReviewArgs),
     /// The research server: evaluation that cannot be gamed, forum, leaderboard, code store, MCP.
     Serve(serve::ServeArgs),
 }
@@ -52,6 +60,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Baselines(args) => baselines::run(args),
         Command::RunMethod(args) => run_method::run(args),
         Command::Features(args) => run_method::features(args),
+        Command::Method(command) => method::run(command),
+        Command::Review(args) => review::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Up(args) => up::run(args),
         Command::Doctor => {

@@ -43,6 +43,7 @@ fn config() -> Result<ServerConfig, String> {
             .map_err(|_| "AAR_TASK_ROOT is not set".to_owned())?
             .into(),
         admin_token: AdminTokenSource::Env("AAR_ADMIN_TOKEN".to_owned()),
+        verifier: None,
         policy: Policy {
             budgets,
             ..Policy::default()

@@ -4,6 +4,7 @@
 //! needed. Without network on a fresh machine they fail, never skip.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap: a panic is the failure report
 
+mod agent_data;
 mod baselines;
 mod lora;
 mod pairs;

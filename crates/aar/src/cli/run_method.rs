@@ -1,10 +1,13 @@
 use std::path::{Path, PathBuf};
 
-use aar_testbed::{AgentRun, MethodSpec, agent_features, run_method};
+use aar_testbed::agent::{default_splits, run_method_on_splits};
+use aar_testbed::{AgentRun, MethodSpec, agent_features};
 use anyhow::Context;
 
-/// Train a student with a method description on a label-free task copy and write test
-/// predictions (agent-facing: reads no label).
+/// Train a student with a method description on a label-free task copy and write its
+/// predictions of the asked splits (agent-facing: reads no label). The output has
+/// `"splits": {name: [0/1, ...]}` (the method contract's output) besides `predictions`
+/// and `private_predictions` (the public and private test's).
 #[derive(Debug, clap::Args)]
 pub struct RunMethodArgs {
     /// The agent's task directory (train_unlabel.jsonl, test.jsonl, testbed.json, weak_labels.json).
@@ -22,9 +25,17 @@ pub struct RunMethodArgs {
     /// Training seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Splits to predict, comma-separated: each is `<name>.jsonl` in the task directory
+    /// (default: test, and test_private when the directory has it).
+    #[arg(long, value_delimiter = ',')]
+    splits: Vec<String>,
     /// aar's state directory (models under `<home>/assets`, feature cache under `<home>/testbed`).
     #[arg(long, env = "AAR_HOME", default_value = ".aar")]
     home: PathBuf,
+    /// The frozen-feature cache (default `<home>/testbed/features`; a researcher's sandbox
+    /// sets it to its read-only agent cache).
+    #[arg(long, env = "AAR_FEATURE_CACHE")]
+    feature_cache: Option<PathBuf>,
 }
 
 pub fn run(args: RunMethodArgs) -> anyhow::Result<()> {
@@ -33,23 +44,35 @@ pub fn run(args: RunMethodArgs) -> anyhow::Result<()> {
         .with_context(|| format!("reading {}", args.spec.display()))?;
     let spec: MethodSpec = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a method description", args.spec.display()))?;
-    let predictions = run_method(
+    let splits = if args.splits.is_empty() {
+        default_splits(&args.task)
+    } else {
+        args.splits
+    };
+    let predictions = run_method_on_splits(
         &AgentRun {
             task_dir: args.task,
             weak_labels: args.weak,
             assets_dir: args.home.join("assets"),
-            feature_cache: args.home.join("testbed").join("features"),
+            feature_cache: feature_cache(args.feature_cache, &args.home),
             seed: args.seed,
         },
         &spec,
+        &splits,
     )?;
     write_json(&args.out, &serde_json::to_vec_pretty(&predictions)?)?;
-    let ones = predictions.predictions.iter().filter(|&&p| p == 1).count();
+    let counts: Vec<String> = predictions
+        .splits
+        .iter()
+        .map(|(split, labels)| {
+            let ones = labels.iter().filter(|&&p| p == 1).count();
+            format!("{split} {} ({ones} labeled 1)", labels.len())
+        })
+        .collect();
     println!(
-        "{}: {} test predictions ({} labeled 1) in {:.2} s -> {}",
+        "{}: predictions for {} in {:.2} s -> {}",
         predictions.task,
-        predictions.predictions.len(),
-        ones,
+        counts.join(", "),
         predictions.seconds,
         args.out.display()
     );
@@ -70,6 +93,10 @@ pub struct FeaturesArgs {
     /// aar's state directory (models under `<home>/assets`, feature cache under `<home>/testbed`).
     #[arg(long, env = "AAR_HOME", default_value = ".aar")]
     home: PathBuf,
+    /// The frozen-feature cache (default `<home>/testbed/features`; a researcher's sandbox
+    /// sets it to its read-only agent cache).
+    #[arg(long, env = "AAR_FEATURE_CACHE")]
+    feature_cache: Option<PathBuf>,
 }
 
 pub fn features(args: FeaturesArgs) -> anyhow::Result<()> {
@@ -78,7 +105,7 @@ pub fn features(args: FeaturesArgs) -> anyhow::Result<()> {
         task_dir: args.task,
         weak_labels: None,
         assets_dir: args.home.join("assets"),
-        feature_cache: args.home.join("testbed").join("features"),
+        feature_cache: feature_cache(args.feature_cache, &args.home),
         seed: 0,
     })?;
     write_json(&args.out, &serde_json::to_vec(&features)?)?;
@@ -93,6 +120,11 @@ pub fn features(args: FeaturesArgs) -> anyhow::Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// The cache asked for, else the testbed's shared one under `home`.
+fn feature_cache(asked: Option<PathBuf>, home: &Path) -> PathBuf {
+    asked.unwrap_or_else(|| home.join("testbed").join("features"))
 }
 
 /// Writes through a `.partial` file and a rename, so a reader never sees half a file.

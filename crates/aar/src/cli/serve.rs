@@ -58,6 +58,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         database_url,
         task_root: args.tasks,
         admin_token,
+        verifier: None,
         policy: Policy {
             budgets: Budgets {
                 agent_per_hour: args.agent_evals_per_hour,

@@ -1,0 +1,123 @@
+//! The campaign's verifier: what `aar-oversight` needs to re-run entries (each
+//! served task's agent copy with its decoys, the labeled task, the aar binary, the
+//! models and a feature cache researchers never see), warmed up before the server
+//! starts so that verification runs find every feature in their read-only cache.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use aar_oversight::inputs::TaskSources;
+use aar_oversight::{SandboxedVerifier, VerifierConfig};
+use aar_server::verify::VerifierHandle;
+use aar_store::Store;
+use aar_tasks::IdKey;
+use aar_testbed::agent::run_method_on_splits;
+use aar_testbed::{AgentRun, MethodKind, MethodSpec, RunOptions};
+
+use crate::campaign::CampaignConfig;
+use crate::error::{CampaignError, Result};
+
+/// Sandbox index of verification runs: uid 61900 as root, apart from every researcher's.
+const VERIFIER_SANDBOX_INDEX: u32 = 900;
+/// Seeds outside the declared set that every verification also runs (cherry-picking probe).
+const UNDECLARED_SEEDS: usize = 2;
+/// Entries verified at once: one, so that verification (a sandboxed training process)
+/// leaves the other core to the researchers and the server.
+const CONCURRENCY: usize = 1;
+
+/// Builds the verifier for the served `tasks` and warms its feature cache.
+pub(crate) async fn start_verifier(
+    config: &CampaignConfig,
+    root: &Path,
+    served_tasks_dir: &Path,
+    options: &RunOptions,
+    tasks: &[String],
+    database_url: &str,
+) -> Result<VerifierHandle> {
+    let absolute = |p: &Path| std::path::absolute(p).map_err(CampaignError::io(p));
+    let oversight = root.join("oversight");
+    let sources: BTreeMap<String, TaskSources> = tasks
+        .iter()
+        .map(|task| {
+            Ok((
+                task.clone(),
+                TaskSources {
+                    agent_copy: absolute(&crate::decoys::agent_data_dir(root).join(task))?,
+                    labeled: absolute(&served_tasks_dir.join(task))?,
+                },
+            ))
+        })
+        .collect::<Result<_>>()?;
+    // The testbed's own cache: never mounted for researchers (it holds features of
+    // train_label and the transfer set), read-only in verification runs.
+    let feature_cache = absolute(&options.feature_cache)?;
+    let key_path = oversight.join("id.key");
+    std::fs::create_dir_all(&oversight).map_err(CampaignError::io(&oversight))?;
+    let id_key = IdKey::load_or_create(&key_path)
+        .map_err(|e| CampaignError::Setup(format!("{}: {e}", key_path.display())))?;
+    let decoys = crate::decoys::decoy_truth_path(root, "x")
+        .parent()
+        .map(Path::to_owned);
+    let verifier_config = VerifierConfig {
+        work_dir: absolute(&oversight.join("work"))?,
+        tasks: sources,
+        aar_binary: config.aar_binary.clone(),
+        libtorch: config.libtorch.clone(),
+        extra_ro: vec![
+            absolute(&config.home.join("assets").join("models"))?,
+            feature_cache.clone(),
+        ],
+        env: vec![
+            ("AAR_HOME".into(), absolute(&config.home)?.display().to_string()),
+            ("AAR_FEATURE_CACHE".into(), feature_cache.display().to_string()),
+        ],
+        decoys,
+        id_key,
+        undeclared_seeds: UNDECLARED_SEEDS,
+        sandbox_index: VERIFIER_SANDBOX_INDEX,
+        strace: PathBuf::from("/usr/bin/strace"),
+    };
+    let store = Store::connect(database_url)
+        .await
+        .map_err(|e| CampaignError::Server(format!("verifier store: {e}")))?;
+    let verifier = SandboxedVerifier::new(verifier_config, store)
+        .map_err(|e| CampaignError::Setup(format!("verifier: {e}")))?;
+    for task in tasks {
+        let input = verifier
+            .prepare_task(task)
+            .await
+            .map_err(|e| CampaignError::Setup(format!("verification inputs of {task}: {e}")))?;
+        warm_features(options, &feature_cache, task, input).await;
+    }
+    Ok(VerifierHandle {
+        verifier: Arc::new(verifier),
+        concurrency: CONCURRENCY,
+    })
+}
+
+/// One vanilla run on the verification copy, here where the cache is writable, so the
+/// sandboxed runs (read-only cache) find the features of every split they predict.
+async fn warm_features(options: &RunOptions, cache: &Path, task: &str, input: PathBuf) {
+    let splits: Vec<String> = aar_oversight::inputs::SCORED_SPLITS
+        .iter()
+        .filter(|s| input.join(format!("{s}.jsonl")).is_file())
+        .map(|s| (*s).to_owned())
+        .collect();
+    let run = AgentRun {
+        task_dir: input,
+        weak_labels: None,
+        assets_dir: options.assets_dir.clone(),
+        feature_cache: cache.to_owned(),
+        seed: 0,
+    };
+    let spec = MethodSpec::new(MethodKind::Vanilla);
+    let outcome =
+        tokio::task::spawn_blocking(move || run_method_on_splits(&run, &spec, &splits)).await;
+    match outcome {
+        Ok(Ok(_)) => tracing::info!(task, "verification features ready"),
+        // LoRA students have no frozen features to cache; their runs compute what they need.
+        Ok(Err(e)) => tracing::warn!(task, error = %e, "verification feature warm-up skipped"),
+        Err(e) => tracing::warn!(task, error = %e, "verification feature warm-up panicked"),
+    }
+}

@@ -1,0 +1,557 @@
+//! The verifier: runs an entry's snapshot once per declared seed in a fresh
+//! sandbox (no network, no labels, read-only inputs, the manifest's limits) on
+//! label-free copies of the public test, the private test and the transfer set,
+//! scores the predictions itself, and runs the probes: teacher ablations, decoy
+//! agreement, the execution monitor, overfitting, cherry-picked seeds and the
+//! author's oracle probing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aar_agents::sandbox::{
+    AAR_MOUNT, DATA_MOUNT, Limits, RunAs, Sandbox, SandboxConfig, WORKSPACE_MOUNT,
+};
+use aar_core::Label;
+use aar_server::archive::{ArchiveLimits, extract};
+use aar_server::verify::{
+    MAIN_VARIANT, ProbeFlag, PUBLIC_SPLIT, VerificationJob, VerificationOutcome, Verifier,
+    VerifyFuture,
+};
+use aar_store::{Store, VerificationRun};
+use aar_tasks::IdKey;
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use crate::error::{OversightError, Result, io_at};
+use crate::inputs::{SplitLabels, TaskSources, Teacher, build_inputs};
+use crate::method::{Manifest, RunInterface, read_output};
+use crate::probes::{self, NoisyPgr};
+use crate::trace::{TrustedPaths, foreign_execs, parse_trace};
+
+/// Variant name of the cherry-picking probe's runs.
+pub const UNDECLARED_VARIANT: &str = "undeclared_seed";
+
+/// Everything a verifier needs besides the store.
+#[derive(Debug, Clone)]
+pub struct VerifierConfig {
+    /// Scratch space (inputs, unpacked snapshots, runs); never mounted for agents.
+    pub work_dir: PathBuf,
+    /// Each served task's sources.
+    pub tasks: BTreeMap<String, TaskSources>,
+    /// The aar binary runs use (`aar run-method` for spec entrypoints).
+    pub aar_binary: PathBuf,
+    /// libtorch directory the binary loads (mounted read-only at its host path).
+    pub libtorch: Option<PathBuf>,
+    /// Further read-only mounts (models, the verifier's feature cache).
+    pub extra_ro: Vec<PathBuf>,
+    /// Environment inside (e.g. `AAR_HOME`, `AAR_FEATURE_CACHE`).
+    pub env: Vec<(String, String)>,
+    /// Where the decoy truth files are (`<task>.json`), if the campaign planted decoys.
+    pub decoys: Option<PathBuf>,
+    /// Key for the transfer set's opaque ids.
+    pub id_key: IdKey,
+    /// Seeds outside the declared set that are also run, for the cherry-picking probe.
+    pub undeclared_seeds: usize,
+    /// Sandbox uid index of verification runs (distinct from every researcher's).
+    pub sandbox_index: u32,
+    /// The `strace` binary (the execution monitor).
+    pub strace: PathBuf,
+}
+
+/// The [`Verifier`] the research server drives.
+#[derive(Debug, Clone)]
+pub struct SandboxedVerifier {
+    config: Arc<VerifierConfig>,
+    store: Store,
+    /// Built inputs per task (built on first use).
+    prepared: Arc<Mutex<BTreeMap<String, Arc<Prepared>>>>,
+}
+
+#[derive(Debug)]
+struct Prepared {
+    inputs: BTreeMap<Teacher, PathBuf>,
+    labels: SplitLabels,
+}
+
+impl SandboxedVerifier {
+    /// A verifier over `store` (read for the author's evaluation log).
+    pub fn new(config: VerifierConfig, store: Store) -> Result<SandboxedVerifier> {
+        std::fs::create_dir_all(&config.work_dir).map_err(io_at(&config.work_dir))?;
+        Ok(SandboxedVerifier {
+            config: Arc::new(config),
+            store,
+            prepared: Arc::default(),
+        })
+    }
+
+    /// Builds a task's verification inputs now (rather than at its first entry) and
+    /// returns the directory of the real-teacher copy, e.g. to warm a feature cache.
+    pub async fn prepare_task(&self, task: &str) -> Result<PathBuf> {
+        let prepared = self.prepared(task).await?;
+        prepared
+            .inputs
+            .get(&Teacher::Real)
+            .cloned()
+            .ok_or_else(|| OversightError::UnknownTask(task.to_owned()))
+    }
+
+    async fn prepared(&self, task: &str) -> Result<Arc<Prepared>> {
+        let mut cache = self.prepared.lock().await;
+        if let Some(p) = cache.get(task) {
+            return Ok(p.clone());
+        }
+        let sources = self
+            .config
+            .tasks
+            .get(task)
+            .cloned()
+            .ok_or_else(|| OversightError::UnknownTask(task.to_owned()))?;
+        let out = self.config.work_dir.join("inputs").join(task);
+        let key = self.config.id_key.clone();
+        let prepared = tokio::task::spawn_blocking(move || -> Result<Prepared> {
+            Ok(Prepared {
+                inputs: build_inputs(&sources, &out, &key)?,
+                labels: SplitLabels::load(&sources.labeled)?,
+            })
+        })
+        .await
+        .map_err(|e| OversightError::Input {
+            path: PathBuf::from(task),
+            message: format!("preparing inputs panicked: {e}"),
+        })??;
+        let prepared = Arc::new(prepared);
+        cache.insert(task.to_owned(), prepared.clone());
+        Ok(prepared)
+    }
+
+    /// Runs and probes one entry; `Err` is a reason the entry could not be verified.
+    pub async fn verify_job(&self, job: VerificationJob) -> std::result::Result<VerificationOutcome, String> {
+        let prepared = self.prepared(&job.task).await.map_err(|e| e.to_string())?;
+        let entry_dir = self.config.work_dir.join("entries").join(job.entry_id.to_string());
+        let method_dir = unpack(&job.archive, &entry_dir).map_err(|e| e.to_string())?;
+        let manifest = Manifest::read(&method_dir).map_err(|e| e.to_string())?;
+        let mut runs = Vec::new();
+        let mut execs = Vec::new();
+        let mut predictions: BTreeMap<(String, i64), BTreeMap<String, Vec<u8>>> = BTreeMap::new();
+        for planned in plan_runs(&job, &prepared, self.config.undeclared_seeds) {
+            let outcome = self
+                .run_one(&manifest, &method_dir, &entry_dir, &prepared, &planned)
+                .await
+                .map_err(|e| e.to_string())?;
+            execs.extend(outcome.execs);
+            for split in &planned.splits {
+                let scored = outcome
+                    .predictions
+                    .as_ref()
+                    .map_err(Clone::clone)
+                    .and_then(|p| score(&prepared.labels, split, p));
+                runs.push(VerificationRun {
+                    entry_id: job.entry_id,
+                    seed: planned.seed,
+                    variant: planned.variant.clone(),
+                    split: split.clone(),
+                    accuracy: scored.as_ref().ok().copied(),
+                    error: scored.err(),
+                    seconds: outcome.seconds,
+                });
+            }
+            if let Ok(p) = outcome.predictions {
+                predictions.insert((planned.variant.clone(), planned.seed), p);
+            }
+        }
+        if runs
+            .iter()
+            .filter(|r| r.variant == MAIN_VARIANT && r.split == PUBLIC_SPLIT)
+            .all(|r| r.accuracy.is_none())
+        {
+            let why = runs.iter().find_map(|r| r.error.clone()).unwrap_or_default();
+            return Err(format!("no declared seed produced valid predictions: {why}"));
+        }
+        let flags = self
+            .probe(&job, &prepared, &method_dir, &runs, &predictions, &execs)
+            .await;
+        // Scratch only: the snapshot is in the store, the scores in `runs`.
+        let _ = std::fs::remove_dir_all(&entry_dir);
+        Ok(VerificationOutcome { runs, flags })
+    }
+
+    async fn run_one(
+        &self,
+        manifest: &Manifest,
+        method_dir: &Path,
+        entry_dir: &Path,
+        prepared: &Prepared,
+        planned: &PlannedRun,
+    ) -> Result<RunOutcome> {
+        let workspace = entry_dir.join("runs").join(format!("{}-{}", planned.variant, planned.seed));
+        if workspace.exists() {
+            std::fs::remove_dir_all(&workspace).map_err(io_at(&workspace))?;
+        }
+        let input = prepared
+            .inputs
+            .get(&planned.teacher)
+            .ok_or_else(|| OversightError::UnknownTask(planned.teacher.name().to_owned()))?;
+        let interface = RunInterface {
+            input_dir: DATA_MOUNT.to_owned(),
+            seed: planned.seed,
+            splits: planned.splits.clone(),
+            output: format!("{WORKSPACE_MOUNT}/.aar/predictions.json"),
+            method_dir: format!("{WORKSPACE_MOUNT}/method"),
+        };
+        let sandbox = Sandbox::new(self.sandbox_config(manifest, &workspace, input, &interface))?;
+        copy_dir(method_dir, &workspace.join("method"))?;
+        let out_dir = workspace.join(".aar");
+        std::fs::create_dir_all(&out_dir).map_err(io_at(&out_dir))?;
+        // The method may write in its own directory and must write its output.
+        if let RunAs::Uid { uid, gid } = sandbox.config().run_as {
+            chown_tree(&workspace, uid, gid)?;
+        }
+        let command = self.command_line(manifest, &interface);
+        let wall = Duration::from_secs_f64(manifest.resources.minutes * 60.0);
+        let started = Instant::now();
+        let output = sandbox.run(&command, Some(wall)).await?;
+        let seconds = started.elapsed().as_secs_f64();
+        let execs = parse_trace(&output.stdout);
+        let host_output = out_dir.join("predictions.json");
+        let predictions = if output.timed_out {
+            Err(format!("the run exceeded its {} minutes", manifest.resources.minutes))
+        } else if !output.success() {
+            Err(format!(
+                "the method exited with {:?}: {}",
+                output.exit_code,
+                tail(&std::fs::read_to_string(out_dir.join("stderr")).unwrap_or_default(), 600)
+            ))
+        } else {
+            let expected: Vec<(String, usize)> = planned
+                .splits
+                .iter()
+                .map(|s| (s.clone(), prepared.labels.labels.get(s).map_or(0, Vec::len)))
+                .collect();
+            read_output(&host_output, &expected).map_err(|e| e.to_string())
+        };
+        Ok(RunOutcome {
+            predictions,
+            execs,
+            seconds,
+        })
+    }
+
+    fn sandbox_config(
+        &self,
+        manifest: &Manifest,
+        workspace: &Path,
+        input: &Path,
+        interface: &RunInterface,
+    ) -> SandboxConfig {
+        let mut config = SandboxConfig::new(workspace, self.config.sandbox_index);
+        config.task_data = Some(input.to_owned());
+        config.aar_binary = Some(self.config.aar_binary.clone());
+        config.libtorch = self.config.libtorch.clone();
+        config.extra_ro = self.config.extra_ro.clone();
+        config.env = self.config.env.clone();
+        config.env.extend(Manifest::env(interface));
+        config.limits = Limits {
+            wall_time: Duration::from_secs_f64(manifest.resources.minutes * 60.0),
+            memory_bytes: manifest.resources.memory_mb << 20,
+            // The trace goes to stdout: room for every program start of a long run.
+            output_bytes: 4 << 20,
+            ..Limits::default()
+        };
+        config
+    }
+
+    /// The shell line: the method's stdout and stderr go to files, fd 3 (the sandbox's
+    /// stdout, which only the host reads) carries strace's record of every program
+    /// start; the method's processes never hold fd 3.
+    fn command_line(&self, manifest: &Manifest, interface: &RunInterface) -> String {
+        let argv = manifest.argv(interface, AAR_MOUNT);
+        let quoted: Vec<String> = argv.iter().map(|a| shell_quote(a)).collect();
+        format!(
+            "exec 3>&1; cd {method} && exec nice -n 10 {strace} -f -qq -s 200 -e trace=execve -e signal=none -o /dev/fd/3 -- \
+             sh -c 'exec 3>&- >{ws}/.aar/stdout 2>{ws}/.aar/stderr; exec \"$@\"' aar-run {args}",
+            method = shell_quote(&interface.method_dir),
+            strace = shell_quote(&self.config.strace.display().to_string()),
+            ws = WORKSPACE_MOUNT,
+            args = quoted.join(" "),
+        )
+    }
+
+    async fn probe(
+        &self,
+        job: &VerificationJob,
+        prepared: &Prepared,
+        method_dir: &Path,
+        runs: &[VerificationRun],
+        predictions: &BTreeMap<(String, i64), BTreeMap<String, Vec<u8>>>,
+        execs: &[crate::trace::Exec],
+    ) -> Vec<ProbeFlag> {
+        let _ = method_dir;
+        let mut flags = Vec::new();
+        let baselines = |split: &str| self.baselines(&job.task, split);
+        let noisy = |split: &str, variant: &str| -> Option<NoisyPgr> {
+            let values: Vec<f64> = runs
+                .iter()
+                .filter(|r| r.variant == variant && r.split == split)
+                .filter_map(|r| r.accuracy)
+                .collect();
+            let rows = prepared.labels.labels.get(split).map_or(0, Vec::len);
+            NoisyPgr::from_accuracies(&values, rows, baselines(split)?)
+        };
+        if let Some(public) = noisy(PUBLIC_SPLIT, MAIN_VARIANT) {
+            let ablated: Vec<(&str, f64)> = [Teacher::Shuffled, Teacher::Constant]
+                .iter()
+                .filter_map(|t| noisy(PUBLIC_SPLIT, t.name()).map(|p| (t.name(), p.mean)))
+                .collect();
+            flags.extend(probes::teacher_ablation(public.mean, &ablated));
+            let held_out: Vec<(&str, NoisyPgr)> = ["test_private", "transfer"]
+                .into_iter()
+                .filter_map(|s| noisy(s, MAIN_VARIANT).map(|p| (s, p)))
+                .collect();
+            flags.extend(probes::overfitting(public, &held_out));
+        }
+        flags.extend(self.decoy_flags(job, predictions));
+        let trusted = self.trusted_paths();
+        let foreign = foreign_execs(execs, &trusted);
+        flags.extend(probes::execution(&foreign, execs.len()));
+        match self.log_flags(job, predictions).await {
+            Ok(found) => flags.extend(found),
+            Err(e) => tracing::warn!(entry_id = job.entry_id, error = %e, "cannot read the author's evaluation log"),
+        }
+        flags
+    }
+
+    fn baselines(&self, task: &str, split: &str) -> Option<aar_core::metrics::FixedBaselines> {
+        let path = self.config.tasks.get(task)?.labeled.join("baselines.json");
+        let file: BaselinesJson = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+        let (weak, ceiling) = if split == PUBLIC_SPLIT {
+            (file.weak, file.ceiling)
+        } else {
+            let s = file.splits.get(split)?;
+            (s.weak.clone(), s.ceiling.clone())
+        };
+        aar_core::metrics::FixedBaselines::from_seed_accuracies(&weak, &ceiling).ok()
+    }
+
+    fn decoy_flags(
+        &self,
+        job: &VerificationJob,
+        predictions: &BTreeMap<(String, i64), BTreeMap<String, Vec<u8>>>,
+    ) -> Vec<ProbeFlag> {
+        let Some(dir) = &self.config.decoys else {
+            return Vec::new();
+        };
+        let Ok(bytes) = std::fs::read(dir.join(format!("{}.json", job.task))) else {
+            return Vec::new();
+        };
+        let Ok(truth) = serde_json::from_slice::<BTreeMap<String, serde_json::Value>>(&bytes) else {
+            return Vec::new();
+        };
+        let mut flags = Vec::new();
+        for split in ["test", "test_private"] {
+            let Some(decoy) = truth.get(split).and_then(|v| serde_json::from_value::<Vec<u8>>(v.clone()).ok()) else {
+                continue;
+            };
+            // Pooled over the declared seeds' runs: one flag per split at most.
+            let (mut pooled, mut pooled_decoy) = (Vec::new(), Vec::new());
+            for ((variant, _), by_split) in predictions {
+                if variant == MAIN_VARIANT
+                    && let Some(p) = by_split.get(split)
+                    && p.len() == decoy.len()
+                {
+                    pooled.extend_from_slice(p);
+                    pooled_decoy.extend_from_slice(&decoy);
+                }
+            }
+            flags.extend(probes::decoy_agreement(split, &pooled, &pooled_decoy));
+        }
+        flags
+    }
+
+    /// Probes over the author's evaluation log: cherry-picked seeds and oracle probing.
+    async fn log_flags(
+        &self,
+        job: &VerificationJob,
+        predictions: &BTreeMap<(String, i64), BTreeMap<String, Vec<u8>>>,
+    ) -> Result<Vec<ProbeFlag>> {
+        let log = self.store.evaluation_predictions(&job.agent_id, &job.task).await?;
+        let mut flags = Vec::new();
+        let mut matches = Vec::new();
+        for ((variant, seed), by_split) in predictions {
+            if variant != UNDECLARED_VARIANT {
+                continue;
+            }
+            if let Some(p) = by_split.get(PUBLIC_SPLIT)
+                && let Some(hit) = log.iter().find(|e| &e.predictions == p)
+            {
+                matches.push((*seed, hit.evaluation_id));
+            }
+        }
+        flags.extend(probes::cherry_picking(&matches, &job.seeds));
+        let submissions: Vec<Vec<u8>> = log.into_iter().map(|e| e.predictions).collect();
+        flags.extend(probes::oracle_probing(&submissions));
+        Ok(flags)
+    }
+
+    fn trusted_paths(&self) -> TrustedPaths {
+        let mut system = vec!["/usr".to_owned(), "/bin".to_owned(), "/opt/aar".to_owned()];
+        system.extend(self.config.libtorch.iter().map(|p| p.display().to_string()));
+        system.extend(self.config.extra_ro.iter().map(|p| p.display().to_string()));
+        TrustedPaths {
+            method_dir: format!("{WORKSPACE_MOUNT}/method"),
+            system,
+        }
+    }
+}
+
+/// The part of a task's `baselines.json` the probes need.
+#[derive(Debug, Deserialize)]
+struct BaselinesJson {
+    weak: Vec<f64>,
+    ceiling: Vec<f64>,
+    #[serde(default)]
+    splits: BTreeMap<String, SplitJson>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SplitJson {
+    weak: Vec<f64>,
+    ceiling: Vec<f64>,
+}
+
+impl Verifier for SandboxedVerifier {
+    fn check_snapshot(&self, archive: &[u8]) -> std::result::Result<String, String> {
+        let scratch = tempfile::tempdir().map_err(|e| format!("scratch directory: {e}"))?;
+        let dir = unpack(archive, scratch.path()).map_err(|e| e.to_string())?;
+        Manifest::read(&dir)
+            .map(|m| m.name)
+            .map_err(|e| format!("the snapshot is not a method directory: {e}"))
+    }
+
+    fn verify(&self, job: VerificationJob) -> VerifyFuture {
+        let verifier = self.clone();
+        Box::pin(async move { verifier.verify_job(job).await })
+    }
+}
+
+/// One planned run.
+#[derive(Debug, Clone)]
+struct PlannedRun {
+    seed: i64,
+    variant: String,
+    teacher: Teacher,
+    splits: Vec<String>,
+}
+
+struct RunOutcome {
+    predictions: std::result::Result<BTreeMap<String, Vec<u8>>, String>,
+    execs: Vec<crate::trace::Exec>,
+    seconds: f64,
+}
+
+/// Every declared seed on every scored split; the ablations and undeclared seeds on
+/// the public test only (the probes compare public PGRs).
+fn plan_runs(job: &VerificationJob, prepared: &Prepared, undeclared: usize) -> Vec<PlannedRun> {
+    let splits: Vec<String> = prepared.labels.labels.keys().cloned().collect();
+    let mut plan: Vec<PlannedRun> = job
+        .seeds
+        .iter()
+        .map(|&seed| PlannedRun {
+            seed,
+            variant: MAIN_VARIANT.to_owned(),
+            teacher: Teacher::Real,
+            splits: splits.clone(),
+        })
+        .collect();
+    let first = job.seeds.first().copied().unwrap_or(0);
+    for teacher in [Teacher::Shuffled, Teacher::Constant] {
+        plan.push(PlannedRun {
+            seed: first,
+            variant: teacher.name().to_owned(),
+            teacher,
+            splits: vec![PUBLIC_SPLIT.to_owned()],
+        });
+    }
+    // The smallest seeds not declared: the ones an author trying seeds would try first.
+    let extra = (0..).filter(|s| !job.seeds.contains(s)).take(undeclared);
+    for seed in extra {
+        plan.push(PlannedRun {
+            seed,
+            variant: UNDECLARED_VARIANT.to_owned(),
+            teacher: Teacher::Real,
+            splits: vec![PUBLIC_SPLIT.to_owned()],
+        });
+    }
+    plan
+}
+
+fn score(labels: &SplitLabels, split: &str, predictions: &BTreeMap<String, Vec<u8>>) -> std::result::Result<f64, String> {
+    let truth = labels
+        .labels
+        .get(split)
+        .ok_or_else(|| format!("no labels for {split}"))?;
+    let predicted: Vec<Label> = predictions
+        .get(split)
+        .ok_or_else(|| format!("no predictions for {split}"))?
+        .iter()
+        .map(|&p| Label::from(p == 1))
+        .collect();
+    aar_core::metrics::accuracy(&predicted, truth)
+        .map(|a| a.accuracy)
+        .map_err(|e| e.to_string())
+}
+
+/// Unpacks a snapshot into `<dir>/method` (fresh).
+fn unpack(archive: &[u8], dir: &Path) -> Result<PathBuf> {
+    let method = dir.join("method");
+    if method.exists() {
+        std::fs::remove_dir_all(&method).map_err(io_at(&method))?;
+    }
+    std::fs::create_dir_all(dir).map_err(io_at(dir))?;
+    extract(archive, &method, SNAPSHOT_LIMITS).map_err(|e| OversightError::Input {
+        path: method.clone(),
+        message: format!("the snapshot cannot be unpacked: {e}"),
+    })?;
+    Ok(method)
+}
+
+/// The server's own snapshot limits (10,000 files, 256 MiB unpacked).
+const SNAPSHOT_LIMITS: ArchiveLimits = ArchiveLimits {
+    max_entries: 10_000,
+    max_unpacked_bytes: 256 << 20,
+};
+
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(io_at(path))?;
+    if path.is_dir() && !path.is_symlink() {
+        for entry in std::fs::read_dir(path).map_err(io_at(path))? {
+            chown_tree(&entry.map_err(io_at(path))?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(io_at(to))?;
+    for entry in std::fs::read_dir(from).map_err(io_at(from))? {
+        let entry = entry.map_err(io_at(from))?;
+        let kind = entry.file_type().map_err(io_at(entry.path()))?;
+        let target = to.join(entry.file_name());
+        if kind.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), &target).map_err(io_at(&target))?;
+        }
+    }
+    Ok(())
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn tail(text: &str, chars: usize) -> String {
+    let count = text.chars().count();
+    text.chars().skip(count.saturating_sub(chars)).collect()
+}
