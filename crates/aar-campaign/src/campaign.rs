@@ -371,25 +371,14 @@ pub async fn run_campaign(config: CampaignConfig, interrupt: Arc<AtomicBool>) ->
             .map_err(|e| CampaignError::Setup(format!("testbed preparation panicked: {e}")))??;
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "testbed ready");
 
-    let mut identities: Identities = match std::fs::read(paths.identities()) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| CampaignError::Setup(format!("{}: {e}", paths.identities().display())))?,
-        Err(_) => Identities {
-            admin_token: random_token()?,
-            agents: BTreeMap::new(),
-        },
-    };
-    write_private(
-        &paths.identities(),
-        &serde_json::to_vec_pretty(&identities).map_err(|e| CampaignError::Setup(e.to_string()))?,
-    )?;
-
+    let mut identities = load_identities(&paths)?;
     let database_url = format!("sqlite://{}", paths.database().display());
     let served: Vec<String> = table.tasks.iter().map(|t| t.task.clone()).collect();
+    let task_root = server_tasks_dir(&config.home, &config.name);
     let verifier = crate::oversight::start_verifier(
         &config,
         &paths.root,
-        &server_tasks_dir(&config.home, &config.name),
+        &task_root,
         &options,
         &served,
         &database_url,
@@ -399,9 +388,9 @@ pub async fn run_campaign(config: CampaignConfig, interrupt: Arc<AtomicBool>) ->
     let base = format!("http://{bind}");
     let server_config = aar_server::ServerConfig {
         bind,
-        database_url,
+        database_url: database_url.clone(),
         verifier: Some(verifier),
-        task_root: server_tasks_dir(&config.home, &config.name),
+        task_root,
         admin_token: aar_server::AdminTokenSource::Literal(identities.admin_token.clone()),
         policy: aar_server::Policy::default(),
     };
@@ -416,34 +405,7 @@ pub async fn run_campaign(config: CampaignConfig, interrupt: Arc<AtomicBool>) ->
     let names: Vec<String> = (0..config.researchers.max(1))
         .map(|i| format!("researcher-{}", i + 1))
         .collect();
-    for name in &names {
-        if !identities.agents.contains_key(name) {
-            let issued = admin
-                .post("/api/admin/agents", &json!({"name": name}))
-                .await?;
-            let (Some(token), Some(agent_id)) =
-                (issued["token"].as_str(), issued["agent_id"].as_str())
-            else {
-                return Err(CampaignError::Server(format!(
-                    "the agent registration answered without a token or id: {}",
-                    issued.get("agent_id").unwrap_or(&Value::Null)
-                )));
-            };
-            identities.agents.insert(
-                name.clone(),
-                AgentIdentity {
-                    agent_id: agent_id.to_owned(),
-                    token: token.to_owned(),
-                },
-            );
-            write_private(
-                &paths.identities(),
-                &serde_json::to_vec_pretty(&identities)
-                    .map_err(|e| CampaignError::Setup(e.to_string()))?,
-            )?;
-        }
-    }
-
+    register_agents(&admin, &mut identities, &names, &paths).await?;
     let ledger = Ledger::open(
         &paths.ledger(),
         PriceTable::default(),
@@ -467,31 +429,140 @@ pub async fn run_campaign(config: CampaignConfig, interrupt: Arc<AtomicBool>) ->
                 .map(|a| (a.agent_id.clone(), n.clone()))
         })
         .collect();
+    let running = spawn_researchers(
+        &config,
+        &paths,
+        &options,
+        &identities,
+        &names,
+        &base,
+        &ledger,
+    )?;
+    let progress = Progress {
+        admin: &admin,
+        ledger: &ledger,
+        agent_ids: &agent_ids,
+        table: &table,
+        minutes: config.minutes,
+        every: config.progress_every,
+    };
+    if supervise(running, &progress, &interrupt).await {
+        eprintln!("interrupted: everything so far is kept; `aar up` again resumes");
+    }
+    crate::oversight::finish(&database_url, &served, &interrupt).await?;
+    let report = Report::gather(&admin, &ledger, &agent_ids, &table, &config).await?;
+    write_report(&report, &paths.report_dir())?;
+    server.abort();
+    Ok(report)
+}
+
+/// The agents' ids and tokens of a resumed campaign, or a fresh admin token.
+fn load_identities(paths: &CampaignPaths) -> Result<Identities> {
+    let identities: Identities = match std::fs::read(paths.identities()) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| CampaignError::Setup(format!("{}: {e}", paths.identities().display())))?,
+        Err(_) => Identities {
+            admin_token: random_token()?,
+            agents: BTreeMap::new(),
+        },
+    };
+    write_private(
+        &paths.identities(),
+        &serde_json::to_vec_pretty(&identities).map_err(|e| CampaignError::Setup(e.to_string()))?,
+    )?;
+    Ok(identities)
+}
+
+/// Registers every researcher the campaign does not know yet, keeping each token as
+/// soon as it is issued (a crash in between loses none).
+async fn register_agents(
+    admin: &Admin,
+    identities: &mut Identities,
+    names: &[String],
+    paths: &CampaignPaths,
+) -> Result<()> {
+    for name in names {
+        if identities.agents.contains_key(name) {
+            continue;
+        }
+        let issued = admin
+            .post("/api/admin/agents", &json!({"name": name}))
+            .await?;
+        let (Some(token), Some(agent_id)) = (issued["token"].as_str(), issued["agent_id"].as_str())
+        else {
+            return Err(CampaignError::Server(format!(
+                "the agent registration answered without a token or id: {}",
+                issued.get("agent_id").unwrap_or(&Value::Null)
+            )));
+        };
+        identities.agents.insert(
+            name.clone(),
+            AgentIdentity {
+                agent_id: agent_id.to_owned(),
+                token: token.to_owned(),
+            },
+        );
+        write_private(
+            &paths.identities(),
+            &serde_json::to_vec_pretty(&identities)
+                .map_err(|e| CampaignError::Setup(e.to_string()))?,
+        )?;
+    }
+    Ok(())
+}
+
+/// A researcher's sandbox: its workspace, the campaign's agent data (decoys planted),
+/// the agent-only feature cache, the aar binary and the models, nothing else.
+fn researcher_sandbox(
+    config: &CampaignConfig,
+    paths: &CampaignPaths,
+    options: &RunOptions,
+    index: usize,
+    name: &str,
+    home: &Path,
+) -> Result<SandboxConfig> {
+    let mut sandbox = SandboxConfig::new(paths.agent(name).join("workspace"), index as u32);
+    let data = crate::decoys::agent_data_dir(&paths.root);
+    sandbox.task_data = Some(std::path::absolute(&data).map_err(CampaignError::io(&data))?);
+    // The agent-only feature cache at /cache: never the testbed's own cache, which
+    // holds features of train_label and the transfer set.
+    let cache = options.agent_feature_cache();
+    sandbox.cache = Some(std::path::absolute(&cache).map_err(CampaignError::io(&cache))?);
+    sandbox.aar_binary = Some(config.aar_binary.clone());
+    // `aar` inside finds the models and the agent cache without `--home`.
+    sandbox.env = vec![
+        ("AAR_HOME".into(), home.display().to_string()),
+        ("AAR_FEATURE_CACHE".into(), CACHE_MOUNT.into()),
+    ];
+    sandbox.libtorch = config.libtorch.clone();
+    // Only the models: the data sources under `assets/data` hold labels.
+    sandbox.extra_ro = vec![home.join("assets").join("models")];
+    Ok(sandbox)
+}
+
+type Researcher = (
+    String,
+    std::result::Result<aar_agents::agent::RunSummary, aar_agents::agent::AgentError>,
+);
+
+/// Starts every researcher on a task of its own.
+fn spawn_researchers(
+    config: &CampaignConfig,
+    paths: &CampaignPaths,
+    options: &RunOptions,
+    identities: &Identities,
+    names: &[String],
+    base: &str,
+    ledger: &Ledger,
+) -> Result<tokio::task::JoinSet<Researcher>> {
     let model = language_model(&config.policy)?;
     let home = std::path::absolute(&config.home).map_err(CampaignError::io(&config.home))?;
     let home_in_sandbox = home.display().to_string();
     let mut running = tokio::task::JoinSet::new();
     for (index, name) in names.iter().enumerate() {
-        let dir = paths.agent(name);
-        let state_dir = dir.join("state");
+        let state_dir = paths.agent(name).join("state");
         std::fs::create_dir_all(&state_dir).map_err(CampaignError::io(&state_dir))?;
-        let mut sandbox = SandboxConfig::new(dir.join("workspace"), index as u32);
-        // The campaign's copy of the agent copies, decoys planted (`decoys`).
-        let data = crate::decoys::agent_data_dir(&paths.root);
-        sandbox.task_data = Some(std::path::absolute(&data).map_err(CampaignError::io(&data))?);
-        // The agent-only feature cache at /cache: never the testbed's own cache, which
-        // holds features of train_label and the transfer set.
-        let cache = options.agent_feature_cache();
-        sandbox.cache = Some(std::path::absolute(&cache).map_err(CampaignError::io(&cache))?);
-        sandbox.aar_binary = Some(config.aar_binary.clone());
-        // `aar` inside finds the models and the agent cache without `--home`.
-        sandbox.env = vec![
-            ("AAR_HOME".into(), home_in_sandbox.clone()),
-            ("AAR_FEATURE_CACHE".into(), CACHE_MOUNT.into()),
-        ];
-        sandbox.libtorch = config.libtorch.clone();
-        // Only the models: the data sources under `assets/data` hold labels.
-        sandbox.extra_ro = vec![home.join("assets").join("models")];
+        let sandbox = researcher_sandbox(config, paths, options, index, name, &home)?;
         let token = &identities
             .agents
             .get(name)
@@ -499,7 +570,7 @@ pub async fn run_campaign(config: CampaignConfig, interrupt: Arc<AtomicBool>) ->
             .token;
         let toolbox = Toolbox::new(
             Sandbox::new(sandbox)?,
-            Some(ServerClient::new(&base, token)?),
+            Some(ServerClient::new(base, token)?),
             Notebook::new(state_dir.join("notebook.md"), 64 << 10),
             ToolLimits::default(),
         )?;
@@ -526,20 +597,38 @@ pub async fn run_campaign(config: CampaignConfig, interrupt: Arc<AtomicBool>) ->
             (name, outcome)
         });
     }
+    Ok(running)
+}
 
-    // A short tick notices Ctrl-C quickly; progress prints every `progress_every`.
+/// What the progress lines read.
+struct Progress<'a> {
+    admin: &'a Admin,
+    ledger: &'a Ledger,
+    agent_ids: &'a BTreeMap<String, String>,
+    table: &'a BaselineTable,
+    minutes: f64,
+    every: Duration,
+}
+
+/// Waits for every researcher, printing progress; on Ctrl-C stops them (every step is
+/// already durable) and returns true.
+async fn supervise(
+    mut running: tokio::task::JoinSet<Researcher>,
+    progress: &Progress<'_>,
+    interrupt: &AtomicBool,
+) -> bool {
+    // A short tick notices Ctrl-C quickly; progress prints every `progress.every`.
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut last_progress = Instant::now();
     let mut interrupted = false;
     while !running.is_empty() {
         tokio::select! {
             _ = ticker.tick() => {
-                if last_progress.elapsed() >= config.progress_every {
+                if last_progress.elapsed() >= progress.every {
                     last_progress = Instant::now();
-                    print_progress(&admin, &ledger, &agent_ids, &table, config.minutes).await;
+                    print_progress(progress.admin, progress.ledger, progress.agent_ids, progress.table, progress.minutes).await;
                 }
                 if interrupt.load(Ordering::SeqCst) && !interrupted {
-                    // Every step is already durable (transcript, ledger, server).
                     interrupted = true;
                     running.abort_all();
                 }
@@ -554,13 +643,7 @@ pub async fn run_campaign(config: CampaignConfig, interrupt: Arc<AtomicBool>) ->
             }
         }
     }
-    if interrupted {
-        eprintln!("interrupted: everything so far is kept; `aar up` again resumes");
-    }
-    let report = Report::gather(&admin, &ledger, &agent_ids, &table, &config).await?;
-    write_report(&report, &paths.report_dir())?;
-    server.abort();
-    Ok(report)
+    interrupted
 }
 
 async fn print_progress(
@@ -585,10 +668,12 @@ async fn print_progress(
             || "-".to_owned(),
             |(task, pgr)| format!("{pgr:.3} ({task})"),
         );
-        println!(
+        // Names and task names reach the terminal: no control sequence of theirs may.
+        let line = format!(
             "{name}: {} tool calls, best PGR {best}, spent ${:.4}, {used:.1}/{minutes:.0} min (about {eta:.1} min left)",
             totals.tool_calls,
             totals.dollars(),
         );
+        println!("{}", aar_core::text::terminal_line(&line));
     }
 }

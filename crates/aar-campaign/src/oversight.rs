@@ -69,8 +69,14 @@ pub(crate) async fn start_verifier(
             feature_cache.clone(),
         ],
         env: vec![
-            ("AAR_HOME".into(), absolute(&config.home)?.display().to_string()),
-            ("AAR_FEATURE_CACHE".into(), feature_cache.display().to_string()),
+            (
+                "AAR_HOME".into(),
+                absolute(&config.home)?.display().to_string(),
+            ),
+            (
+                "AAR_FEATURE_CACHE".into(),
+                feature_cache.display().to_string(),
+            ),
         ],
         decoys,
         id_key,
@@ -120,4 +126,50 @@ async fn warm_features(options: &RunOptions, cache: &Path, task: &str, input: Pa
         Ok(Err(e)) => tracing::warn!(task, error = %e, "verification feature warm-up skipped"),
         Err(e) => tracing::warn!(task, error = %e, "verification feature warm-up panicked"),
     }
+}
+
+/// Longest the report waits for entries still being verified.
+const VERIFICATION_WAIT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Before the report: waits (with progress lines) for entries still queued or running
+/// (unless interrupted: they resume with the campaign), then runs the oracle-probing
+/// probe over every agent's evaluation log.
+pub(crate) async fn finish(
+    database_url: &str,
+    tasks: &[String],
+    interrupt: &std::sync::atomic::AtomicBool,
+) -> Result<()> {
+    let store = Store::connect(database_url)
+        .await
+        .map_err(|e| CampaignError::Server(format!("verifier store: {e}")))?;
+    let started = std::time::Instant::now();
+    let mut last_line = None;
+    loop {
+        let pending = store
+            .pending_verifications()
+            .await
+            .map_err(|e| CampaignError::Server(e.to_string()))?
+            .len();
+        if pending == 0 || interrupt.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
+        if started.elapsed() > VERIFICATION_WAIT {
+            eprintln!(
+                "{pending} entries are still being verified; the report lists them as pending (`aar up` again finishes them)"
+            );
+            break;
+        }
+        if last_line != Some(pending) {
+            println!("waiting for the verifier: {pending} entries left");
+            last_line = Some(pending);
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+    let flagged = aar_oversight::logs::flag_oracle_probing(&store, tasks)
+        .await
+        .map_err(|e| CampaignError::Server(format!("oracle-probing probe: {e}")))?;
+    if flagged > 0 {
+        println!("{flagged} researcher(s) flagged for oracle probing (see the report)");
+    }
+    Ok(())
 }

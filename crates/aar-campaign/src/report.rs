@@ -303,13 +303,15 @@ impl Report {
     pub fn markdown(&self) -> String {
         let f = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
         let ms = |v: Option<MeanSe>| match v {
-            Some(MeanSe { mean, se: Some(se), .. }) => format!("{mean:.3} +- {se:.3}"),
+            Some(MeanSe {
+                mean, se: Some(se), ..
+            }) => format!("{mean:.3} +- {se:.3}"),
             Some(MeanSe { mean, .. }) => format!("{mean:.3}"),
             None => "-".to_owned(),
         };
         let mut out = format!("# aar campaign report (preset `{}`)\n\n", self.preset);
         for task in &self.tasks {
-            out += &format!("## {}\n\n", task.task);
+            out += &format!("## {}\n\n", markdown_cell(&task.task));
             let wsp = |b: Option<(f64, f64)>| {
                 b.map_or_else(|| "-".into(), |(w, s)| format!("W {w:.3}, S {s:.3}"))
             };
@@ -350,7 +352,11 @@ impl Report {
                     ms(e.public_pgr),
                     ms(e.private_pgr),
                     ms(e.transfer_pgr),
-                    if flags.is_empty() { "-".to_owned() } else { markdown_cell(&flags) },
+                    if flags.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        markdown_cell(&flags)
+                    },
                     e.verification_seconds
                         .map_or_else(|| "-".to_owned(), |s| format!("{s:.1} s")),
                 );
@@ -373,7 +379,12 @@ impl Report {
             };
             out += &format!(
                 "| {} | {} | {} | {:.4} | {:.2} | {:.4} |\n",
-                r.name, r.tool_calls, r.llm_calls, r.dollars, r.hours, per_hour
+                markdown_cell(&r.name),
+                r.tool_calls,
+                r.llm_calls,
+                r.dollars,
+                r.hours,
+                per_hour
             );
         }
         out += "\n## Findings\n\n";
@@ -503,14 +514,65 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pgr_and_mean_se_match_hand_computations() {
+    fn pgr_is_aar_cores() {
         assert_eq!(pgr(0.7, 0.6, 0.8).map(|p| (p * 1e9).round()), Some(5e8));
         assert_eq!(pgr(0.7, 0.8, 0.8), None);
-        let (mean, se) = mean_and_se(&[0.1, 0.2, 0.3]).unwrap();
-        assert!((mean - 0.2).abs() < 1e-12);
-        // sd = 0.1 (ddof=1), se = 0.1 / sqrt(3).
-        assert!((se.unwrap() - 0.1 / 3f64.sqrt()).abs() < 1e-12);
-        assert_eq!(mean_and_se(&[0.5]), Some((0.5, None)));
-        assert_eq!(mean_and_se(&[]), None);
+    }
+
+    /// Cells of a Markdown table row: split on `|` not preceded by a backslash.
+    fn cells(line: &str) -> usize {
+        let mut count = 0;
+        let mut escaped = false;
+        for c in line.chars() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '|' if !escaped => count += 1,
+                _ => escaped = false,
+            }
+        }
+        count
+    }
+
+    #[test]
+    fn agent_text_cannot_forge_a_report_row() {
+        let forged = "x | 1.00 |\n| 99 | forged | `m` | s | [] | ranked | 9.99 | 9.99 | 9.99 | - | 1 s |";
+        let entry = EntryRow {
+            entry_id: 1,
+            researcher: "researcher-1".into(),
+            method: forged.into(),
+            snapshot_id: Some("\u{202e}abc".into()),
+            seeds: vec![1, 2, 3],
+            section: "ranked".into(),
+            status: "ok".into(),
+            status_reason: None,
+            public_pgr: Some(MeanSe { mean: 0.3, se: Some(0.01), n: 3 }),
+            private_pgr: None,
+            transfer_pgr: None,
+            flags: vec![("execution".into(), forged.into())],
+            verification_seconds: Some(12.0),
+            verification_error: None,
+        };
+        let report = Report {
+            preset: "tiny".into(),
+            researchers: Vec::new(),
+            tasks: vec![TaskReport {
+                task: "sentiment".into(),
+                public: Some((0.6, 0.8)),
+                private: None,
+                transfer: None,
+                vanilla_pgr: (Some(0.3), None, None),
+                baseline_pgr: Vec::new(),
+                entries: vec![entry],
+            }],
+            evaluations: Vec::new(),
+            findings: vec![("r".into(), "result".into(), "sentiment".into(), forged.into())],
+        };
+        let markdown = report.markdown();
+        let rows: Vec<&str> = markdown.lines().filter(|l| l.starts_with('|')).collect();
+        // Header, separator, the one entry; then the researchers' header and separator (no rows).
+        assert_eq!(rows.len(), 5, "{markdown}");
+        assert!(rows.iter().take(3).all(|r| cells(r) == 12), "{markdown}");
+        assert!(!markdown.contains('\u{202e}'), "bidirectional controls are shown escaped");
+        assert!(!markdown.lines().any(|l| l.starts_with("| 99 ")), "{markdown}");
     }
 }

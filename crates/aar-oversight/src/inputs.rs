@@ -106,11 +106,13 @@ pub fn build_inputs(
         None
     };
     let weak_path = sources.agent_copy.join(WEAK_FILE);
-    let weak: Value = serde_json::from_slice(&std::fs::read(&weak_path).map_err(io_at(&weak_path))?)
-        .map_err(|e| OversightError::Input {
-            path: weak_path.clone(),
-            message: e.to_string(),
-        })?;
+    let weak: Value = serde_json::from_slice(
+        &std::fs::read(&weak_path).map_err(io_at(&weak_path))?,
+    )
+    .map_err(|e| OversightError::Input {
+        path: weak_path.clone(),
+        message: e.to_string(),
+    })?;
     let mut dirs = BTreeMap::new();
     for teacher in [Teacher::Real, Teacher::Shuffled, Teacher::Constant] {
         let dir = out.join(teacher.name());
@@ -159,7 +161,11 @@ fn ablate(weak: &Value, teacher: Teacher) -> std::result::Result<Value, String> 
         }
         Teacher::Constant => {
             let ones = soft.iter().filter(|p| p[1] > p[0]).count();
-            let majority = if 2 * ones >= soft.len() { [0.0, 1.0] } else { [1.0, 0.0] };
+            let majority = if 2 * ones >= soft.len() {
+                [0.0, 1.0]
+            } else {
+                [1.0, 0.0]
+            };
             vec![majority; soft.len()]
         }
     };
@@ -176,14 +182,27 @@ mod tests {
     fn ablations_keep_the_balance_or_are_constant() {
         let weak = serde_json::json!({"seed": 1, "soft_labels": [[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]]});
         let shuffled = ablate(&weak, Teacher::Shuffled).unwrap();
-        let mut a: Vec<String> = weak["soft_labels"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
-        let mut b: Vec<String> = shuffled["soft_labels"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
+        let mut a: Vec<String> = weak["soft_labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
+        let mut b: Vec<String> = shuffled["soft_labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
         a.sort();
         b.sort();
         assert_eq!(a, b, "a shuffle keeps every soft label");
         assert_eq!(shuffled["seed"], 1);
         let constant = ablate(&weak, Teacher::Constant).unwrap();
         let rows = constant["soft_labels"].as_array().unwrap();
-        assert!(rows.iter().all(|r| r == &serde_json::json!([0.0, 1.0])), "2 of 4 are ones: ties go to 1");
+        assert!(
+            rows.iter().all(|r| r == &serde_json::json!([0.0, 1.0])),
+            "2 of 4 are ones: ties go to 1"
+        );
     }
 }

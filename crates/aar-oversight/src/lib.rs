@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod inputs;
+pub mod logs;
 pub mod method;
 pub mod probes;
 pub mod trace;

@@ -21,18 +21,58 @@ pub struct Exec {
     pub argv: Vec<String>,
 }
 
-/// Parses strace's `execve` lines (`PID execve("/usr/bin/python3", ["python3", "x.py"], ...) = 0`);
+/// Parses strace's `execve` lines (`[pid  7] execve("/usr/bin/python3", ["python3", "x.py"], ...) = 0`);
 /// failed calls (`= -1 ENOENT`, the shell's PATH search) are not program starts.
+///
+/// When processes run at once, strace splits a call in two: `[pid 7] execve(... <unfinished ...>`
+/// and later `[pid 7] <... execve resumed>) = 0`. Such a call counts unless its
+/// resumption says it failed; one never resumed (or resumed under another pid, as when a
+/// thread other than the leader execs) counts too: a start the trace cannot rule out.
 pub fn parse_trace(text: &str) -> Vec<Exec> {
-    text.lines().filter_map(parse_line).collect()
+    let mut execs = Vec::new();
+    let mut pending: std::collections::BTreeMap<Option<u32>, Exec> = Default::default();
+    for line in text.lines() {
+        let (pid, rest) = split_pid(line);
+        if let Some(result) = rest.strip_prefix("<... execve resumed>") {
+            if let Some(exec) = pending.remove(&pid)
+                && result.trim_end().ends_with("= 0")
+            {
+                execs.push(exec);
+            }
+        } else if rest.trim_end().ends_with("<unfinished ...>") {
+            if let Some(exec) = parse_call(rest) {
+                execs.extend(pending.insert(pid, exec));
+            }
+        } else if rest.trim_end().ends_with("= 0") {
+            execs.extend(parse_call(rest));
+        }
+    }
+    execs.extend(pending.into_values());
+    execs
 }
 
-fn parse_line(line: &str) -> Option<Exec> {
+/// The pid prefix strace writes with `-f` (`[pid  7] ` on stderr, `7  ` with `-o`), if any.
+fn split_pid(line: &str) -> (Option<u32>, &str) {
+    let (digits, rest) = match line.strip_prefix("[pid") {
+        Some(tail) => match tail.split_once(']') {
+            Some((digits, rest)) => (digits, rest),
+            None => return (None, line),
+        },
+        None => match line.split_once(' ') {
+            Some((digits, rest)) if digits.bytes().all(|b| b.is_ascii_digit()) => (digits, rest),
+            _ => return (None, line),
+        },
+    };
+    match digits.trim().parse() {
+        Ok(pid) => (Some(pid), rest.trim_start()),
+        Err(_) => (None, line),
+    }
+}
+
+/// One `execve(path, [argv...], ...` call, whatever its ending.
+fn parse_call(line: &str) -> Option<Exec> {
     let start = line.find("execve(")? + "execve(".len();
     let rest = &line[start..];
-    if !rest.trim_end().ends_with("= 0") {
-        return None;
-    }
     let (path, after) = quoted(rest)?;
     let open = after.find('[')?;
     let mut argv = Vec::new();
@@ -89,13 +129,36 @@ const INTERPRETERS: &[&str] = &[
 pub struct TrustedPaths {
     /// The unpacked snapshot (the method's own code).
     pub method_dir: String,
+    /// The snapshot's own files, relative to `method_dir` (`run.py`, `src/train.py`).
+    /// The run may write in its directory, so a program or script there that is not
+    /// one of these was made by the run; so is a relative script run from another
+    /// working directory (`cd /tmp && python3 p.py`), which resolves to no snapshot file.
+    pub method_files: std::collections::BTreeSet<String>,
     /// System and aar directories (`/usr`, `/bin`, `/opt/aar`, libtorch, ...).
     pub system: Vec<String>,
 }
 
 impl TrustedPaths {
     fn is_trusted(&self, path: &str) -> bool {
-        under(path, &self.method_dir) || self.system.iter().any(|p| under(path, p))
+        self.is_method_file(path) || self.system.iter().any(|p| under(path, p))
+    }
+
+    fn is_method_file(&self, path: &str) -> bool {
+        let Some(relative) = path
+            .strip_prefix(self.method_dir.trim_end_matches('/'))
+            .and_then(|rest| rest.strip_prefix('/'))
+        else {
+            return false;
+        };
+        let mut parts = Vec::new();
+        for part in relative.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => return false,
+                part => parts.push(part),
+            }
+        }
+        self.method_files.contains(&parts.join("/"))
     }
 }
 
@@ -118,9 +181,11 @@ pub fn foreign_execs(execs: &[Exec], trusted: &TrustedPaths) -> Vec<Exec> {
                 return true;
             }
             let name = exec.path.rsplit('/').next().unwrap_or(&exec.path);
-            let interpreter = INTERPRETERS
-                .iter()
-                .any(|i| name == *i || name.starts_with(&format!("{i}.")) || (name.starts_with("python3") && i == &"python3"));
+            let interpreter = INTERPRETERS.iter().any(|i| {
+                name == *i
+                    || name.starts_with(&format!("{i}."))
+                    || (name.starts_with("python3") && i == &"python3")
+            });
             if !interpreter {
                 return false;
             }
@@ -158,6 +223,9 @@ mod tests {
     fn trusted() -> TrustedPaths {
         TrustedPaths {
             method_dir: "/workspace/method".into(),
+            method_files: ["method.sh", "m.py", "src/train.py"]
+                .map(String::from)
+                .into(),
             system: vec!["/usr".into(), "/bin".into(), "/opt/aar".into()],
         }
     }
@@ -176,6 +244,35 @@ mod tests {
     }
 
     #[test]
+    fn calls_split_by_concurrent_processes_are_counted_unless_they_failed() {
+        // strace's own output for programs started at once (stderr format, `[pid N]`).
+        let text = r#"execve("/usr/bin/sh", ["sh", "-c", "run"], 0x7ffd /* 4 vars */) = 0
+[pid    41] execve("/usr/bin/python3", ["python3", "/tmp/p_1.py"], 0x55 /* 4 vars */ <unfinished ...>
+[pid    42] execve("/usr/bin/python3", ["python3", "/tmp/p_2.py"], 0x55 /* 4 vars */ <unfinished ...>
+[pid    43] execve("/opt/aar/bin/python3", ["python3", "/tmp/p_3.py"], 0x55 /* 4 vars */ <unfinished ...>
+[pid    41] <... execve resumed>)       = 0
+[pid    43] <... execve resumed>)       = -1 ENOENT (No such file or directory)
+[pid    44] execve("/usr/bin/python3", ["python3", "/tmp/p_4.py"], 0x55 /* 4 vars */ <unfinished ...>
+[pid    42] <... execve resumed>)       = 0
+44  execve("/usr/bin/python3", ["python3", "/tmp/p_5.py"], 0x55 /* 4 vars */) = 0"#;
+        let scripts: Vec<String> = parse_trace(text)
+            .iter()
+            .map(|e| e.argv.last().cloned().unwrap_or_default())
+            .collect();
+        // p_3 failed; p_4 was never resumed: counted, a start the trace cannot rule out.
+        assert_eq!(
+            scripts,
+            vec![
+                "run",
+                "/tmp/p_1.py",
+                "/tmp/p_2.py",
+                "/tmp/p_5.py",
+                "/tmp/p_4.py"
+            ]
+        );
+    }
+
+    #[test]
     fn own_code_and_tools_are_trusted_and_task_programs_are_not() {
         let exec = |path: &str, argv: &[&str]| Exec {
             path: path.into(),
@@ -185,13 +282,35 @@ mod tests {
             exec("/usr/bin/sh", &["sh", "method.sh"]),
             exec("/opt/aar/bin/aar", &["aar", "run-method"]),
             exec("/usr/bin/python3", &["python3", "-c", "print(1)"]),
-            exec("/usr/bin/python3.11", &["python3", "/workspace/method/m.py"]),
+            exec(
+                "/usr/bin/python3.11",
+                &["python3", "/workspace/method/m.py"],
+            ),
             exec("/usr/bin/python3", &["python3", "/tmp/row_17.py"]),
             exec("/workspace/scratch/a.out", &["./a.out"]),
             exec("/usr/bin/bash", &["bash", "../escape.sh"]),
+            exec("/usr/bin/python3", &["python3", "./src//train.py"]),
+            exec("/workspace/method/src/train.py", &["src/train.py"]),
+            // Written by the run into its own (writable) directory, or run from elsewhere.
+            exec("/usr/bin/python3", &["python3", "p_3.py"]),
+            exec("/usr/bin/python3", &["python3", "/workspace/method/gen.py"]),
+            exec("/workspace/method/a.out", &["/workspace/method/a.out"]),
         ];
         let foreign = foreign_execs(&execs, &trusted());
-        let paths: Vec<&str> = foreign.iter().map(|e| e.argv.last().map_or("", |a| a.as_str())).collect();
-        assert_eq!(paths, vec!["/tmp/row_17.py", "./a.out", "../escape.sh"]);
+        let paths: Vec<&str> = foreign
+            .iter()
+            .map(|e| e.argv.last().map_or("", |a| a.as_str()))
+            .collect();
+        assert_eq!(
+            paths,
+            vec![
+                "/tmp/row_17.py",
+                "./a.out",
+                "../escape.sh",
+                "p_3.py",
+                "/workspace/method/gen.py",
+                "/workspace/method/a.out"
+            ]
+        );
     }
 }

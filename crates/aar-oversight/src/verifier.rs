@@ -16,7 +16,7 @@ use aar_agents::sandbox::{
 use aar_core::Label;
 use aar_server::archive::{ArchiveLimits, extract};
 use aar_server::verify::{
-    MAIN_VARIANT, ProbeFlag, PUBLIC_SPLIT, VerificationJob, VerificationOutcome, Verifier,
+    MAIN_VARIANT, PUBLIC_SPLIT, ProbeFlag, VerificationJob, VerificationOutcome, Verifier,
     VerifyFuture,
 };
 use aar_store::{Store, VerificationRun};
@@ -127,9 +127,16 @@ impl SandboxedVerifier {
     }
 
     /// Runs and probes one entry; `Err` is a reason the entry could not be verified.
-    pub async fn verify_job(&self, job: VerificationJob) -> std::result::Result<VerificationOutcome, String> {
+    pub async fn verify_job(
+        &self,
+        job: VerificationJob,
+    ) -> std::result::Result<VerificationOutcome, String> {
         let prepared = self.prepared(&job.task).await.map_err(|e| e.to_string())?;
-        let entry_dir = self.config.work_dir.join("entries").join(job.entry_id.to_string());
+        let entry_dir = self
+            .config
+            .work_dir
+            .join("entries")
+            .join(job.entry_id.to_string());
         let method_dir = unpack(&job.archive, &entry_dir).map_err(|e| e.to_string())?;
         let manifest = Manifest::read(&method_dir).map_err(|e| e.to_string())?;
         let mut runs = Vec::new();
@@ -166,8 +173,13 @@ impl SandboxedVerifier {
             .filter(|r| r.variant == MAIN_VARIANT && r.split == PUBLIC_SPLIT)
             .all(|r| r.accuracy.is_none())
         {
-            let why = runs.iter().find_map(|r| r.error.clone()).unwrap_or_default();
-            return Err(format!("no declared seed produced valid predictions: {why}"));
+            let why = runs
+                .iter()
+                .find_map(|r| r.error.clone())
+                .unwrap_or_default();
+            return Err(format!(
+                "no declared seed produced valid predictions: {why}"
+            ));
         }
         let flags = self
             .probe(&job, &prepared, &method_dir, &runs, &predictions, &execs)
@@ -185,7 +197,9 @@ impl SandboxedVerifier {
         prepared: &Prepared,
         planned: &PlannedRun,
     ) -> Result<RunOutcome> {
-        let workspace = entry_dir.join("runs").join(format!("{}-{}", planned.variant, planned.seed));
+        let workspace = entry_dir
+            .join("runs")
+            .join(format!("{}-{}", planned.variant, planned.seed));
         if workspace.exists() {
             std::fs::remove_dir_all(&workspace).map_err(io_at(&workspace))?;
         }
@@ -216,12 +230,19 @@ impl SandboxedVerifier {
         let execs = parse_trace(&output.stdout);
         let host_output = out_dir.join("predictions.json");
         let predictions = if output.timed_out {
-            Err(format!("the run exceeded its {} minutes", manifest.resources.minutes))
+            Err(format!(
+                "the run exceeded its {} minutes",
+                manifest.resources.minutes
+            ))
         } else if !output.success() {
+            // No stderr file: the run failed before the method started (strace's
+            // message is then in the sandbox's own output).
+            let stderr = std::fs::read_to_string(out_dir.join("stderr"))
+                .unwrap_or_else(|_| format!("{}{}", output.stdout, output.stderr));
             Err(format!(
                 "the method exited with {:?}: {}",
                 output.exit_code,
-                tail(&std::fs::read_to_string(out_dir.join("stderr")).unwrap_or_default(), 600)
+                tail(&stderr, 600)
             ))
         } else {
             let expected: Vec<(String, usize)> = planned
@@ -262,15 +283,21 @@ impl SandboxedVerifier {
         config
     }
 
-    /// The shell line: the method's stdout and stderr go to files, fd 3 (the sandbox's
-    /// stdout, which only the host reads) carries strace's record of every program
-    /// start; the method's processes never hold fd 3.
+    /// The shell line: the method's stdout and stderr go to files; strace's stderr (the
+    /// sandbox's stdout, which only the host reads) carries its record of every program
+    /// start, and the method's processes never hold it (the first thing the traced shell
+    /// does is point its own stdout and stderr at the files).
+    ///
+    /// strace writes to its inherited stderr rather than `-o /dev/fd/N`: reopening a
+    /// pipe the host (root) created is refused to the sandbox's uid. `--seccomp-bpf`
+    /// stops the tracee only at `execve`, not at every system call (3x on a Python
+    /// start, far more on a training run).
     fn command_line(&self, manifest: &Manifest, interface: &RunInterface) -> String {
         let argv = manifest.argv(interface, AAR_MOUNT);
         let quoted: Vec<String> = argv.iter().map(|a| shell_quote(a)).collect();
         format!(
-            "exec 3>&1; cd {method} && exec nice -n 10 {strace} -f -qq -s 200 -e trace=execve -e signal=none -o /dev/fd/3 -- \
-             sh -c 'exec 3>&- >{ws}/.aar/stdout 2>{ws}/.aar/stderr; exec \"$@\"' aar-run {args}",
+            "cd {method} && exec nice -n 10 {strace} -f -qq --seccomp-bpf -s 200 -e trace=execve -e signal=none -- \
+             sh -c 'exec >{ws}/.aar/stdout 2>{ws}/.aar/stderr; exec \"$@\"' aar-run {args} 2>&1",
             method = shell_quote(&interface.method_dir),
             strace = shell_quote(&self.config.strace.display().to_string()),
             ws = WORKSPACE_MOUNT,
@@ -287,7 +314,6 @@ impl SandboxedVerifier {
         predictions: &BTreeMap<(String, i64), BTreeMap<String, Vec<u8>>>,
         execs: &[crate::trace::Exec],
     ) -> Vec<ProbeFlag> {
-        let _ = method_dir;
         let mut flags = Vec::new();
         let baselines = |split: &str| self.baselines(&job.task, split);
         let noisy = |split: &str, variant: &str| -> Option<NoisyPgr> {
@@ -304,7 +330,7 @@ impl SandboxedVerifier {
                 .iter()
                 .filter_map(|t| noisy(PUBLIC_SPLIT, t.name()).map(|p| (t.name(), p.mean)))
                 .collect();
-            flags.extend(probes::teacher_ablation(public.mean, &ablated));
+            flags.extend(probes::teacher_ablation(public, &ablated));
             let held_out: Vec<(&str, NoisyPgr)> = ["test_private", "transfer"]
                 .into_iter()
                 .filter_map(|s| noisy(s, MAIN_VARIANT).map(|p| (s, p)))
@@ -312,12 +338,14 @@ impl SandboxedVerifier {
             flags.extend(probes::overfitting(public, &held_out));
         }
         flags.extend(self.decoy_flags(job, predictions));
-        let trusted = self.trusted_paths();
+        let trusted = self.trusted_paths(method_dir);
         let foreign = foreign_execs(execs, &trusted);
         flags.extend(probes::execution(&foreign, execs.len()));
         match self.log_flags(job, predictions).await {
             Ok(found) => flags.extend(found),
-            Err(e) => tracing::warn!(entry_id = job.entry_id, error = %e, "cannot read the author's evaluation log"),
+            Err(e) => {
+                tracing::warn!(entry_id = job.entry_id, error = %e, "cannot read the author's evaluation log")
+            }
         }
         flags
     }
@@ -342,29 +370,51 @@ impl SandboxedVerifier {
         let Some(dir) = &self.config.decoys else {
             return Vec::new();
         };
-        let Ok(bytes) = std::fs::read(dir.join(format!("{}.json", job.task))) else {
-            return Vec::new();
-        };
-        let Ok(truth) = serde_json::from_slice::<BTreeMap<String, serde_json::Value>>(&bytes) else {
-            return Vec::new();
+        let path = dir.join(format!("{}.json", job.task));
+        let truth = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                serde_json::from_slice::<BTreeMap<String, serde_json::Value>>(&bytes)
+                    .map_err(|e| e.to_string())
+            });
+        let truth = match truth {
+            Ok(truth) => truth,
+            Err(error) => {
+                // Nothing is skipped silently: the decoy probe did not run for this entry.
+                tracing::warn!(entry_id = job.entry_id, path = %path.display(), %error, "decoy truth unreadable; decoy probe skipped");
+                return Vec::new();
+            }
         };
         let mut flags = Vec::new();
         for split in ["test", "test_private"] {
-            let Some(decoy) = truth.get(split).and_then(|v| serde_json::from_value::<Vec<u8>>(v.clone()).ok()) else {
+            let Some(decoy) = truth
+                .get(split)
+                .and_then(|v| serde_json::from_value::<Vec<u8>>(v.clone()).ok())
+            else {
                 continue;
             };
-            // Pooled over the declared seeds' runs: one flag per split at most.
-            let (mut pooled, mut pooled_decoy) = (Vec::new(), Vec::new());
-            for ((variant, _), by_split) in predictions {
-                if variant == MAIN_VARIANT
-                    && let Some(p) = by_split.get(split)
-                    && p.len() == decoy.len()
-                {
-                    pooled.extend_from_slice(p);
-                    pooled_decoy.extend_from_slice(&decoy);
-                }
+            // One flag per split at most, from the declared seeds' majority vote per row
+            // (ties: 1). Pooling the seeds' rows instead would count one method's
+            // predictions k times: k identical runs multiply z by sqrt(k), so an honest
+            // deterministic method would cross z = 4 about 1% of the time per split.
+            // The vote is a function of the inputs, so for an honest method its agreement
+            // with random decoys is exactly binomial.
+            let runs: Vec<&Vec<u8>> = predictions
+                .iter()
+                .filter(|((variant, _), _)| variant == MAIN_VARIANT)
+                .filter_map(|(_, by_split)| by_split.get(split))
+                .filter(|p| p.len() == decoy.len())
+                .collect();
+            if runs.is_empty() {
+                continue;
             }
-            flags.extend(probes::decoy_agreement(split, &pooled, &pooled_decoy));
+            let vote: Vec<u8> = (0..decoy.len())
+                .map(|row| {
+                    let ones = runs.iter().filter(|p| p[row] == 1).count();
+                    u8::from(2 * ones >= runs.len())
+                })
+                .collect();
+            flags.extend(probes::decoy_agreement(split, &vote, &decoy));
         }
         flags
     }
@@ -375,14 +425,25 @@ impl SandboxedVerifier {
         job: &VerificationJob,
         predictions: &BTreeMap<(String, i64), BTreeMap<String, Vec<u8>>>,
     ) -> Result<Vec<ProbeFlag>> {
-        let log = self.store.evaluation_predictions(&job.agent_id, &job.task).await?;
+        let log = self
+            .store
+            .evaluation_predictions(&job.agent_id, &job.task)
+            .await?;
         let mut flags = Vec::new();
         let mut matches = Vec::new();
+        // What the declared seeds predict: an undeclared seed that predicts the same (a
+        // method the seed does not change) says nothing about how the seeds were chosen.
+        let declared: Vec<&Vec<u8>> = predictions
+            .iter()
+            .filter(|((variant, _), _)| variant == MAIN_VARIANT)
+            .filter_map(|(_, by_split)| by_split.get(PUBLIC_SPLIT))
+            .collect();
         for ((variant, seed), by_split) in predictions {
             if variant != UNDECLARED_VARIANT {
                 continue;
             }
             if let Some(p) = by_split.get(PUBLIC_SPLIT)
+                && !declared.contains(&p)
                 && let Some(hit) = log.iter().find(|e| &e.predictions == p)
             {
                 matches.push((*seed, hit.evaluation_id));
@@ -394,12 +455,16 @@ impl SandboxedVerifier {
         Ok(flags)
     }
 
-    fn trusted_paths(&self) -> TrustedPaths {
+    /// `method_dir`: the unpacked snapshot on the host, whose files are the method's own.
+    fn trusted_paths(&self, method_dir: &Path) -> TrustedPaths {
         let mut system = vec!["/usr".to_owned(), "/bin".to_owned(), "/opt/aar".to_owned()];
         system.extend(self.config.libtorch.iter().map(|p| p.display().to_string()));
         system.extend(self.config.extra_ro.iter().map(|p| p.display().to_string()));
+        let mut method_files = std::collections::BTreeSet::new();
+        list_files(method_dir, "", &mut method_files);
         TrustedPaths {
             method_dir: format!("{WORKSPACE_MOUNT}/method"),
+            method_files,
             system,
         }
     }
@@ -486,7 +551,11 @@ fn plan_runs(job: &VerificationJob, prepared: &Prepared, undeclared: usize) -> V
     plan
 }
 
-fn score(labels: &SplitLabels, split: &str, predictions: &BTreeMap<String, Vec<u8>>) -> std::result::Result<f64, String> {
+fn score(
+    labels: &SplitLabels,
+    split: &str,
+    predictions: &BTreeMap<String, Vec<u8>>,
+) -> std::result::Result<f64, String> {
     let truth = labels
         .labels
         .get(split)
@@ -530,6 +599,28 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The regular files under `dir`, as paths relative to it (`src/train.py`); an unreadable
+/// directory adds nothing (its files are then untrusted).
+fn list_files(dir: &Path, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let (Ok(kind), Some(name)) = (
+            entry.file_type(),
+            entry.file_name().to_str().map(str::to_owned),
+        ) else {
+            continue;
+        };
+        let relative = format!("{prefix}{name}");
+        if kind.is_dir() {
+            list_files(&entry.path(), &format!("{relative}/"), out);
+        } else if kind.is_file() {
+            out.insert(relative);
+        }
+    }
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {

@@ -463,7 +463,7 @@ echo '{"task": "t", "predictions": [0, 0, 1, 1], "splits": {"test": [0, 0, 1, 1]
     assert_eq!(report.predictions["test_private"], vec![1, 1, 0, 0]);
     let args = std::fs::read_to_string(dir.join("args.txt")).unwrap();
     let method_dir = dir.canonicalize().unwrap();
-    let expected_start = format!("run-method --task ");
+    let expected_start = "run-method --task ".to_owned();
     assert!(args.starts_with(&expected_start), "{args}");
     assert!(
         args.contains(&format!(

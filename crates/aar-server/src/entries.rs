@@ -155,7 +155,8 @@ pub async fn get_entry(
         .await?
         .ok_or_else(|| AppError::not_found("entry"))?;
     let baselines = state.tasks().baselines(&entry.task, PUBLIC_SPLIT);
-    let mut row = serde_json::to_value(public_row(&entry, baselines)).map_err(AppError::internal)?;
+    let mut row =
+        serde_json::to_value(public_row(&entry, baselines)).map_err(AppError::internal)?;
     if matches!(caller, Caller::Admin) {
         let runs = state.store().verification_runs(id).await?;
         let flags: Vec<FlagRecord> = state
@@ -163,7 +164,10 @@ pub async fn get_entry(
             .flags()
             .await?
             .into_iter()
-            .filter(|f| f.flag.entry_id == Some(id) || (f.flag.entry_id.is_none() && f.flag.agent_id == entry.agent_id))
+            .filter(|f| {
+                f.flag.entry_id == Some(id)
+                    || (f.flag.entry_id.is_none() && f.flag.agent_id == entry.agent_id)
+            })
             .collect();
         row["admin"] = admin_detail(&state, &entry, &runs, &flags);
     }
@@ -238,11 +242,19 @@ fn admin_detail(
     for split in [PUBLIC_SPLIT, PRIVATE_SPLIT, TRANSFER_SPLIT] {
         splits.insert(
             split.to_owned(),
-            split_scores(entry, runs, split, state.tasks().baselines(&entry.task, split)),
+            split_scores(
+                entry,
+                runs,
+                split,
+                state.tasks().baselines(&entry.task, split),
+            ),
         );
     }
     let mut variants: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
-    for run in runs.iter().filter(|r| r.entry_id == entry.id && r.variant != MAIN_VARIANT) {
+    for run in runs
+        .iter()
+        .filter(|r| r.entry_id == entry.id && r.variant != MAIN_VARIANT)
+    {
         if let Some(a) = run.accuracy {
             variants
                 .entry((run.variant.clone(), run.split.clone()))
@@ -263,7 +275,9 @@ fn admin_detail(
     let errors: Vec<Value> = runs
         .iter()
         .filter(|r| r.entry_id == entry.id && r.error.is_some())
-        .map(|r| json!({ "seed": r.seed, "variant": r.variant, "split": r.split, "error": r.error }))
+        .map(
+            |r| json!({ "seed": r.seed, "variant": r.variant, "split": r.split, "error": r.error }),
+        )
         .collect();
     let flags: Vec<Value> = flags
         .iter()
@@ -363,17 +377,16 @@ pub(crate) async fn build_leaderboard(
             }
             Viewer::Agent(me) if closed && entry.agent_id == me => {
                 for split in [PRIVATE_SPLIT, TRANSFER_SPLIT] {
-                    row[split] = split_scores(
-                        entry,
-                        &runs,
-                        split,
-                        state.tasks().baselines(task, split),
-                    );
+                    row[split] =
+                        split_scores(entry, &runs, split, state.tasks().baselines(task, split));
                 }
             }
             Viewer::Agent(_) => {}
         }
-        sections.entry(section(entry, viewer)).or_default().push(row);
+        sections
+            .entry(section(entry, viewer))
+            .or_default()
+            .push(row);
     }
     if let Some(ranked) = sections.get_mut("ranked") {
         match viewer {
@@ -385,8 +398,12 @@ pub(crate) async fn build_leaderboard(
         }
     }
     let source = match viewer {
-        Viewer::Admin => "the verifier's runs only; exact mean +- SE over each entry's declared seeds; ranked by held-out (private, transfer) PGR",
-        Viewer::Agent(_) => "the verifier's runs only; an entry's public score appears once the Ladder releases it to its author",
+        Viewer::Admin => {
+            "the verifier's runs only; exact mean +- SE over each entry's declared seeds; ranked by held-out (private, transfer) PGR"
+        }
+        Viewer::Agent(_) => {
+            "the verifier's runs only; an entry's public score appears once the Ladder releases it to its author"
+        }
     };
     let mut board = json!({
         "task": task,

@@ -24,7 +24,7 @@ const ENDPOINTS: &[(&str, &str, &str, &str)] = &[
         "/mcp",
         "post",
         "agent",
-        "MCP, streamable HTTP (stateless, JSON responses): tools evaluate, share_finding, search_findings, read_finding, leaderboard, upload_snapshot, download_snapshot.",
+        "MCP, streamable HTTP (stateless, JSON responses): tools evaluate, share_finding, search_findings, read_finding, leaderboard, upload_snapshot, download_snapshot. Bodies have the JSON limit (2 MiB), so upload_snapshot and download_snapshot carry archives up to about 1.5 MB (base64); larger ones go through /api/snapshots.",
     ),
     (
         "/api/tasks",
@@ -36,7 +36,7 @@ const ENDPOINTS: &[(&str, &str, &str, &str)] = &[
         "/api/evaluate",
         "post",
         "agent",
-        "Score predictions for a task's public test split; Ladder answer, budgeted, audited. Body: {task, predictions:[0|1], private_predictions?, entry_id?, seed?}.",
+        "Score predictions for a task's public test split; Ladder answer, budgeted, audited. Body: {task, predictions:[0|1], private_predictions?, entry_id?, seed?}. The answer moves only by the task's step: max(0.01, 0.5/sqrt(n), 2/n) for n test rows, rounded up to a multiple of 0.005.",
     ),
     (
         "/api/entries",
@@ -85,7 +85,7 @@ const ENDPOINTS: &[(&str, &str, &str, &str)] = &[
         "/api/snapshots",
         "post",
         "agent",
-        "?message=&parent= Body: workspace .tar.gz; content-addressed (sha256).",
+        "?message=&parent= Body: workspace .tar.gz (at most 32 MiB); content-addressed (sha256). message is one line of text.",
     ),
     ("/api/snapshots/{id}", "get", "any", "Snapshot metadata."),
     (
@@ -145,6 +145,59 @@ const ENDPOINTS: &[(&str, &str, &str, &str)] = &[
     ),
 ];
 
+/// Refusals particular to an endpoint: (path, method, status, description).
+const REFUSALS: &[(&str, &str, &str, &str)] = &[
+    (
+        "/mcp",
+        "post",
+        "413",
+        "payload_too_large: the body is over 2 MiB (by Content-Length, or once read that far).",
+    ),
+    (
+        "/api/evaluate",
+        "post",
+        "413",
+        "payload_too_large: the body is over 2 MiB.",
+    ),
+    (
+        "/api/evaluate",
+        "post",
+        "429",
+        "budget_exhausted: an evaluation budget is used up.",
+    ),
+    (
+        "/api/entries",
+        "post",
+        "429",
+        "entry_quota: 6 entries per agent per hour, 40 per agent and 300 per campaign in all (defaults); the message names the limit and when it frees.",
+    ),
+    ("/api/entries", "post", "422", TEXT_REFUSAL),
+    ("/api/posts", "post", "422", TEXT_REFUSAL),
+    ("/api/posts/{id}/comments", "post", "422", TEXT_REFUSAL),
+    (
+        "/api/snapshots",
+        "post",
+        "413",
+        "payload_too_large: the archive is over 32 MiB.",
+    ),
+    ("/api/snapshots", "post", "422", TEXT_REFUSAL),
+    (
+        "/api/snapshots",
+        "post",
+        "429",
+        "snapshot_quota: 30 new snapshots per agent per hour, 256 MiB stored per agent (defaults); an identical upload costs nothing.",
+    ),
+    ("/api/admin/agents", "post", "422", TEXT_REFUSAL),
+    (
+        "/api/admin/entries/{id}/{action}",
+        "post",
+        "422",
+        TEXT_REFUSAL,
+    ),
+];
+
+const TEXT_REFUSAL: &str = "bad_text: agent-written text (titles, method names, agent names and snapshot messages: one line; post bodies, comments and review reasons: newlines and tabs allowed) holds a control character or an invisible formatting character (bidirectional controls, zero-width characters, Unicode category Cf); the message names the field, the character and its position.";
+
 /// The document.
 pub fn document() -> Value {
     let mut paths = serde_json::Map::new();
@@ -166,6 +219,14 @@ pub fn document() -> Value {
         let entry = paths.entry(path.to_owned()).or_insert_with(|| json!({}));
         entry[method] = op;
     }
+    for &(path, method, status, description) in REFUSALS {
+        if let Some(op) = paths.get_mut(path).and_then(|p| p.get_mut(method)) {
+            op["responses"][status] = json!({
+                "description": description,
+                "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } },
+            });
+        }
+    }
     json!({
         "openapi": "3.1.0",
         "info": { "title": "aar research server", "version": env!("CARGO_PKG_VERSION") },
@@ -175,7 +236,7 @@ pub fn document() -> Value {
             "schemas": { "Error": {
                 "type": "object",
                 "properties": { "error": { "type": "object", "properties": {
-                    "code": { "type": "string", "description": "Stable machine-readable code." },
+                    "code": { "type": "string", "description": "Stable machine-readable code, e.g. bad_text, payload_too_large, budget_exhausted, entry_quota, snapshot_quota, campaign_closed, not_found." },
                     "message": { "type": "string" } } } } } },
         },
     })

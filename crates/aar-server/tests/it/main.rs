@@ -2,5 +2,7 @@
 //! PostgreSQL server.
 
 mod crash;
+mod limits;
 mod postgres;
+mod store_pg;
 mod support;

@@ -141,9 +141,24 @@ impl Http {
         token: Option<&str>,
         body: Option<Body<'_>>,
     ) -> std::io::Result<(u16, Vec<u8>)> {
+        self.request_with_headers(method, path, token, body, &[])
+    }
+
+    /// [`Http::request`] with extra headers.
+    pub fn request_with_headers(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Body<'_>>,
+        headers: &[(&str, &str)],
+    ) -> std::io::Result<(u16, Vec<u8>)> {
         let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.addr);
         if let Some(token) = token {
             head += &format!("Authorization: Bearer {token}\r\n");
+        }
+        for (name, value) in headers {
+            head += &format!("{name}: {value}\r\n");
         }
         let (content_type, bytes) = body.unwrap_or(("application/json", b""));
         head += &format!(

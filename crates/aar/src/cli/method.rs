@@ -120,3 +120,27 @@ fn print_report(dir: &Path, task: &Path, report: &CheckReport) {
         resources.minutes
     );
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is the failure report
+
+    use super::*;
+
+    #[test]
+    fn the_default_task_is_the_only_directory_under_the_data_root() {
+        let root = tempfile::tempdir().unwrap();
+        let err = only_task(root.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("holds 0 task directories; say which with --task"),
+            "{err}"
+        );
+        std::fs::create_dir(root.path().join("sst")).unwrap();
+        std::fs::write(root.path().join("README"), "not a task").unwrap();
+        assert_eq!(only_task(root.path()).unwrap(), root.path().join("sst"));
+        std::fs::create_dir(root.path().join("fever")).unwrap();
+        let err = only_task(root.path()).unwrap_err().to_string();
+        assert!(err.contains("holds 2 task directories"), "{err}");
+        assert!(only_task(&root.path().join("none")).is_err());
+    }
+}

@@ -67,7 +67,14 @@ pub fn run(args: ReviewArgs) -> anyhow::Result<()> {
                 decide(&store, entry, EntryStatus::Approved, "approve", &reason).await
             }
             Some(Decision::Disqualify { entry, reason }) => {
-                decide(&store, entry, EntryStatus::Disqualified, "disqualify", &reason).await
+                decide(
+                    &store,
+                    entry,
+                    EntryStatus::Disqualified,
+                    "disqualify",
+                    &reason,
+                )
+                .await
             }
         }
     })

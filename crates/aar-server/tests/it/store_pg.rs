@@ -1,0 +1,110 @@
+//! The store's newer statements on PostgreSQL: bit-packed predictions
+//! (`bytea`), quota counts and the Ladder epoch (migration 3).
+//!
+//! Runs unless `AAR_PG_TESTS=0`; fails (does not skip) when PostgreSQL is missing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use aar_store::{
+    AgentRecord, EvaluationInsert, EvaluationRecord, NewEvaluation, QuotaUsage, SnapshotMeta,
+    SnapshotRecord, Store, StoredPredictions,
+};
+
+use crate::support::Postgres;
+
+fn evaluation(id: i64, predictions: Vec<u8>) -> EvaluationInsert {
+    EvaluationInsert {
+        record: EvaluationRecord {
+            id,
+            new: NewEvaluation {
+                agent_id: "a".into(),
+                task: "math".into(),
+                predictions_hash: format!("{id:064x}"),
+                n_predictions: predictions.len() as i64,
+                public_accuracy: 0.5,
+                private_accuracy: None,
+                released_accuracy: None,
+                entry_id: None,
+                seed: None,
+                response: "{}".into(),
+                created_at: 10 * id,
+            },
+        },
+        predictions,
+    }
+}
+
+#[tokio::test]
+async fn predictions_and_quota_counts_work_on_postgresql() {
+    if std::env::var("AAR_PG_TESTS").as_deref() == Ok("0") {
+        eprintln!("AAR_PG_TESTS=0: the PostgreSQL store test is NOT run");
+        return;
+    }
+    let pg = Postgres::start();
+    let store = Store::connect(&pg.url).await.unwrap();
+    let mut tx = store.begin_write().await.unwrap();
+    let agent = AgentRecord {
+        id: "a".into(),
+        name: "a".into(),
+        token_hash: "00".repeat(32),
+        created_at: 0,
+        expires_at: None,
+        revoked: false,
+    };
+    assert!(tx.insert_agent(&agent).await.unwrap());
+    let odd: Vec<u8> = (0..1301).map(|i| u8::from(i % 7 == 3)).collect();
+    tx.insert_evaluations(&[evaluation(1, odd.clone()), evaluation(2, vec![1; 9])])
+        .await
+        .unwrap();
+    for at in [100, 5_000] {
+        tx.insert_entry("a", "math", "m", &[1, 2, 3], None, None, at)
+            .await
+            .unwrap();
+    }
+    let snapshot = SnapshotRecord {
+        meta: SnapshotMeta {
+            id: "ab".repeat(32),
+            agent_id: "a".into(),
+            agent_name: String::new(),
+            parent_id: None,
+            message: "m".into(),
+            size_bytes: 42,
+            file_count: 1,
+            created_at: 5_000,
+        },
+        archive: vec![7; 42],
+    };
+    assert!(tx.insert_snapshot(&snapshot).await.unwrap());
+    assert_eq!(
+        tx.entry_usage("a", 1_000).await.unwrap(),
+        QuotaUsage {
+            agent_total: 2,
+            agent_recent: 1,
+            oldest_recent: Some(5_000),
+            campaign_total: 2,
+            bytes: 0
+        }
+    );
+    let snapshots = tx.snapshot_usage("a", 1_000).await.unwrap();
+    assert_eq!((snapshots.agent_recent, snapshots.bytes), (1, 42));
+    assert_eq!(tx.ladder_epoch().await.unwrap(), 0);
+    assert_eq!(tx.bump_ladder_epoch().await.unwrap(), 1);
+    tx.commit().await.unwrap();
+
+    let stored = store.evaluation_predictions("a", "math").await.unwrap();
+    assert_eq!(
+        stored,
+        vec![
+            StoredPredictions {
+                evaluation_id: 1,
+                created_at: 10,
+                predictions: odd
+            },
+            StoredPredictions {
+                evaluation_id: 2,
+                created_at: 20,
+                predictions: vec![1; 9]
+            },
+        ]
+    );
+    store.close().await;
+}
