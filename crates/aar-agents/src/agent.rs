@@ -143,8 +143,9 @@ weak teacher's [p0, p1] per train_unlabel row, testbed.json, and one <split>.jso
 to predict); AAR_SEED, the training seed; AAR_SPLITS, the splits to predict, comma-separated \
 (test, test_private and transfer, a split you never see); AAR_OUTPUT, the file to write: \
 {\"splits\": {\"test\": [0, 1, ...], ...}}, one 0/1 per row of each asked split in file order; \
-AAR_METHOD_DIR, the directory itself. So a method must not depend on anything outside its \
-directory but the input and the tools of the sandbox. Check it with `aar method check DIR` \
+AAR_METHOD_DIR, the directory itself, read-only (write scratch files under $HOME or /tmp). \
+So a method must not depend on anything outside its directory but the input and the tools \
+of the sandbox. Check it with `aar method check DIR` \
 (it runs the method on a small copy of a task and checks the output), upload the directory \
 with upload_snapshot (path = DIR), and enter the snapshot_id with create_entry.";
 

@@ -27,7 +27,8 @@
 //! - `AAR_SPLITS`: the splits to predict, comma-separated (`test,test_private,transfer`);
 //! - `AAR_OUTPUT`: the file to write, `{"splits": {"test": [0, 1, ...], ...}}` with one 0/1
 //!   per row of each asked split in file order (other top-level fields are ignored);
-//! - `AAR_METHOD_DIR`: the unpacked snapshot, also the working directory.
+//! - `AAR_METHOD_DIR`: the unpacked snapshot, also the working directory; read-only in
+//!   verification (write scratch files under `$HOME` or `/tmp`).
 //!
 //! [`check_method_dir`] runs a method on a small copy of a task the way the verifier
 //! would, so its author finds out what is wrong before entering it (`aar method check`).
@@ -255,6 +256,14 @@ pub enum MethodError {
         status: String,
         /// The end of its stdout and stderr.
         log_tail: String,
+    },
+    /// The run changed its own directory, which is read-only when verified.
+    #[error(
+        "the run changed {path} in the method directory, which is read-only when verified; write scratch files under $HOME or /tmp"
+    )]
+    WroteMethodDir {
+        /// The file, relative to the method directory.
+        path: String,
     },
     /// The run wrote no output file.
     #[error(
@@ -872,7 +881,11 @@ pub fn check_method_dir(
     let argv = manifest.argv(&run, &aar.display().to_string());
     let minutes = manifest.resources.minutes.min(options.max_minutes);
     let started = Instant::now();
+    let before = dir_state(&method_dir)?;
     let log_tail = run_process(&argv, &run, work.path(), minutes)?;
+    if let Some(path) = first_change(&before, &dir_state(&method_dir)?) {
+        return Err(MethodError::WroteMethodDir { path });
+    }
     let seconds = started.elapsed().as_secs_f64();
     let predictions = read_output(&output, &expected)?;
     Ok(CheckReport {
@@ -960,6 +973,44 @@ fn copy_weak_labels(
     labels.truncate(rows);
     let to = out.join(WEAK_LABELS_FILE);
     std::fs::write(&to, value.to_string()).map_err(io_error(&to))
+}
+
+/// Size and modification time of each file under a directory, by relative path.
+type DirState = BTreeMap<String, (u64, Option<std::time::SystemTime>)>;
+
+/// What is under `dir` (links are not followed). Python's `__pycache__` is left out:
+/// Python skips writing it where it cannot, so writing it here predicts no failure.
+fn dir_state(dir: &Path) -> Result<DirState, MethodError> {
+    let mut state = DirState::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(current) = stack.pop() {
+        for entry in std::fs::read_dir(&current).map_err(io_error(&current))? {
+            let path = entry.map_err(io_error(&current))?.path();
+            let meta = path.symlink_metadata().map_err(io_error(&path))?;
+            if meta.is_dir() {
+                if path.file_name().is_some_and(|n| n != "__pycache__") {
+                    stack.push(path);
+                }
+                continue;
+            }
+            let rel = path
+                .strip_prefix(dir)
+                .unwrap_or(&path)
+                .display()
+                .to_string();
+            state.insert(rel, (meta.len(), meta.modified().ok()));
+        }
+    }
+    Ok(state)
+}
+
+/// The first file added, removed or rewritten between two states.
+fn first_change(before: &DirState, after: &DirState) -> Option<String> {
+    let changed = after
+        .iter()
+        .find(|(path, now)| before.get(*path) != Some(now));
+    let removed = before.keys().find(|path| !after.contains_key(*path));
+    changed.map(|(path, _)| path).or(removed).cloned()
 }
 
 /// Runs `argv` in the method directory with the run's environment, stdout and stderr

@@ -8,9 +8,11 @@ use serde::Serialize;
 
 /// What the monitor cannot see; said in every execution flag.
 pub const BLIND_SPOTS: &str = "the monitor sees every program start (execve) inside the sandbox; \
-     it cannot see code run without a new process (eval/exec inside an interpreter, a module \
-     imported from a file the method wrote, a method that interprets task text itself), nor what \
-     an executed program computed; a method can add lines to the trace but not remove them";
+     it cannot see code run without a new program file (eval/exec inside an interpreter, code \
+     passed as text with `-c` or on standard input, a module imported from a file the method \
+     wrote, a method that interprets task text itself), nor what an executed program computed, \
+     nor the working directory a relative script was started from; a method can add lines to \
+     the trace but not remove them";
 
 /// One program start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -218,9 +218,11 @@ impl SandboxedVerifier {
         copy_dir(method_dir, &workspace.join("method"))?;
         let out_dir = workspace.join(".aar");
         std::fs::create_dir_all(&out_dir).map_err(io_at(&out_dir))?;
-        // The method may write in its own directory and must write its output.
+        // The run writes its output and scratch under /workspace, never into the
+        // snapshot: the method's files stay root's, so a run cannot replace its own
+        // code with a task's program and have it pass as the snapshot's.
         if let RunAs::Uid { uid, gid } = sandbox.config().run_as {
-            chown_tree(&workspace, uid, gid)?;
+            chown_tree(&out_dir, uid, gid)?;
         }
         let command = self.command_line(manifest, &interface);
         let wall = Duration::from_secs_f64(manifest.resources.minutes * 60.0);

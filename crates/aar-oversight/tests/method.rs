@@ -345,15 +345,16 @@ fn task_copy(root: &Path, rows: usize, private: bool) -> PathBuf {
     task
 }
 
-/// A method script: checks its environment, records what it saw, and predicts 1 for each
-/// row of each asked split (minus `short` rows).
+/// A method script: checks its environment, records what it saw beside its directory
+/// (a check runs it unsandboxed), and predicts 1 for each row of each asked split (minus
+/// `short` rows).
 fn script(short: usize) -> String {
     format!(
         r#"set -e
 [ "$AAR_METHOD_DIR" = "$(pwd)" ] || {{ echo "cwd is $(pwd)" >&2; exit 3; }}
-echo "$AAR_SEED" > seen_seed.txt
-ls "$AAR_INPUT" > seen_files.txt
-cp "$AAR_INPUT/weak_labels.json" seen_weak.json
+echo "$AAR_SEED" > ../seen_seed.txt
+ls "$AAR_INPUT" > ../seen_files.txt
+cp "$AAR_INPUT/weak_labels.json" ../seen_weak.json
 out='{{"splits": {{'
 sep=''
 for split in $(echo "$AAR_SPLITS" | tr ',' ' '); do
@@ -406,7 +407,7 @@ fn a_check_runs_the_command_on_a_small_label_free_copy_and_reads_its_output() {
         report.log_tail
     );
 
-    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    let read = |name: &str| std::fs::read_to_string(root.path().join(name)).unwrap();
     assert_eq!(read("seen_seed.txt").trim(), "7");
     let files: Vec<String> = read("seen_files.txt").lines().map(String::from).collect();
     assert_eq!(
@@ -447,7 +448,7 @@ fn a_spec_entrypoint_runs_aar_run_method_with_the_contract_arguments() {
         root.path(),
         "fake-aar",
         r#"#!/bin/sh
-echo "$@" > "$AAR_METHOD_DIR/args.txt"
+echo "$@" > "$AAR_METHOD_DIR/../args.txt"
 while [ $# -gt 0 ]; do [ "$1" = "--out" ] && out="$2"; shift; done
 echo '{"task": "t", "predictions": [0, 0, 1, 1], "splits": {"test": [0, 0, 1, 1], "test_private": [1, 1, 0, 0]}}' > "$out"
 "#,
@@ -461,7 +462,7 @@ echo '{"task": "t", "predictions": [0, 0, 1, 1], "splits": {"test": [0, 0, 1, 1]
     options.aar_binary = Some(fake.clone());
     let report = check_method_dir(&dir, &task, &options).unwrap();
     assert_eq!(report.predictions["test_private"], vec![1, 1, 0, 0]);
-    let args = std::fs::read_to_string(dir.join("args.txt")).unwrap();
+    let args = std::fs::read_to_string(root.path().join("args.txt")).unwrap();
     let method_dir = dir.canonicalize().unwrap();
     let expected_start = "run-method --task ".to_owned();
     assert!(args.starts_with(&expected_start), "{args}");
@@ -507,7 +508,7 @@ fn a_failing_check_says_what_to_fix() {
     let started = Instant::now();
     let err = check(
         json!({"name": "slow", "command": ["sh", "method.sh"], "resources": {"minutes": 0.02}}),
-        "sleep 30 & echo $! > child.pid; wait",
+        "sleep 30 & echo $! > ../child.pid; wait",
     );
     assert!(matches!(err, MethodError::TimedOut { .. }), "{err}");
     assert!(
@@ -515,13 +516,47 @@ fn a_failing_check_says_what_to_fix() {
         "{:?}",
         started.elapsed()
     );
-    let pid = std::fs::read_to_string(root.path().join("method/child.pid")).unwrap();
+    let pid = std::fs::read_to_string(root.path().join("child.pid")).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
     assert!(
         stat.is_empty() || stat.contains(") Z "),
         "the child lives on: {stat}"
     );
+}
+
+#[test]
+fn a_run_that_writes_into_its_own_directory_fails_its_check() {
+    let root = tempfile::tempdir().unwrap();
+    let task = task_copy(root.path(), 3, false);
+    let command = json!({"name": "m", "command": ["sh", "method.sh"]});
+    let check = |extra: &str| {
+        let dir = method_dir(
+            root.path(),
+            command.clone(),
+            &format!("{extra}\n{}", script(0)),
+        );
+        check_method_dir(&dir, &task, &options(2, 0))
+    };
+    let err = check("echo scratch > scratch.txt").unwrap_err();
+    assert!(
+        matches!(&err, MethodError::WroteMethodDir { path } if path == "scratch.txt"),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("write scratch files under $HOME or /tmp"),
+        "{err}"
+    );
+    let err = check("echo '# edited' >> method.sh").unwrap_err();
+    assert!(
+        matches!(&err, MethodError::WroteMethodDir { path } if path == "method.sh"),
+        "{err}"
+    );
+    std::fs::remove_file(root.path().join("method/scratch.txt")).unwrap();
+    // Python skips its bytecode cache where it cannot write it: no failure to predict.
+    check("mkdir -p lib/__pycache__ && echo x > lib/__pycache__/m.pyc").unwrap();
+    check("echo scratch > \"$(mktemp)\"").unwrap();
 }
 
 #[test]

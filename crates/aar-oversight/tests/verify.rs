@@ -164,8 +164,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 def execute(job):
     split, i, row = job
-    # Half in /tmp, half in the method's own (writable) directory, run by a relative name.
-    path = "p_%s_%d.py" % (split, i) if i % 2 else "/tmp/p_%s_%d.py" % (split, i)
+    # Half in /tmp, half in the run's home (the method's own directory is read-only).
+    path = "/workspace/p_%s_%d.py" % (split, i) if i % 2 else "/tmp/p_%s_%d.py" % (split, i)
     with open(path, "w") as f:
         f.write(row["choice"])
     out = subprocess.run(["python3", path], capture_output=True, text=True, timeout=60)
@@ -219,8 +219,8 @@ write(predictions)
         "{scripts:?}"
     );
     assert!(
-        scripts.iter().any(|s| s.starts_with("p_")),
-        "a script the run wrote into its own directory: {scripts:?}"
+        scripts.iter().any(|s| s.starts_with("/workspace/p_")),
+        "a script the run wrote into its home: {scripts:?}"
     );
     assert!(
         flag["summary"].as_str().unwrap().contains("python3 "),

@@ -99,11 +99,9 @@ pub async fn create_entry(
         return Err(unknown_task());
     }
     let seeds = checked_seeds(&state, &req.seeds)?;
-    if let Some(name) = &req.method {
-        crate::forum::check_text("method", name, 200)?;
-    }
     let manifest_name = method_of_snapshot(&state, &req.snapshot_id).await?;
     let method = req.method.clone().unwrap_or(manifest_name);
+    crate::forum::check_text("method", &method, 200)?;
     let mut tx = state.store().begin_write().await?;
     crate::quotas::check_entry_quota(&mut tx, state.policy(), &agent.id, now_millis()).await?;
     if tx.campaign_closed_at().await?.is_some() {
@@ -155,8 +153,12 @@ pub async fn get_entry(
         .await?
         .ok_or_else(|| AppError::not_found("entry"))?;
     let baselines = state.tasks().baselines(&entry.task, PUBLIC_SPLIT);
+    let viewer = match &caller {
+        Caller::Admin => Viewer::Admin,
+        Caller::Agent(agent) => Viewer::Agent(&agent.id),
+    };
     let mut row =
-        serde_json::to_value(public_row(&entry, baselines)).map_err(AppError::internal)?;
+        serde_json::to_value(public_row(&entry, baselines, viewer)).map_err(AppError::internal)?;
     if matches!(caller, Caller::Admin) {
         let runs = state.store().verification_runs(id).await?;
         let flags: Vec<FlagRecord> = state
@@ -194,7 +196,29 @@ struct PublicRow {
     verification_error: Option<String>,
 }
 
-fn public_row(entry: &EntryRecord, baselines: Option<FixedBaselines>) -> PublicRow {
+/// The review state an agent may see. A probe's flag (no person has looked yet) can
+/// depend on labels (the ablations and the overfitting probe compare held-out scores),
+/// so agents see such an entry, and an approved one, as `ok`; only a person's decision
+/// to flag or disqualify, with its reason, is shown.
+fn agent_visible_status(entry: &EntryRecord) -> EntryStatus {
+    match entry.status {
+        EntryStatus::Flagged if entry.status_reason.is_none() => EntryStatus::Ok,
+        EntryStatus::Approved => EntryStatus::Ok,
+        other => other,
+    }
+}
+
+fn public_row(
+    entry: &EntryRecord,
+    baselines: Option<FixedBaselines>,
+    viewer: Viewer<'_>,
+) -> PublicRow {
+    let admin = matches!(viewer, Viewer::Admin);
+    let status = if admin {
+        entry.status
+    } else {
+        agent_visible_status(entry)
+    };
     let released_pgr = entry
         .released_accuracy
         .and_then(|a| baselines.and_then(|b| b.pgr(a).ok()))
@@ -206,13 +230,23 @@ fn public_row(entry: &EntryRecord, baselines: Option<FixedBaselines>) -> PublicR
         seeds: entry.seeds.clone(),
         snapshot_id: entry.snapshot_id.clone(),
         post_id: entry.post_id,
-        status: entry.status.as_str(),
-        status_reason: entry.status_reason.clone(),
+        status: status.as_str(),
+        status_reason: (status != EntryStatus::Ok)
+            .then(|| entry.status_reason.clone())
+            .flatten(),
         verification: entry.verification.as_str(),
         released_accuracy: entry.released_accuracy,
         released_pgr,
-        // A failure message comes from running the author's own method; it carries no label.
-        verification_error: entry.verification_error.clone(),
+        // The message quotes the method's own output from runs on data its author never
+        // saw (the transfer set's inputs): the admin's only.
+        verification_error: if admin {
+            entry.verification_error.clone()
+        } else {
+            entry
+                .verification_error
+                .as_ref()
+                .map(|_| "the method did not run on every declared seed; `aar method check` it on your copy".to_owned())
+        },
     }
 }
 
@@ -313,7 +347,11 @@ pub(crate) enum Viewer<'a> {
 
 /// Where an entry goes on the board.
 fn section(entry: &EntryRecord, viewer: Viewer<'_>) -> &'static str {
-    match (entry.status, entry.verification) {
+    let status = match viewer {
+        Viewer::Admin => entry.status,
+        Viewer::Agent(_) => agent_visible_status(entry),
+    };
+    match (status, entry.verification) {
         (EntryStatus::Disqualified, _) => "disqualified",
         (EntryStatus::Flagged, _) => "flagged",
         (_, VerificationState::Queued | VerificationState::Running) => "pending",
@@ -359,7 +397,7 @@ pub(crate) async fn build_leaderboard(
     let authors: HashSet<&str> = entries.iter().map(|e| e.agent_id.as_str()).collect();
     let mut sections: BTreeMap<&'static str, Vec<Value>> = BTreeMap::new();
     for entry in &entries {
-        let mut row = serde_json::to_value(public_row(entry, server_task.baselines))
+        let mut row = serde_json::to_value(public_row(entry, server_task.baselines, viewer))
             .map_err(AppError::internal)?;
         match viewer {
             Viewer::Admin => {
@@ -471,6 +509,7 @@ pub async fn review_queue(
         let mut row = serde_json::to_value(public_row(
             entry,
             state.tasks().baselines(&entry.task, PUBLIC_SPLIT),
+            Viewer::Admin,
         ))
         .map_err(AppError::internal)?;
         row["task"] = json!(entry.task);

@@ -843,7 +843,10 @@ mod tests {
         // Below the floor plus a step (0.65 + 0.015): nothing is released.
         assert_eq!(release(0.66).await.unwrap(), None);
         let first = evaluate(&writer, &task, 0.70).await;
-        assert_eq!((first.released_accuracy, first.improved), (Some(0.705), true));
+        assert_eq!(
+            (first.released_accuracy, first.improved),
+            (Some(0.705), true)
+        );
         // Below the author's best plus a step (0.705 + 0.015): nothing.
         assert_eq!(release(0.71).await.unwrap(), None);
         // A step above: released rounded to the task's step, and it becomes the best.
@@ -853,16 +856,25 @@ mod tests {
         drop(tx);
         // A later evaluation must beat the released entry by a step.
         let later = evaluate(&writer, &task, 0.76).await;
-        assert_eq!((later.released_accuracy, later.improved), (Some(0.75), false));
+        assert_eq!(
+            (later.released_accuracy, later.improved),
+            (Some(0.75), false)
+        );
         let better = evaluate(&writer, &task, 0.77).await;
-        assert_eq!((better.released_accuracy, better.improved), (Some(0.765), true));
+        assert_eq!(
+            (better.released_accuracy, better.improved),
+            (Some(0.765), true)
+        );
 
         let audits = release_audits(&store).await;
         let returned: Vec<Value> = audits
             .iter()
             .map(|r| serde_json::from_str::<Value>(&r.detail).unwrap()["returned"].clone())
             .collect();
-        assert_eq!(returned, [Value::Null, Value::Null, serde_json::json!(0.75)]);
+        assert_eq!(
+            returned,
+            [Value::Null, Value::Null, serde_json::json!(0.75)]
+        );
         assert!(audits.iter().all(|r| r.actor == format!("agent:{AGENT}")));
     }
 
@@ -873,10 +885,16 @@ mod tests {
         let first = evaluate(&here, &task, 0.70).await;
         assert_eq!(first.released_accuracy, Some(0.705));
         // Another writer (another server process on the same database) releases an entry.
-        let released = there.release_entry(AGENT, task.clone(), 0.75).await.unwrap();
+        let released = there
+            .release_entry(AGENT, task.clone(), 0.75)
+            .await
+            .unwrap();
         assert_eq!(released, Some(0.75));
         // This writer cached 0.705; it must see 0.75 and not release 0.76.
         let answer = evaluate(&here, &task, 0.76).await;
-        assert_eq!((answer.released_accuracy, answer.improved), (Some(0.75), false));
+        assert_eq!(
+            (answer.released_accuracy, answer.improved),
+            (Some(0.75), false)
+        );
     }
 }

@@ -99,10 +99,16 @@ mod tests {
         for n in 1..=20_000 {
             let step = step_for(config, n);
             let flip = 1.0 / n as f64;
-            assert!(flip < step, "n = {n}: one flip {flip} is not below the step {step}");
+            assert!(
+                flip < step,
+                "n = {n}: one flip {flip} is not below the step {step}"
+            );
             assert!(step >= config.step, "n = {n}: step {step} below the base");
             let cells = step / STEP_GRID;
-            assert!((cells - cells.round()).abs() < 1e-9, "n = {n}: {step} is off the grid");
+            assert!(
+                (cells - cells.round()).abs() < 1e-9,
+                "n = {n}: {step} is off the grid"
+            );
         }
     }
 

@@ -42,12 +42,12 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::auth::AgentCaller;
-use crate::{AppState, Limits};
 use crate::board::{Viewer, build_leaderboard};
 use crate::error::AppError;
 use crate::evaluate::{EvaluateRequest, run_evaluation};
 use crate::forum::{CreatePost, ListQuery, read_finding, search_findings, share_finding};
 use crate::snapshots::{UploadQuery, snapshot_archive, store_snapshot};
+use crate::{AppState, Limits};
 
 /// The MCP service mounted at `/mcp` (behind [`require_agent`]).
 pub(crate) fn service(state: AppState) -> StreamableHttpService<AgentTools, NeverSessionManager> {
@@ -129,7 +129,10 @@ pub(crate) async fn limit_body(
         return too_large(limits).into_response();
     }
     match read_limited(body, limits).await {
-        Ok(bytes) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
         Err(refusal) => refusal.into_response(),
     }
 }

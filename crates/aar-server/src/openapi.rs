@@ -42,7 +42,13 @@ const ENDPOINTS: &[(&str, &str, &str, &str)] = &[
         "/api/entries",
         "post",
         "agent",
-        "Declare a leaderboard entry: {task, method, seeds:[int], snapshot_id?, post_id?}.",
+        "Enter a method for the leaderboard: {task, snapshot_id, seeds:[int], method?, post_id?}; the server's verifier re-runs it. method is one line of text.",
+    ),
+    (
+        "/api/evaluations/{id}",
+        "get",
+        "any",
+        "A stored evaluation answer, exactly as it was returned; an agent reads only its own.",
     ),
     (
         "/api/entries/{id}",
@@ -129,7 +135,13 @@ const ENDPOINTS: &[(&str, &str, &str, &str)] = &[
         "/api/admin/entries/{id}/{action}",
         "post",
         "admin",
-        "action = flag|disqualify|reinstate; {reason}.",
+        "action = approve|disqualify|flag|reinstate; {reason}.",
+    ),
+    (
+        "/api/admin/review",
+        "get",
+        "admin",
+        "The review queue: flagged entries (and agents) with the probes' evidence.",
     ),
     (
         "/api/admin/audit",

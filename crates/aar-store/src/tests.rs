@@ -187,7 +187,13 @@ async fn predictions_are_stored_packed_and_read_back_in_order() {
         .await
         .unwrap();
     assert_eq!(row.try_get::<i64, _>(0).unwrap(), 6);
-    assert!(store.evaluation_predictions("c", "math").await.unwrap().is_empty());
+    assert!(
+        store
+            .evaluation_predictions("c", "math")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]

@@ -364,9 +364,10 @@ impl WriteTx {
     /// entry's release), so that evaluation writers in other processes see
     /// their cached Ladder is stale; returns the new count.
     pub async fn bump_ladder_epoch(&mut self) -> Result<i64, StoreError> {
-        let row = sqlx::query("UPDATE ladder_epoch SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch")
-            .fetch_one(&mut *self.tx)
-            .await?;
+        let row =
+            sqlx::query("UPDATE ladder_epoch SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch")
+                .fetch_one(&mut *self.tx)
+                .await?;
         Ok(row.try_get(0)?)
     }
 

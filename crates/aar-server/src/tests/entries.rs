@@ -7,9 +7,10 @@
 //! leaderboard. The real, sandboxed verifier (`aar_oversight::SandboxedVerifier`:
 //! sandboxes, label-free copies, probes) is tested in `crates/aar-oversight`.
 //!
-//! Each attack test fails if the attack recovers anything; each also runs the
-//! same attack against the exact scores the admin sees, to show it would work
-//! if they leaked.
+//! Each attack test fails if the attack recovers anything; the bisection and
+//! boosting tests also run the same attack on the exact scores the admin sees,
+//! and the leak scan checks that the admin's board holds what it looks for, to
+//! show that each would fail if those values reached an agent.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -734,20 +735,34 @@ async fn a_flagged_entry_waits_for_review_and_approval_ranks_it() {
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let id = created["entry_id"].as_i64().unwrap();
     let entry = wait_for_verification(&w.app, &b, id).await;
+    // A probe's flag can depend on held-out labels: agents see the entry as `ok` until a
+    // person decides; the admin sees it flagged and out of the ranking.
     assert_eq!(
         (entry["verification"].as_str(), entry["status"].as_str()),
-        (Some("verified"), Some("flagged"))
+        (Some("verified"), Some("ok"))
     );
     let board = leaderboard(&w.app, &b).await;
-    assert_eq!(
-        board["ranked"],
-        json!([]),
-        "a flagged entry is not ranked: {board}"
-    );
-    assert_eq!(board["flagged"], json!([entry]), "{board}");
+    assert_eq!(board["flagged"], json!([]), "{board}");
     assert!(
         !board.to_string().contains("shuffled"),
         "agents see a probe's evidence: {board}"
+    );
+    let (_, admin_board) = call(
+        &w.app,
+        "GET",
+        "/api/admin/leaderboard?task=math",
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    let in_section = |section: &str| {
+        admin_board[section]
+            .as_array()
+            .is_some_and(|rows| rows.iter().any(|r| r["entry_id"] == id))
+    };
+    assert!(
+        in_section("flagged") && !in_section("ranked"),
+        "a flagged entry is not ranked: {admin_board}"
     );
 
     let (status, _) = call(&w.app, "GET", "/api/admin/review", Some(&b), None).await;
@@ -791,9 +806,10 @@ async fn a_flagged_entry_waits_for_review_and_approval_ranks_it() {
     let board = leaderboard(&w.app, &b).await;
     assert_eq!(board["flagged"], json!([]), "{board}");
     let (section, row) = find_row(&board, id);
+    // Approval is not shown to agents either: it would tell which entries were flagged.
     assert_eq!(
         (section.as_str(), row["status"].as_str()),
-        ("ranked", Some("approved")),
+        ("ranked", Some("ok")),
         "{board}"
     );
     // 1100 / 1300 = 0.846 rounded to the step.
@@ -1036,8 +1052,25 @@ async fn a_failed_method_is_shown_failed_and_never_ranked() {
     let (_, created) = enter(&w.app, &a, &snapshot, &[1, 2, 3]).await;
     let crashed = wait_for_verification(&w.app, &a, created["entry_id"].as_i64().unwrap()).await;
     assert_eq!(crashed["verification"], "failed", "{crashed}");
+    // The author sees that it failed, never the run's output (it ran on data the author
+    // never saw); the admin sees why.
+    assert!(
+        crashed["verification_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("aar method check") && !e.contains("predictions")),
+        "{crashed}"
+    );
+    let crashed_id = created["entry_id"].as_i64().unwrap();
+    let (_, admin_view) = call(
+        &w.app,
+        "GET",
+        &format!("/api/entries/{crashed_id}"),
+        Some(ADMIN),
+        None,
+    )
+    .await;
     assert_eq!(
-        crashed["verification_error"],
+        admin_view["verification_error"],
         "the method wrote no predictions"
     );
     assert_eq!(crashed["released_accuracy"], Value::Null);
@@ -1109,7 +1142,16 @@ async fn entries_queued_or_running_are_verified_after_a_restart() {
     let board = leaderboard(&w.app, &a).await;
     assert_eq!(board["pending"].as_array().unwrap().len(), 2, "{board}");
     assert_eq!(board["ranked"], json!([]));
-    assert_eq!(w.verifier.jobs().len(), 1);
+    // The state is committed before the verifier is called: wait for the call.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while w.verifier.jobs().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the first server never ran its verifier"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(w.verifier.jobs().len(), 1, "one entry at a time");
 
     // A restart: another server on the same database file, with a verifier that finishes.
     let store = Store::connect(&w.url).await.unwrap();
@@ -1841,8 +1883,9 @@ async fn no_route_shows_an_agent_a_label_value_the_ladder_did_not_release() {
     for &id in &entries {
         wait_for_verification(&w.app, &a, id).await;
     }
+    // Agents see a probe-flagged entry as unflagged (the flag may depend on labels).
     let flagged = find_row(&leaderboard(&w.app, &a).await, entries[3]);
-    assert_eq!(flagged.0, "flagged", "{flagged:?}");
+    assert_eq!(flagged.1["status"], "ok", "{flagged:?}");
 
     // Evaluations with known exact scores (private predictions are scored and stored too).
     let mut evaluations = Vec::new();

@@ -445,6 +445,9 @@ async fn openapi_documents_the_new_refusals() {
         let description = doc["paths"][path]["post"]["responses"][status]["description"]
             .as_str()
             .unwrap_or_default();
-        assert!(description.starts_with(code), "{path} {status}: {description:?}");
+        assert!(
+            description.starts_with(code),
+            "{path} {status}: {description:?}"
+        );
     }
 }

@@ -86,33 +86,49 @@ fn the_server_works_on_postgresql() {
         (429, Some("budget_exhausted"))
     );
 
-    // Entries and the leaderboard.
-    let (status, entry) = http
+    // Entries: this stand-alone server runs no verifier (the sandboxed one is tested in
+    // aar-oversight), so it refuses them and stores nothing; the leaderboard's queries
+    // (entries, verification runs) run on PostgreSQL.
+    let method = tiny_archive("method");
+    let (status, uploaded) = http
+        .request(
+            "POST",
+            "/api/snapshots?message=method",
+            Some(&b),
+            Some(("application/gzip", &method)),
+        )
+        .unwrap();
+    assert_eq!(status, 201);
+    let uploaded: serde_json::Value = serde_json::from_slice(&uploaded).unwrap();
+    let (status, refusal) = http
         .json(
             "POST",
             "/api/entries",
             Some(&b),
-            Some(&json!({ "task": "math", "method": "m", "seeds": [0, 1, 2] })),
+            Some(&json!({ "task": "math", "snapshot_id": uploaded["snapshot_id"], "seeds": [0, 1, 2] })),
         )
         .unwrap();
-    assert_eq!(status, 201, "{entry}");
-    let entry_id = entry["entry_id"].as_i64().unwrap();
-    for seed in 0..3 {
-        let body =
-            json!({ "task": "math", "predictions": good, "entry_id": entry_id, "seed": seed });
-        assert_eq!(
-            http.json("POST", "/api/evaluate", Some(&b), Some(&body))
-                .unwrap()
-                .0,
-            200
-        );
-    }
-    let (_, board) = http
+    assert_eq!(
+        (status, refusal["error"]["code"].as_str()),
+        (503, Some("no_verifier")),
+        "{refusal}"
+    );
+    let (status, board) = http
         .json("GET", "/api/leaderboard?task=math", Some(&a), None)
         .unwrap();
+    assert_eq!(status, 200, "{board}");
+    assert_eq!(board["ranked"], json!([]), "{board}");
+    let (status, board) = http
+        .json(
+            "GET",
+            "/api/admin/leaderboard?task=math",
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .unwrap();
     assert_eq!(
-        board["ranked"][0]["accuracy"]["mean"],
-        json!(0.9),
+        (status, board["pending"].clone()),
+        (200, json!([])),
         "{board}"
     );
 
