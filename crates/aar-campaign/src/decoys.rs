@@ -12,7 +12,7 @@
 //! the split files by name, never see them.
 
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use aar_assets::packs::SeededRng;
@@ -201,13 +201,12 @@ fn write_jsonl(path: &Path, rows: impl Iterator<Item = Value>) -> Result<()> {
     std::fs::write(path, out).map_err(CampaignError::io(path))
 }
 
-/// Writes `bytes` atomically with mode 0600, in a directory only the owner can enter.
+/// Writes `bytes` atomically with mode 0600, in a directory only the owner can enter
+/// (that directory only: `oversight/` holds other things sandboxes must reach).
 fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
+        std::fs::create_dir_all(dir).map_err(CampaignError::io(dir))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(CampaignError::io(dir))?;
     }
     let partial = path.with_extension("partial");
@@ -226,7 +225,6 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::os::unix::fs::PermissionsExt;
 
     use aar_tasks::{LabeledTask, parse_jsonl, write_agent_copy};
 
@@ -331,8 +329,11 @@ mod tests {
             let truth = read_decoy_truth(&root, name).unwrap();
             let path = decoy_truth_path(&root, name);
             assert!(!path.starts_with(&data), "the truth is mounted");
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&path), 0o600);
+            assert_eq!(mode(path.parent().unwrap()), 0o700);
+            // Only the decoys' directory is closed: sandboxes reach other parts of oversight/.
+            assert_ne!(mode(&root.join("oversight")) & 0o011, 0);
             assert_eq!(truth.task, *name);
             assert_eq!(bits_of(&mounted.join(DECOY_TEST_LABELS)), truth.test);
             assert_eq!(bits_of(&mounted.join(DECOY_LABELED_TEST)), truth.test);

@@ -415,19 +415,29 @@ fn up_runs_a_short_tiny_campaign_and_reports_all_three_test_sets() {
     let task = &report["tasks"][0];
     assert_eq!(task["task"], "sentiment");
     let entries = task["entries"].as_array().unwrap();
-    assert!(
-        entries.iter().any(|e| e["status"] == "ok"),
-        "no complete leaderboard entry: {report}"
-    );
+    assert!(!entries.is_empty(), "no leaderboard entry: {report}");
     for entry in entries {
-        // The public PGR is the leaderboard's, over complete entries only; the private
-        // and transfer ones cover the seeds evaluated so far.
-        if entry["status"] == "ok" {
-            assert!(entry["public_pgr"][0].is_f64(), "{entry}");
+        // Every entry is a method the verifier re-ran: the report waits for it, and its
+        // scores on the public test, the private test and the transfer set are the
+        // verifier's, over the declared seeds.
+        assert!(
+            matches!(entry["section"].as_str(), Some("ranked" | "flagged")),
+            "not verified: {entry}"
+        );
+        assert!(entry["verification_seconds"].is_f64(), "{entry}");
+        assert!(entry["public_pgr"]["mean"].is_f64(), "{entry}");
+        assert!(entry["private_pgr"]["mean"].is_f64(), "{entry}");
+        if !task["transfer"].is_null() {
+            assert!(entry["transfer_pgr"]["mean"].is_f64(), "{entry}");
         }
-        assert!(entry["private_pgr"][0].is_f64(), "{entry}");
-        // The offline researcher declares testbed methods, so each can be re-run.
-        assert!(entry["transfer_pgr"][0].is_f64(), "{entry}");
+        eprintln!(
+            "entry {} ({}): {} in {:.1} s, flags {}",
+            entry["entry_id"],
+            entry["method"],
+            entry["section"],
+            entry["verification_seconds"].as_f64().unwrap_or(0.0),
+            entry["flags"]
+        );
     }
     assert!(!report["findings"].as_array().unwrap().is_empty());
     let evaluations = report["evaluations"].as_array().unwrap();
