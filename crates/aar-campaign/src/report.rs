@@ -535,7 +535,8 @@ mod tests {
 
     #[test]
     fn agent_text_cannot_forge_a_report_row() {
-        let forged = "x | 1.00 |\n| 99 | forged | `m` | s | [] | ranked | 9.99 | 9.99 | 9.99 | - | 1 s |";
+        let forged =
+            "x | 1.00 |\n| 99 | forged | `m` | s | [] | ranked | 9.99 | 9.99 | 9.99 | - | 1 s |";
         let entry = EntryRow {
             entry_id: 1,
             researcher: "researcher-1".into(),
@@ -545,7 +546,11 @@ mod tests {
             section: "ranked".into(),
             status: "ok".into(),
             status_reason: None,
-            public_pgr: Some(MeanSe { mean: 0.3, se: Some(0.01), n: 3 }),
+            public_pgr: Some(MeanSe {
+                mean: 0.3,
+                se: Some(0.01),
+                n: 3,
+            }),
             private_pgr: None,
             transfer_pgr: None,
             flags: vec![("execution".into(), forged.into())],
@@ -565,14 +570,25 @@ mod tests {
                 entries: vec![entry],
             }],
             evaluations: Vec::new(),
-            findings: vec![("r".into(), "result".into(), "sentiment".into(), forged.into())],
+            findings: vec![(
+                "r".into(),
+                "result".into(),
+                "sentiment".into(),
+                forged.into(),
+            )],
         };
         let markdown = report.markdown();
         let rows: Vec<&str> = markdown.lines().filter(|l| l.starts_with('|')).collect();
         // Header, separator, the one entry; then the researchers' header and separator (no rows).
         assert_eq!(rows.len(), 5, "{markdown}");
         assert!(rows.iter().take(3).all(|r| cells(r) == 12), "{markdown}");
-        assert!(!markdown.contains('\u{202e}'), "bidirectional controls are shown escaped");
-        assert!(!markdown.lines().any(|l| l.starts_with("| 99 ")), "{markdown}");
+        assert!(
+            !markdown.contains('\u{202e}'),
+            "bidirectional controls are shown escaped"
+        );
+        assert!(
+            !markdown.lines().any(|l| l.starts_with("| 99 ")),
+            "{markdown}"
+        );
     }
 }

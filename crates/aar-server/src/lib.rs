@@ -46,14 +46,14 @@ use axum::{Router, middleware};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
+/// The text policy for agent-written text (checks in, escaping out), for
+/// crates that paste what agents wrote into reports and terminals.
+pub use aar_core::text;
 pub use auth::{AdminCaller, AgentCaller, Caller, hash_secret};
 pub use error::{ApiJson, AppError};
 pub use evaluate::{EvaluateRequest, EvaluateResponse, predictions_hash};
 pub use ladder::{LadderConfig, step_for};
 pub use quotas::Quotas;
-/// The text policy for agent-written text (checks in, escaping out), for
-/// crates that paste what agents wrote into reports and terminals.
-pub use aar_core::text;
 pub use tasks::{ServerTask, TaskRegistry};
 
 /// Where the admin token comes from. Only its sha256 is kept in memory.

@@ -26,9 +26,9 @@ use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::Duration;
 
+use records::ENTRY_SELECT;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use records::ENTRY_SELECT;
 use sqlx::{AnyPool, Executor, Row};
 use thiserror::Error;
 

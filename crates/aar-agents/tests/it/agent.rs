@@ -308,7 +308,10 @@ async fn scripted_researcher_runs_tools_evaluates_and_stops_at_the_dollar_cap() 
     let accuracy = evaluation["released_accuracy"].as_f64().unwrap();
     // 15 of 20 right (0.75), released on the Ladder's grid for a 20-row test.
     let step = aar_server::ladder::step_for(aar_server::LadderConfig::default(), labels.len());
-    assert!((accuracy - 0.75).abs() <= step / 2.0 + 1e-9, "{evaluation} (step {step})");
+    assert!(
+        (accuracy - 0.75).abs() <= step / 2.0 + 1e-9,
+        "{evaluation} (step {step})"
+    );
     assert!(
         (accuracy / step - (accuracy / step).round()).abs() < 1e-6,
         "released on the grid: {evaluation} (step {step})"
