@@ -354,7 +354,9 @@ fn section(entry: &EntryRecord, viewer: Viewer<'_>) -> &'static str {
     match (status, entry.verification) {
         (EntryStatus::Disqualified, _) => "disqualified",
         (EntryStatus::Flagged, _) => "flagged",
-        (_, VerificationState::Queued | VerificationState::Running) => "pending",
+        (_, VerificationState::Queued | VerificationState::Running | VerificationState::Scored) => {
+            "pending"
+        }
         (_, VerificationState::Failed | VerificationState::None) => "failed",
         (_, VerificationState::Verified) => match viewer {
             Viewer::Admin => "ranked",

@@ -104,6 +104,8 @@ struct Release {
     agent_id: String,
     task: Arc<ServerTask>,
     exact_accuracy: f64,
+    /// The entry whose release this is (its `released_accuracy` is set in the same transaction).
+    entry_id: Option<i64>,
     reply: oneshot::Sender<Result<Option<f64>, AppError>>,
 }
 
@@ -195,12 +197,14 @@ impl EvaluationWriter {
         agent_id: &str,
         task: Arc<ServerTask>,
         exact_accuracy: f64,
+        entry_id: Option<i64>,
     ) -> Result<Option<f64>, AppError> {
         let (reply, answer) = oneshot::channel();
         self.send(Message::Release(Release {
             agent_id: agent_id.to_owned(),
             task,
             exact_accuracy,
+            entry_id,
             reply,
         }))
         .await?;
@@ -393,7 +397,10 @@ async fn release_through_ladder(
         }
         _ => None,
     };
-    let detail = serde_json::json!({ "task": task.name, "step": step, "returned": released });
+    if let Some(entry_id) = release.entry_id {
+        tx.set_entry_release(entry_id, released).await?;
+    }
+    let detail = serde_json::json!({ "task": task.name, "entry_id": release.entry_id, "step": step, "returned": released });
     tx.append_audit(
         &format!("agent:{}", release.agent_id),
         "release_entry",
@@ -838,7 +845,7 @@ mod tests {
     async fn an_entry_release_goes_through_its_authors_ladder() {
         let (_dir, store, task) = setup().await;
         let writer = writer(&store);
-        let release = |accuracy| writer.release_entry(AGENT, task.clone(), accuracy);
+        let release = |accuracy| writer.release_entry(AGENT, task.clone(), accuracy, None);
 
         // Below the floor plus a step (0.65 + 0.015): nothing is released.
         assert_eq!(release(0.66).await.unwrap(), None);
@@ -886,7 +893,7 @@ mod tests {
         assert_eq!(first.released_accuracy, Some(0.705));
         // Another writer (another server process on the same database) releases an entry.
         let released = there
-            .release_entry(AGENT, task.clone(), 0.75)
+            .release_entry(AGENT, task.clone(), 0.75, None)
             .await
             .unwrap();
         assert_eq!(released, Some(0.75));

@@ -216,11 +216,18 @@ fn load_baselines(dir: &Path, name: &str) -> Result<LoadedBaselines, TaskLoadErr
         .map_err(|e: MetricError| err(e.to_string()))?;
     let mut splits = Vec::new();
     for (split, b) in &file.splits {
-        let fixed = FixedBaselines::from_seed_accuracies(&b.weak, &b.ceiling)
-            .map_err(|e: MetricError| err(format!("splits.{split}: {e}")))?;
-        // PGR is undefined where the ceiling does not beat the weak teacher.
-        if fixed.gap().is_ok() {
-            splits.push((split.clone(), fixed));
+        match FixedBaselines::from_seed_accuracies(&b.weak, &b.ceiling) {
+            Ok(fixed) if fixed.gap().is_ok() => splits.push((split.clone(), fixed)),
+            // PGR is undefined where the ceiling does not beat the weak teacher: the
+            // split is scored (accuracy) but has no PGR.
+            Ok(_) | Err(MetricError::CeilingNotAboveWeak { .. }) => {
+                tracing::warn!(
+                    task = name,
+                    split,
+                    "no PGR on this split: the ceiling does not beat the weak teacher"
+                );
+            }
+            Err(e) => return Err(err(format!("splits.{split}: {e}"))),
         }
     }
     Ok((Some(public), splits))

@@ -158,6 +158,11 @@ async fn run_verification(
     entry: EntryRecord,
     started: Instant,
 ) -> Result<(), crate::AppError> {
+    // Scored before a restart: only the Ladder release is left to do.
+    if entry.verification == VerificationState::Scored {
+        let runs = state.store().verification_runs(entry.id).await?;
+        return release(state, &entry, &runs).await;
+    }
     set_state(state, entry.id, VerificationState::Running).await?;
     let outcome = match load_job(state, &entry).await? {
         Ok(job) => verifier.verify(job).await,
@@ -165,23 +170,20 @@ async fn run_verification(
     };
     let seconds = started.elapsed().as_secs_f64();
     let result = match outcome {
-        Ok(outcome) => {
-            let released = release(state, &entry, &outcome.runs).await?;
-            VerificationResult {
-                entry_id: entry.id,
-                state: VerificationState::Verified,
-                error: None,
-                flags: outcome
-                    .flags
-                    .iter()
-                    .map(|f| to_new_flag(&entry, f))
-                    .collect(),
-                runs: outcome.runs,
-                released_accuracy: released,
-                at: now_millis(),
-                seconds,
-            }
-        }
+        Ok(outcome) => VerificationResult {
+            entry_id: entry.id,
+            state: VerificationState::Scored,
+            error: None,
+            flags: outcome
+                .flags
+                .iter()
+                .map(|f| to_new_flag(&entry, f))
+                .collect(),
+            runs: outcome.runs,
+            released_accuracy: None,
+            at: now_millis(),
+            seconds,
+        },
         Err(error) => VerificationResult {
             entry_id: entry.id,
             state: VerificationState::Failed,
@@ -198,10 +200,13 @@ async fn run_verification(
     let detail = json!({
         "entry_id": entry.id, "state": result.state.as_str(), "runs": result.runs.len(),
         "flags": result.flags.iter().map(|f| f.probe.as_str()).collect::<Vec<_>>(),
-        "released_accuracy": result.released_accuracy, "seconds": seconds,
+        "seconds": seconds,
     });
     tx.append_audit("verifier", "verify_entry", &detail.to_string());
     tx.commit().await?;
+    if result.state == VerificationState::Scored {
+        release(state, &entry, &result.runs).await?;
+    }
     Ok(())
 }
 
@@ -266,23 +271,29 @@ pub fn split_accuracies(
         .collect()
 }
 
-/// The entry's mean public accuracy through its author's Ladder.
+/// The entry's mean public accuracy through its author's Ladder; the writer stores
+/// what it released on the entry (and marks it verified) in the Ladder's own
+/// transaction. An entry whose public split is unscored releases nothing.
 async fn release(
     state: &AppState,
     entry: &EntryRecord,
     runs: &[VerificationRun],
-) -> Result<Option<f64>, crate::AppError> {
-    let Some(public) = split_accuracies(entry, runs, PUBLIC_SPLIT) else {
-        return Ok(None);
-    };
-    let Some(task) = state.tasks().get(&entry.task) else {
-        return Ok(None);
-    };
-    let Ok(mean) = MeanSe::from_values(&public) else {
-        return Ok(None);
-    };
-    state
-        .evaluation_writer()
-        .release_entry(&entry.agent_id, task, mean.mean)
-        .await
+) -> Result<(), crate::AppError> {
+    let task = state.tasks().get(&entry.task);
+    let mean = split_accuracies(entry, runs, PUBLIC_SPLIT)
+        .and_then(|public| MeanSe::from_values(&public).ok());
+    match (task, mean) {
+        (Some(task), Some(mean)) => {
+            state
+                .evaluation_writer()
+                .release_entry(&entry.agent_id, task, mean.mean, Some(entry.id))
+                .await?;
+        }
+        _ => {
+            let mut tx = state.store().begin_write().await?;
+            tx.set_entry_release(entry.id, None).await?;
+            tx.commit().await?;
+        }
+    }
+    Ok(())
 }

@@ -175,7 +175,9 @@ pub enum VerificationState {
     Queued,
     /// Being run; a restart puts it back in the queue.
     Running,
-    /// Runs scored, probes done.
+    /// Runs scored and stored, the Ladder release not yet done (a restart does it).
+    Scored,
+    /// Runs scored, probes done, released through the author's Ladder.
     Verified,
     /// The method could not be run (the error says why); never ranked.
     Failed,
@@ -188,6 +190,7 @@ impl VerificationState {
             VerificationState::None => "none",
             VerificationState::Queued => "queued",
             VerificationState::Running => "running",
+            VerificationState::Scored => "scored",
             VerificationState::Verified => "verified",
             VerificationState::Failed => "failed",
         }
@@ -198,6 +201,7 @@ impl VerificationState {
             "none" => VerificationState::None,
             "queued" => VerificationState::Queued,
             "running" => VerificationState::Running,
+            "scored" => VerificationState::Scored,
             "verified" => VerificationState::Verified,
             "failed" => VerificationState::Failed,
             other => return Err(StoreError::Corrupt(format!("verification state {other:?}"))),

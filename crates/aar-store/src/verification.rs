@@ -111,7 +111,9 @@ const FLAG_SELECT: &str = "SELECT f.id, f.entry_id, f.agent_id, f.probe, f.summa
 impl Store {
     /// Entries waiting for the verifier or interrupted while running, oldest first.
     pub async fn pending_verifications(&self) -> Result<Vec<EntryRecord>, StoreError> {
-        let sql = format!("{ENTRY_SELECT} WHERE verification IN ('queued', 'running') ORDER BY id");
+        let sql = format!(
+            "{ENTRY_SELECT} WHERE verification IN ('queued', 'running', 'scored') ORDER BY id"
+        );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .fetch_all(&self.reader)
             .await?;
@@ -249,6 +251,25 @@ impl WriteTx {
         let detail = serde_json::json!({ "entry_id": entry_id, "status": status.as_str(), "reason": reason });
         self.append_audit(actor, &format!("review_{action}"), &detail.to_string());
         Ok(true)
+    }
+
+    /// Completes a scored entry's verification with what the Ladder released (in the
+    /// same transaction as the Ladder's update, so a crash leaves both or neither).
+    pub async fn set_entry_release(
+        &mut self,
+        entry_id: i64,
+        released: Option<f64>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE entries SET released_accuracy = $1, verification = $2 WHERE id = $3 AND verification = $4",
+        )
+        .bind(released)
+        .bind(VerificationState::Verified.as_str())
+        .bind(entry_id)
+        .bind(VerificationState::Scored.as_str())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     /// Records one flag; returns its id.
