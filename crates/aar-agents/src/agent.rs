@@ -147,7 +147,9 @@ AAR_METHOD_DIR, the directory itself, read-only (write scratch files under $HOME
 So a method must not depend on anything outside its directory but the input and the tools \
 of the sandbox. Check it with `aar method check DIR` \
 (it runs the method on a small copy of a task and checks the output), upload the directory \
-with upload_snapshot (path = DIR), and enter the snapshot_id with create_entry.";
+with upload_snapshot (path = DIR), and enter the snapshot_id with create_entry. Declare every \
+seed whose score you have seen for that method (`aar run-method` defaults to seed 0): the \
+server also runs seeds you did not declare and flags an entry whose author evaluated them.";
 
 /// Configuration of one agent.
 #[derive(Debug, Clone)]

@@ -442,7 +442,9 @@ impl Toolbox {
                      standard error. Private-test and transfer scores are never shown to agents \
                      while the campaign runs; an entry's public score reaches its author only \
                      through the Ladder (released like an evaluation, when it beats your best by \
-                     a step). Entries are budgeted: enter finished methods, not experiments.",
+                     a step). Entries are budgeted: enter finished methods, not experiments. Declare \
+                     every seed you have evaluated this method with: undeclared seeds you \
+                     evaluated are flagged as cherry-picking.",
                     json!({"type": "object", "properties": {
                         "task": {"type": "string"},
                         "snapshot_id": {"type": "string", "description": "the uploaded method directory (upload_snapshot's answer)"},
