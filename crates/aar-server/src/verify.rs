@@ -145,7 +145,7 @@ async fn verify_entry(state: &AppState, verifier: &dyn Verifier, entry: EntryRec
             tracing::info!(
                 entry_id,
                 seconds = started.elapsed().as_secs_f64(),
-                "entry verified"
+                "verification done (verified, or failed with its error stored)"
             )
         }
         Err(e) => tracing::error!(entry_id, error = ?e.body(), "verification could not be stored"),
