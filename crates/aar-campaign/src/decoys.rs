@@ -11,8 +11,8 @@
 //! None is named like a split file, so `aar run-method` and `aar features`, which read
 //! the split files by name, never see them.
 
-use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use aar_assets::packs::SeededRng;
@@ -209,17 +209,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(CampaignError::io(dir))?;
     }
-    let partial = path.with_extension("partial");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&partial)
-        .map_err(CampaignError::io(&partial))?;
-    file.write_all(bytes).map_err(CampaignError::io(&partial))?;
-    file.sync_all().map_err(CampaignError::io(&partial))?;
-    std::fs::rename(&partial, path).map_err(CampaignError::io(path))
+    crate::campaign::write_private(path, bytes)
 }
 
 #[cfg(test)]

@@ -132,7 +132,7 @@ pub fn build_inputs(
 }
 
 /// Copies the regular files of `from` (recursively) into `to`.
-fn copy_files(from: &Path, to: &Path) -> Result<()> {
+pub(crate) fn copy_files(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to).map_err(io_at(to))?;
     for entry in std::fs::read_dir(from).map_err(io_at(from))? {
         let entry = entry.map_err(io_at(from))?;

@@ -215,7 +215,7 @@ impl SandboxedVerifier {
             method_dir: format!("{WORKSPACE_MOUNT}/method"),
         };
         let sandbox = Sandbox::new(self.sandbox_config(manifest, &workspace, input, &interface))?;
-        copy_dir(method_dir, &workspace.join("method"))?;
+        crate::inputs::copy_files(method_dir, &workspace.join("method"))?;
         let out_dir = workspace.join(".aar");
         std::fs::create_dir_all(&out_dir).map_err(io_at(&out_dir))?;
         // The run writes its output and scratch under /workspace, never into the
@@ -623,21 +623,6 @@ fn list_files(dir: &Path, prefix: &str, out: &mut std::collections::BTreeSet<Str
             out.insert(relative);
         }
     }
-}
-
-fn copy_dir(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to).map_err(io_at(to))?;
-    for entry in std::fs::read_dir(from).map_err(io_at(from))? {
-        let entry = entry.map_err(io_at(from))?;
-        let kind = entry.file_type().map_err(io_at(entry.path()))?;
-        let target = to.join(entry.file_name());
-        if kind.is_dir() {
-            copy_dir(&entry.path(), &target)?;
-        } else if kind.is_file() {
-            std::fs::copy(entry.path(), &target).map_err(io_at(&target))?;
-        }
-    }
-    Ok(())
 }
 
 fn shell_quote(s: &str) -> String {
