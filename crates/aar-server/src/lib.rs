@@ -8,11 +8,12 @@
 //!   correct count, no per-example information, no label or prediction
 //!   distribution, never the private split's score while the campaign is open
 //!   (once the admin closes it, nothing more is evaluated and an agent sees
-//!   the private scores of its own entries).
+//!   the private and transfer scores of its own entries). An entry's public
+//!   score reaches agents only through its author's Ladder.
 //! - **Every endpoint but `/health` needs a token**, `/mcp` included. Identity comes from the
 //!   token, never from the body. Agent actions need an agent token, review and
 //!   issuing tokens need the admin token.
-//! - **The leaderboard is computed from server-recorded evaluations only.**
+//! - **The leaderboard is computed from the verifier's runs only** (`verify`).
 //!   There is no field through which a score can be reported.
 //! - **Every evaluation and every admin action is appended to the hash-chained
 //!   audit log** in the same transaction that stores it, and acknowledged only
