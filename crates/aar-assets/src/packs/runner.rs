@@ -39,10 +39,17 @@ impl Default for RunnerConfig {
 pub struct RunOutput {
     /// Exited with status 0 within the time limit.
     pub success: bool,
-    /// Killed for running past the wall-clock limit.
+    /// Killed for running past the wall-clock limit or its CPU-time limit.
     pub timed_out: bool,
     /// Standard output.
     pub stdout: String,
+}
+
+/// The kernel sends SIGXCPU when a process passes its `RLIMIT_CPU` soft limit.
+fn killed_for_cpu_time(status: &std::process::ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    const SIGXCPU: i32 = 24;
+    status.signal() == Some(SIGXCPU)
 }
 
 /// Runs Python programs under limits; probes once which isolation tools work.
@@ -100,7 +107,9 @@ impl Runner {
         let script_path = workdir.path().join("program.py");
         std::fs::write(&script_path, script)
             .map_err(|e| AssetError::Runner(format!("write program: {e}")))?;
-        let cpu_seconds = self.config.timeout.as_secs().max(1);
+        // One second above the wall-clock limit: a single-threaded loop then always meets
+        // the wall clock first, and the CPU limit only stops programs that burn several cores.
+        let cpu_seconds = self.config.timeout.as_secs().max(1) + 1;
         let mut argv: Vec<String> = Vec::new();
         if self.use_prlimit {
             argv.extend([
@@ -150,7 +159,7 @@ impl Runner {
         let started = Instant::now();
         let (success, timed_out) = loop {
             match child.try_wait() {
-                Ok(Some(status)) => break (status.success(), false),
+                Ok(Some(status)) => break (status.success(), killed_for_cpu_time(&status)),
                 Ok(None) if started.elapsed() > self.config.timeout => {
                     let _ = child.kill();
                     let _ = child.wait();
