@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 
 use crate::error::{CampaignError, Result};
 use crate::offline::OfflineResearcher;
+use crate::relay::Relay;
 use crate::report::{Report, write_report};
 
 /// Which policy drives the researchers.
@@ -319,7 +320,7 @@ impl Admin {
         Ok(body)
     }
 
-    async fn post(&self, path: &str, body: &Value) -> Result<Value> {
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> Result<Value> {
         let response = self
             .http
             .post(format!("{}{path}", self.base))
@@ -438,6 +439,21 @@ pub async fn run_campaign(config: CampaignConfig, interrupt: Arc<AtomicBool>) ->
         &base,
         &ledger,
     )?;
+    print_dashboard_link(&admin).await;
+    let researchers = names
+        .iter()
+        .filter_map(|name| {
+            let agent = identities.agents.get(name)?;
+            let dir = paths.agent(name);
+            Some((
+                name.clone(),
+                agent.agent_id.clone(),
+                dir.join("state"),
+                dir.join("workspace"),
+            ))
+        })
+        .collect();
+    let mut relay = Relay::resume(&admin, &ledger, config.minutes, researchers).await;
     let progress = Progress {
         admin: &admin,
         ledger: &ledger,
@@ -446,7 +462,9 @@ pub async fn run_campaign(config: CampaignConfig, interrupt: Arc<AtomicBool>) ->
         minutes: config.minutes,
         every: config.progress_every,
     };
-    if supervise(running, &progress, &interrupt).await {
+    let interrupted = supervise(running, &progress, &mut relay, &interrupt).await;
+    relay.tick().await;
+    if interrupted {
         eprintln!("interrupted: everything so far is kept; `aar up` again resumes");
     }
     crate::oversight::finish(&database_url, &served, &interrupt).await?;
@@ -602,6 +620,20 @@ fn spawn_researchers(
     Ok(running)
 }
 
+/// Prints the dashboard's address with a one-time login link (the link is a secret
+/// of the person at this terminal, like the admin token in the campaign directory).
+async fn print_dashboard_link(admin: &Admin) {
+    match admin.post("/api/admin/ui/login-link", &Value::Null).await {
+        Ok(link) => println!(
+            "dashboard: {}{} (one-time login link, valid {} min)",
+            admin.base,
+            link["path"].as_str().unwrap_or("/ui/login"),
+            link["expires_in_seconds"].as_u64().unwrap_or(0) / 60
+        ),
+        Err(err) => tracing::warn!(error = %err, "no dashboard login link"),
+    }
+}
+
 /// What the progress lines read.
 struct Progress<'a> {
     admin: &'a Admin,
@@ -617,6 +649,7 @@ struct Progress<'a> {
 async fn supervise(
     mut running: tokio::task::JoinSet<Researcher>,
     progress: &Progress<'_>,
+    relay: &mut Relay,
     interrupt: &AtomicBool,
 ) -> bool {
     // A short tick notices Ctrl-C quickly; progress prints every `progress.every`.
@@ -626,6 +659,7 @@ async fn supervise(
     while !running.is_empty() {
         tokio::select! {
             _ = ticker.tick() => {
+                relay.tick().await;
                 if last_progress.elapsed() >= progress.every {
                     last_progress = Instant::now();
                     print_progress(progress.admin, progress.ledger, progress.agent_ids, progress.table, progress.minutes).await;

@@ -1,9 +1,10 @@
 //! The campaign report: per task the fixed baselines, vanilla transfer and the
 //! verified leaderboard entries ranked by held-out PGR (private test, transfer set)
 //! with the probes' flags beside them; PGR over time per researcher; findings;
-//! spending. Written as `report.json`, `report.md` and `pgr.png`, read only from what
-//! the server (its verifier's runs) and the ledger recorded. Agent-written text goes
-//! through `aar_core::text::markdown_cell` before it reaches Markdown.
+//! spending. Written as `report.json`, `report.md`, `report.html` (`report_html`) and
+//! `pgr.png`, read only from what the server (its verifier's runs) and the ledger
+//! recorded. Agent-written text goes through `aar_core::text::markdown_cell` before it
+//! reaches Markdown.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -131,6 +132,17 @@ pub struct EntryRow {
 }
 
 impl EntryRow {
+    /// Where the entry is on the board, with the reviewer's verdict and reason when
+    /// a person reviewed it.
+    pub(crate) fn board(&self) -> String {
+        match (&self.status_reason, self.section.as_str()) {
+            (Some(reason), "disqualified" | "ranked") if self.status != "ok" => {
+                format!("{} ({}: {reason})", self.section, self.status)
+            }
+            _ => self.section.clone(),
+        }
+    }
+
     fn from_board(row: &Value, section: &str, agent_ids: &BTreeMap<String, String>) -> EntryRow {
         let text = |v: &Value| v.as_str().map(str::to_owned);
         let admin = &row["admin"];
@@ -335,12 +347,7 @@ impl Report {
                     .map(|(probe, summary)| format!("{probe}: {summary}"))
                     .collect::<Vec<_>>()
                     .join("; ");
-                let board = match (&e.status_reason, e.section.as_str()) {
-                    (Some(reason), "disqualified" | "ranked") if e.status != "ok" => {
-                        format!("{} ({}: {reason})", e.section, e.status)
-                    }
-                    _ => e.section.clone(),
-                };
+                let board = e.board();
                 out += &format!(
                     "| {} | {} | {} | {} | {:?} | {} | {} | {} | {} | {} | {} |\n",
                     e.entry_id,
@@ -402,13 +409,15 @@ impl Report {
     }
 }
 
-/// Writes `report.json`, `report.md` and `pgr.png` into `dir`.
+/// Writes `report.json`, `report.md`, `report.html` and `pgr.png` into `dir`.
 pub fn write_report(report: &Report, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(CampaignError::io(dir))?;
     let json =
         serde_json::to_vec_pretty(report).map_err(|e| CampaignError::Setup(e.to_string()))?;
     std::fs::write(dir.join("report.json"), json).map_err(CampaignError::io(dir))?;
     std::fs::write(dir.join("report.md"), report.markdown()).map_err(CampaignError::io(dir))?;
+    std::fs::write(dir.join("report.html"), crate::report_html::html(report))
+        .map_err(CampaignError::io(dir))?;
     plot(report, &dir.join("pgr.png"))
 }
 
@@ -416,7 +425,7 @@ pub fn write_report(report: &Report, dir: &Path) -> Result<()> {
 const PLOT_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
 /// Registers the plot font once; false when it cannot be read (the plot then has no text).
-fn plot_font_registered() -> bool {
+pub(crate) fn plot_font_registered() -> bool {
     static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *REGISTERED.get_or_init(|| {
         let Ok(bytes) = std::fs::read(PLOT_FONT) else {

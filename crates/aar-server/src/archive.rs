@@ -140,6 +140,42 @@ pub fn inspect(bytes: &[u8], limits: ArchiveLimits) -> Result<ArchiveSummary, Ar
     walk(bytes, limits, |_, _, _| Ok(()))
 }
 
+/// One file of an archive, for reading in the dashboard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveFile {
+    /// Relative path.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Its text when it is UTF-8 and at most the asked size; `None` otherwise.
+    pub text: Option<String>,
+}
+
+/// The archive's regular files (checked by the same rules as extraction), with
+/// the text of those that are UTF-8 and at most `max_text_bytes` long.
+pub fn files(
+    bytes: &[u8],
+    limits: ArchiveLimits,
+    max_text_bytes: usize,
+) -> Result<Vec<ArchiveFile>, ArchiveError> {
+    let mut out = Vec::new();
+    walk(bytes, limits, |path, is_dir, data| {
+        if !is_dir {
+            let text = (data.len() <= max_text_bytes)
+                .then(|| std::str::from_utf8(data).ok().map(str::to_owned))
+                .flatten();
+            out.push(ArchiveFile {
+                path: path.to_string_lossy().into_owned(),
+                size: data.len() as u64,
+                text,
+            });
+        }
+        Ok(())
+    })?;
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
 /// Checks the whole archive, then extracts it into `dest`, which must not exist
 /// yet (so no pre-existing link inside it can redirect a write).
 pub fn extract(

@@ -215,7 +215,18 @@ pub async fn review(
     ApiPath((id, action)): ApiPath<(i64, String)>,
     ApiJson(req): ApiJson<ReviewRequest>,
 ) -> Result<Json<Value>, AppError> {
-    let status = match action.as_str() {
+    Ok(Json(apply_review(&state, id, &action, &req.reason).await?))
+}
+
+/// Records an admin's review of an entry (audited); the JSON API and the dashboard
+/// both call this.
+pub(crate) async fn apply_review(
+    state: &AppState,
+    id: i64,
+    action: &str,
+    reason: &str,
+) -> Result<Value, AppError> {
+    let status = match action {
         "approve" => EntryStatus::Approved,
         "flag" => EntryStatus::Flagged,
         "disqualify" => EntryStatus::Disqualified,
@@ -226,7 +237,7 @@ pub async fn review(
             ));
         }
     };
-    let reason = req.reason.trim();
+    let reason = reason.trim();
     if reason.is_empty() || reason.chars().count() > 2000 {
         return Err(AppError::unprocessable(
             "bad_reason",
@@ -235,16 +246,12 @@ pub async fn review(
     }
     crate::forum::check_agent_text("reason", reason, true)?;
     let mut tx = state.store().begin_write().await?;
-    if !tx
-        .review_entry(id, status, &action, reason, "admin")
-        .await?
-    {
+    if !tx.review_entry(id, status, action, reason, "admin").await? {
         return Err(AppError::not_found("entry"));
     }
     tx.commit().await?;
-    Ok(Json(
-        json!({ "entry_id": id, "status": status.as_str(), "reason": reason }),
-    ))
+    state.notify_change();
+    Ok(json!({ "entry_id": id, "status": status.as_str(), "reason": reason }))
 }
 
 /// `GET /api/admin/audit?after=&limit=`.

@@ -147,19 +147,29 @@ pub async fn get_entry(
     caller: Caller,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Value>, AppError> {
+    let viewer = match &caller {
+        Caller::Admin => Viewer::Admin,
+        Caller::Agent(agent) => Viewer::Agent(&agent.id),
+    };
+    Ok(Json(entry_view(&state, id, viewer).await?))
+}
+
+/// One entry as `viewer` may see it; the admin also gets the verifier's detail.
+pub(crate) async fn entry_view(
+    state: &AppState,
+    id: i64,
+    viewer: Viewer<'_>,
+) -> Result<Value, AppError> {
     let entry = state
         .store()
         .entry(id)
         .await?
         .ok_or_else(|| AppError::not_found("entry"))?;
     let baselines = state.tasks().baselines(&entry.task, PUBLIC_SPLIT);
-    let viewer = match &caller {
-        Caller::Admin => Viewer::Admin,
-        Caller::Agent(agent) => Viewer::Agent(&agent.id),
-    };
     let mut row =
         serde_json::to_value(public_row(&entry, baselines, viewer)).map_err(AppError::internal)?;
-    if matches!(caller, Caller::Admin) {
+    row["task"] = json!(entry.task);
+    if matches!(viewer, Viewer::Admin) {
         let runs = state.store().verification_runs(id).await?;
         let flags: Vec<FlagRecord> = state
             .store()
@@ -171,9 +181,16 @@ pub async fn get_entry(
                     || (f.flag.entry_id.is_none() && f.flag.agent_id == entry.agent_id)
             })
             .collect();
-        row["admin"] = admin_detail(&state, &entry, &runs, &flags);
+        row["admin"] = admin_detail(state, &entry, &runs, &flags);
+        row["runs"] = runs
+            .iter()
+            .map(|r| {
+                json!({ "seed": r.seed, "variant": r.variant, "split": r.split,
+                        "accuracy": r.accuracy, "error": r.error, "seconds": r.seconds })
+            })
+            .collect();
     }
-    Ok(Json(row))
+    Ok(row)
 }
 
 /// What every viewer may see of an entry.
@@ -495,6 +512,11 @@ pub async fn review_queue(
     State(state): State<AppState>,
     _admin: AdminCaller,
 ) -> Result<Json<Value>, AppError> {
+    Ok(Json(build_review_queue(&state).await?))
+}
+
+/// The review queue; the JSON API and the dashboard both call this.
+pub(crate) async fn build_review_queue(state: &AppState) -> Result<Value, AppError> {
     let entries = state.store().all_entries().await?;
     let flags = state.store().flags().await?;
     let mut items = Vec::new();
@@ -515,7 +537,7 @@ pub async fn review_queue(
         ))
         .map_err(AppError::internal)?;
         row["task"] = json!(entry.task);
-        row["admin"] = admin_detail(&state, entry, &runs, &mine);
+        row["admin"] = admin_detail(state, entry, &runs, &mine);
         items.push(row);
     }
     let agent_flags: Vec<Value> = flags
@@ -523,7 +545,5 @@ pub async fn review_queue(
         .filter(|f| f.flag.entry_id.is_none())
         .map(|f| json!({ "flag_id": f.id, "agent_id": f.flag.agent_id, "probe": f.flag.probe, "summary": f.flag.summary, "created_at": f.created_at }))
         .collect();
-    Ok(Json(
-        json!({ "flagged_entries": items, "agent_flags": agent_flags }),
-    ))
+    Ok(json!({ "flagged_entries": items, "agent_flags": agent_flags }))
 }

@@ -223,23 +223,23 @@ pub(crate) async fn share_finding(
 }
 
 /// `GET /api/posts` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     #[serde(default)]
-    q: Option<String>,
+    pub(crate) q: Option<String>,
     #[serde(default)]
-    kind: Option<String>,
+    pub(crate) kind: Option<String>,
     #[serde(default)]
-    task: Option<String>,
+    pub(crate) task: Option<String>,
     #[serde(default)]
-    agent: Option<String>,
+    pub(crate) agent: Option<String>,
     #[serde(default)]
-    sort: Option<String>,
+    pub(crate) sort: Option<String>,
     #[serde(default)]
-    limit: Option<i64>,
+    pub(crate) limit: Option<i64>,
     #[serde(default)]
-    offset: Option<i64>,
+    pub(crate) offset: Option<i64>,
 }
 
 /// `GET /api/posts?q=&kind=&task=&agent=&sort=new|top|discussed&limit=&offset=`.

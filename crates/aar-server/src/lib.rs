@@ -32,8 +32,10 @@ pub mod ladder;
 mod mcp;
 mod openapi;
 mod quotas;
+mod researchers;
 mod snapshots;
 pub mod tasks;
+mod ui;
 pub mod verify;
 
 use std::net::SocketAddr;
@@ -220,6 +222,10 @@ struct Inner {
     writer: evaluate::EvaluationWriter,
     verifier: Option<verify::VerifierHandle>,
     verify_queue: Arc<verify::Queue>,
+    /// Bumped after every change the dashboard shows; its live views wait on it.
+    changes: tokio::sync::watch::Sender<u64>,
+    /// The dashboard's admin sessions and one-time login keys.
+    sessions: ui::Sessions,
 }
 
 impl AppState {
@@ -249,6 +255,8 @@ impl AppState {
                 writer,
                 verifier: verifier.clone(),
                 verify_queue: Arc::default(),
+                changes: tokio::sync::watch::Sender::new(0),
+                sessions: ui::Sessions::default(),
             }),
         };
         if let Some(handle) = verifier {
@@ -287,6 +295,21 @@ impl AppState {
     /// The verifier, when this server runs one.
     pub fn verifier(&self) -> Option<&verify::VerifierHandle> {
         self.inner.verifier.as_ref()
+    }
+
+    /// Tells the dashboard's live views that something changed.
+    pub(crate) fn notify_change(&self) {
+        self.inner.changes.send_modify(|version| *version += 1);
+    }
+
+    /// A receiver of [`AppState::notify_change`].
+    pub(crate) fn subscribe_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.changes.subscribe()
+    }
+
+    /// The dashboard's sessions.
+    pub(crate) fn sessions(&self) -> &ui::Sessions {
+        &self.inner.sessions
     }
 
     /// Wakes the verification loop (a new entry was queued).
@@ -349,11 +372,46 @@ fn routes(state: AppState) -> Router {
         .route("/api/admin/entries/{id}/{action}", post(board::review))
         .route("/api/admin/audit", get(board::audit))
         .route("/api/admin/audit/verify", get(board::verify_audit))
+        .route("/api/snapshots/{id}/files", get(snapshots::files))
+        .route("/api/admin/researchers", get(researchers::list))
+        .route(
+            "/api/admin/researchers/{id}/activity",
+            post(researchers::relay),
+        )
+        .route(
+            "/api/admin/researchers/{id}/transcript",
+            get(researchers::transcript),
+        )
+        .route("/api/admin/progress", get(researchers::progress))
+        .route("/api/admin/ui/login-link", post(ui::login_link))
         .layer(DefaultBodyLimit::max(limits.json_body_bytes))
         .merge(snapshot_upload)
         .merge(mcp)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            announce_writes,
+        ))
+        .merge(ui::routes(limits.json_body_bytes))
         .fallback(|| async { AppError::not_found("endpoint") })
         .with_state(state)
+}
+
+/// After a request that may have changed something (any method but GET and HEAD)
+/// succeeds, the dashboard's live views are told.
+async fn announce_writes(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    let writes = !matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    let response = next.run(request).await;
+    if writes && response.status().is_success() {
+        state.notify_change();
+    }
+    response
 }
 
 /// The layers around every route: a panic in a handler becomes a JSON 500
@@ -412,7 +470,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
         bind: config.bind,
         source,
     })?;
-    tracing::info!(%bound, "aar research server listening");
+    tracing::info!(%bound, "aar research server listening; dashboard at http://{bound}/ui/ (log in with the admin token)");
     axum::serve(listener, app(state))
         .await
         .map_err(|source| ServerError::Io {

@@ -155,6 +155,42 @@ const ENDPOINTS: &[(&str, &str, &str, &str)] = &[
         "admin",
         "Recompute the audit hash chain.",
     ),
+    (
+        "/api/snapshots/{id}/files",
+        "get",
+        "any",
+        "A snapshot's metadata, its files (the text of UTF-8 files up to 256 KiB; agent-written, untrusted) and its lineage (parent, grandparent, ...).",
+    ),
+    (
+        "/api/admin/researchers",
+        "get",
+        "admin",
+        "Every researcher: state (thinking, running, evaluating, stopped, out_of_budget, idle) read from its last transcript line, evaluations against budget, and the relayed status (notebook, spend, budgets, sandbox).",
+    ),
+    (
+        "/api/admin/researchers/{id}/activity",
+        "post",
+        "admin",
+        "The orchestrator relays a researcher's transcript lines `{first_seq, lines: [{ts_ms, kind, ...}], status: {...}}` (at most 1000 lines; a line already stored under its number is kept) and replaces its status.",
+    ),
+    (
+        "/api/admin/researchers/{id}/transcript",
+        "get",
+        "admin",
+        "A researcher's transcript lines with `seq > after` (`?after=&limit=`, at most 1000).",
+    ),
+    (
+        "/api/admin/progress",
+        "get",
+        "admin",
+        "Best-so-far public and private PGR over time, per task and researcher (exact: admin only).",
+    ),
+    (
+        "/api/admin/ui/login-link",
+        "post",
+        "admin",
+        "A one-time login link to the dashboard (`/ui/`), valid 15 minutes.",
+    ),
 ];
 
 /// Refusals particular to an endpoint: (path, method, status, description).

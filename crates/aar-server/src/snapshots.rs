@@ -179,3 +179,56 @@ pub(crate) async fn snapshot_archive(state: &AppState, id: &str) -> Result<Vec<u
         .await?
         .ok_or_else(|| AppError::not_found("snapshot"))
 }
+
+/// Largest file whose text `GET /api/snapshots/{id}/files` includes.
+const MAX_SHOWN_FILE_BYTES: usize = 256 * 1024;
+/// How many ancestors a lineage lists.
+const MAX_LINEAGE: usize = 50;
+
+/// A snapshot's metadata, its files (text of the small UTF-8 ones) and its lineage
+/// (parent, grandparent, ...): what `GET /api/snapshots/{id}/files` returns and the
+/// dashboard renders.
+pub(crate) async fn snapshot_files(state: &AppState, id: &str) -> Result<Value, AppError> {
+    let bytes = snapshot_archive(state, id).await?;
+    let meta = state
+        .store()
+        .snapshot_meta(id)
+        .await?
+        .ok_or_else(|| AppError::not_found("snapshot"))?;
+    let limits = state.policy().limits;
+    let archive_limits = ArchiveLimits {
+        max_entries: limits.snapshot_files,
+        max_unpacked_bytes: limits.snapshot_unpacked_bytes,
+    };
+    let files = crate::archive::files(&bytes, archive_limits, MAX_SHOWN_FILE_BYTES)
+        .map_err(AppError::internal)?;
+    let mut lineage = Vec::new();
+    let mut parent = meta.parent_id.clone();
+    while let Some(pid) = parent.take() {
+        if lineage.len() >= MAX_LINEAGE {
+            break;
+        }
+        match state.store().snapshot_meta(&pid).await? {
+            Some(m) => {
+                parent = m.parent_id.clone();
+                lineage.push(meta_json(&m));
+            }
+            // A parent named at upload that was never uploaded.
+            None => lineage.push(json!({ "snapshot_id": pid, "missing": true })),
+        }
+    }
+    let files: Vec<Value> = files
+        .into_iter()
+        .map(|f| json!({ "path": f.path, "size": f.size, "text": f.text }))
+        .collect();
+    Ok(json!({ "snapshot": meta_json(&meta), "files": files, "lineage": lineage }))
+}
+
+/// `GET /api/snapshots/{id}/files`: metadata, files and lineage (content is untrusted).
+pub async fn files(
+    State(state): State<AppState>,
+    _caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Value>, AppError> {
+    Ok(Json(snapshot_files(&state, &id).await?))
+}

@@ -849,6 +849,11 @@ async fn openapi_lists_every_route() {
         "/api/admin/audit/verify",
         "/api/admin/campaign/close",
         "/api/campaign",
+        "/api/admin/researchers",
+        "/api/admin/researchers/{id}/activity",
+        "/api/admin/progress",
+        "/api/admin/ui/login-link",
+        "/api/snapshots/{id}/files",
         "/mcp",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing");
@@ -1216,3 +1221,6 @@ mod hardening;
 
 /// Verified entries (with a scripted verifier) and the attacks through them.
 mod entries;
+
+/// The dashboard's doors: relay API, sessions, CSRF, headers.
+mod dashboard;

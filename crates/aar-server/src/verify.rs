@@ -140,7 +140,9 @@ pub(crate) async fn verification_loop(state: AppState, handle: VerifierHandle, q
 async fn verify_entry(state: &AppState, verifier: &dyn Verifier, entry: EntryRecord) {
     let started = Instant::now();
     let entry_id = entry.id;
-    match run_verification(state, verifier, entry, started).await {
+    let outcome = run_verification(state, verifier, entry, started).await;
+    state.notify_change();
+    match outcome {
         Ok(()) => {
             tracing::info!(
                 entry_id,

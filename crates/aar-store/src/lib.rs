@@ -19,6 +19,7 @@
 mod audit;
 mod predictions;
 mod records;
+mod researchers;
 mod verification;
 mod write;
 
@@ -39,6 +40,7 @@ pub use records::{
     PostKind, PostLink, PostRecord, PostSort, PostsQuery, SnapshotMeta, SnapshotRecord,
     VerificationState,
 };
+pub use researchers::{EvaluationPoint, ResearcherEvent, ResearcherStatus};
 pub use verification::{FlagRecord, NewFlag, VerificationResult, VerificationRun};
 pub use write::{QuotaUsage, WriteTx};
 
@@ -105,6 +107,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "verification",
         include_str!("../migrations/sqlite/0004_verification.sql"),
     ),
+    (
+        5,
+        "researchers",
+        include_str!("../migrations/sqlite/0005_researchers.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -126,6 +133,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "verification",
         include_str!("../migrations/postgres/0004_verification.sql"),
+    ),
+    (
+        5,
+        "researchers",
+        include_str!("../migrations/postgres/0005_researchers.sql"),
     ),
 ];
 
@@ -520,6 +532,14 @@ impl Store {
         .fetch_all(&self.reader)
         .await?;
         rows.iter().map(AuditRecord::from_row).collect()
+    }
+
+    /// The sequence number of the last audit record (0 when there is none).
+    pub async fn audit_head_seq(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT seq FROM audit_head WHERE id = 1")
+            .fetch_one(&self.reader)
+            .await?;
+        get(&row, 0)
     }
 
     /// Recomputes the whole audit hash chain and compares it with the stored head.
