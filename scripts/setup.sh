@@ -2,7 +2,8 @@
 # Idempotent machine set-up for aar: Debian packages, the project-local Python
 # environment with libtorch (pip's torch, the build tch expects), and test extras.
 #   scripts/setup.sh           what building and running aar needs
-#   scripts/setup.sh --test    also what the test suite needs (independent references, servers)
+#   scripts/setup.sh --test    also what the test suite needs (independent references, servers,
+#                              headless Chromium and chromedriver for the browser tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,7 +16,8 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 # Debian packages, installed only when missing.
 apt_packages=(build-essential pkg-config python3-venv bubblewrap strace fonts-dejavu-core)
 if (( want_test )); then
-  apt_packages+=(postgresql)
+  # chromium-driver: chromedriver, for the headless-Chromium UI tests (tests/ui).
+  apt_packages+=(postgresql chromium chromium-driver)
 fi
 missing=()
 for p in "${apt_packages[@]}"; do

@@ -179,10 +179,7 @@ pub(crate) async fn researcher_overview(state: &AppState) -> Result<Value, AppEr
         .into_iter()
         .map(|s| (s.agent_id.clone(), s))
         .collect();
-    let mut evaluations: BTreeMap<String, i64> = BTreeMap::new();
-    for point in store.evaluation_points().await? {
-        *evaluations.entry(point.agent_id).or_default() += 1;
-    }
+    let evaluations: HashMap<String, i64> = store.evaluation_counts().await?.into_iter().collect();
     let budgets = state.policy().budgets;
     let rows: Vec<Value> = agents
         .iter()

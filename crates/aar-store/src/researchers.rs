@@ -84,6 +84,16 @@ impl Store {
             .collect()
     }
 
+    /// How many evaluations each agent has made (agents with none are absent).
+    pub async fn evaluation_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT agent_id, COUNT(*) FROM evaluations GROUP BY agent_id")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((get(row, 0)?, get(row, 1)?)))
+            .collect()
+    }
+
     /// A researcher's transcript lines with `seq > after`, oldest first, at most `limit`.
     pub async fn researcher_events(
         &self,

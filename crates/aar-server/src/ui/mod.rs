@@ -72,7 +72,8 @@ async fn security_headers(mut response: Response) -> Response {
     let set = [
         (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        // `same-origin`, not `no-referrer`: with the latter, form posts carry `Origin: null`.
+        (header::REFERRER_POLICY, "same-origin"),
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::CACHE_CONTROL, "no-store"),
     ];
@@ -138,6 +139,7 @@ async fn asset(axum::extract::Path(name): axum::extract::Path<String>) -> Respon
         "app.js" => (include_str!("assets/app.js").into(), "text/javascript"),
         "style.css" => (include_str!("assets/style.css").into(), "text/css"),
         "highlight.css" => (render::highlight_css().into(), "text/css"),
+        "favicon.svg" => (include_str!("assets/favicon.svg").into(), "image/svg+xml"),
         _ => return StatusCode::NOT_FOUND.into_response(),
     };
     ([(header::CONTENT_TYPE, kind)], body.into_owned()).into_response()

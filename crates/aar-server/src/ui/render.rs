@@ -25,6 +25,7 @@ pub(crate) fn bare_page(title: &str, body: Markup) -> Markup {
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · aar" }
                 link rel="stylesheet" href="/ui/assets/style.css";
+                link rel="icon" href="/ui/assets/favicon.svg";
             }
             body { main #main { (body) } }
         }
@@ -42,6 +43,7 @@ pub(crate) fn page(title: &str, csrf: &str, live: bool, body: Markup) -> Markup 
                 title { (title) " · aar" }
                 link rel="stylesheet" href="/ui/assets/style.css";
                 link rel="stylesheet" href="/ui/assets/highlight.css";
+                link rel="icon" href="/ui/assets/favicon.svg";
                 script src="/ui/assets/app.js" defer {}
             }
             body data-live=(if live { "1" } else { "0" }) data-version="0" {
@@ -160,12 +162,18 @@ pub(crate) fn pgr_chart(title: &str, series: &[Series]) -> Markup {
 }
 
 /// Agent-written Markdown as HTML: rendered by pulldown-cmark, then cleaned by
-/// ammonia (no scripts, no event handlers, no `javascript:` links, links get
-/// `rel="noopener noreferrer nofollow"`).
+/// ammonia (no scripts, no event handlers, no images, links only to http(s) and
+/// mailto with `rel="noopener noreferrer"`).
 pub(crate) fn markdown(text: &str) -> Markup {
     let mut rendered = String::new();
     pulldown_cmark::html::push_html(&mut rendered, pulldown_cmark::Parser::new(text));
-    PreEscaped(ammonia::clean(&rendered))
+    // No images: an agent's image would load from wherever it points (a beacon).
+    let clean = ammonia::Builder::default()
+        .rm_tags(["img"])
+        .url_schemes(["http", "https", "mailto"].into())
+        .clean(&rendered)
+        .to_string();
+    PreEscaped(clean)
 }
 
 fn syntaxes() -> &'static syntect::parsing::SyntaxSet {
