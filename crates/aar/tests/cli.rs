@@ -376,6 +376,24 @@ fn baselines_rejects_an_unknown_preset() {
     assert!(stderr.contains("unknown preset"), "{stderr}");
 }
 
+/// What the campaign relayed to its server for the dashboard: transcript lines per
+/// researcher, and how many researchers have a status.
+fn relayed_activity(database: &std::path::Path) -> (Vec<(String, i64)>, usize) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = aar_store::Store::connect(&format!("sqlite://{}", database.display()))
+            .await
+            .unwrap();
+        let lines = store.researcher_event_counts().await.unwrap();
+        let statuses = store.researcher_statuses().await.unwrap();
+        assert!(
+            statuses.iter().all(|s| s.body.contains("\"spend\"")),
+            "{statuses:?}"
+        );
+        (lines, statuses.len())
+    })
+}
+
 /// The main job end to end on the `tiny` preset: testbed, server, two sandboxed offline
 /// researchers for 90 seconds, and a report whose numbers come from server-recorded
 /// evaluations (public and private) and from re-running entries on the transfer set.
@@ -403,8 +421,23 @@ fn up_runs_a_short_tiny_campaign_and_reports_all_three_test_sets() {
     let report_dir = campaign.join("report");
     let report = std::fs::read_to_string(report_dir.join("report.json"));
     let png = std::fs::read(report_dir.join("pgr.png"));
+    let html = std::fs::read_to_string(report_dir.join("report.html"));
+    let relayed = relayed_activity(&campaign.join("server.db"));
     let _ = std::fs::remove_dir_all(&campaign);
     assert!(out.status.success(), "aar up failed: {}", stderr(&out));
+    // The dashboard: a login link on the console, every researcher's transcript and
+    // status relayed to the server.
+    assert!(
+        stdout(&out).contains("dashboard: http://127.0.0.1:")
+            && stdout(&out).contains("/ui/login?key="),
+        "no dashboard link: {}",
+        stdout(&out)
+    );
+    let (lines, statuses) = relayed;
+    assert_eq!(lines.len(), 2, "transcript lines per researcher: {lines:?}");
+    assert!(lines.iter().all(|(_, n)| *n > 3), "{lines:?}");
+    assert_eq!(statuses, 2);
+    assert!(html.unwrap().contains("<svg"));
     assert!(
         stdout(&out).contains("best PGR"),
         "no progress lines: {}",
