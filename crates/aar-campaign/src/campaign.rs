@@ -17,7 +17,7 @@ use aar_agents::directions;
 use aar_agents::llm::LanguageModel;
 use aar_agents::llm::anthropic::{AnthropicClient, AnthropicConfig};
 use aar_agents::llm::openai::{OpenAiClient, OpenAiConfig};
-use aar_agents::sandbox::{AAR_MOUNT, CACHE_MOUNT, Sandbox, SandboxConfig};
+use aar_agents::sandbox::{AAR_MOUNT, CACHE_MOUNT, RunAs, Sandbox, SandboxConfig};
 use aar_agents::server_client::ServerClient;
 use aar_agents::tools::{Notebook, ToolLimits, Toolbox};
 use aar_testbed::{BaselineTable, Preset, RunOptions, run_baselines};
@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 
 use crate::error::{CampaignError, Result};
 use crate::offline::OfflineResearcher;
-use crate::relay::Relay;
+use crate::relay::{Relay, RelayedResearcher};
 use crate::report::{Report, write_report};
 
 /// Which policy drives the researchers.
@@ -440,19 +440,7 @@ pub async fn run_campaign(config: CampaignConfig, interrupt: Arc<AtomicBool>) ->
         &ledger,
     )?;
     print_dashboard_link(&admin).await;
-    let researchers = names
-        .iter()
-        .filter_map(|name| {
-            let agent = identities.agents.get(name)?;
-            let dir = paths.agent(name);
-            Some((
-                name.clone(),
-                agent.agent_id.clone(),
-                dir.join("state"),
-                dir.join("workspace"),
-            ))
-        })
-        .collect();
+    let researchers = relayed_researchers(&names, &identities, &paths);
     let mut relay = Relay::resume(&admin, &ledger, config.minutes, researchers).await;
     let progress = Progress {
         admin: &admin,
@@ -618,6 +606,34 @@ fn spawn_researchers(
         });
     }
     Ok(running)
+}
+
+/// What the dashboard relay follows of each researcher.
+fn relayed_researchers(
+    names: &[String],
+    identities: &Identities,
+    paths: &CampaignPaths,
+) -> Vec<RelayedResearcher> {
+    names
+        .iter()
+        .enumerate()
+        .filter_map(|(index, name)| {
+            let agent = identities.agents.get(name)?;
+            let dir = paths.agent(name);
+            // The uid `researcher_sandbox` gives this researcher's commands.
+            let uid = match RunAs::for_agent(index as u32) {
+                RunAs::Uid { uid, .. } => Some(uid),
+                RunAs::Current => None,
+            };
+            Some(RelayedResearcher {
+                name: name.clone(),
+                agent_id: agent.agent_id.clone(),
+                state_dir: dir.join("state"),
+                workspace: dir.join("workspace"),
+                uid,
+            })
+        })
+        .collect()
 }
 
 /// Prints the dashboard's address with a one-time login link (the link is a secret

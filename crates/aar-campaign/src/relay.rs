@@ -18,6 +18,17 @@ const MAX_NOTEBOOK_BYTES: u64 = 256 << 10;
 /// Files counted for the workspace's size before giving up (a huge tree is not walked).
 const MAX_WALKED_FILES: usize = 20_000;
 
+/// A researcher to relay: its name, agent id, state directory (transcript, notebook),
+/// workspace and the uid of its sandbox's processes.
+#[derive(Debug)]
+pub(crate) struct RelayedResearcher {
+    pub(crate) name: String,
+    pub(crate) agent_id: String,
+    pub(crate) state_dir: PathBuf,
+    pub(crate) workspace: PathBuf,
+    pub(crate) uid: Option<u32>,
+}
+
 /// One researcher's relay position.
 #[derive(Debug)]
 struct Tracked {
@@ -29,6 +40,8 @@ struct Tracked {
     sent: usize,
     /// Byte offset in the transcript after those lines (unknown until the first tick).
     offset: Option<u64>,
+    /// The uid its sandbox's commands run as, when it has one of its own.
+    uid: Option<u32>,
 }
 
 /// The relay of every researcher of a campaign.
@@ -41,13 +54,12 @@ pub(crate) struct Relay {
 }
 
 impl Relay {
-    /// Starts where the server's records end. `researchers`: (name, agent id, state
-    /// directory, workspace).
+    /// Starts where the server's records end.
     pub(crate) async fn resume(
         admin: &Admin,
         ledger: &Ledger,
         minutes: f64,
-        researchers: Vec<(String, String, PathBuf, PathBuf)>,
+        researchers: Vec<RelayedResearcher>,
     ) -> Relay {
         let stored: BTreeMap<String, usize> = match admin.get("/api/admin/researchers").await {
             Ok(body) => body["researchers"]
@@ -68,13 +80,14 @@ impl Relay {
         };
         let tracked = researchers
             .into_iter()
-            .map(|(name, agent_id, state_dir, workspace)| Tracked {
-                sent: stored.get(&agent_id).copied().unwrap_or(0),
+            .map(|r| Tracked {
+                sent: stored.get(&r.agent_id).copied().unwrap_or(0),
                 offset: None,
-                name,
-                agent_id,
-                state_dir,
-                workspace,
+                name: r.name,
+                agent_id: r.agent_id,
+                state_dir: r.state_dir,
+                workspace: r.workspace,
+                uid: r.uid,
             })
             .collect();
         Relay {
@@ -135,10 +148,15 @@ impl Relay {
         let left_ms = (self.minutes * 60_000.0 - totals.active_ms as f64).max(0.0);
         let notebook = read_capped(&tracked.state_dir.join("notebook.md")).await;
         let workspace = tracked.workspace.clone();
-        let workspace_bytes = tokio::task::spawn_blocking(move || tree_size(&workspace))
-            .await
-            .ok()
-            .flatten();
+        let uid = tracked.uid;
+        let (workspace_bytes, usage) = tokio::task::spawn_blocking(move || {
+            (
+                tree_size(&workspace),
+                uid.map_or(Value::Null, sandbox_usage),
+            )
+        })
+        .await
+        .unwrap_or((None, Value::Null));
         json!({
             "notebook": notebook,
             "spend": {
@@ -152,7 +170,7 @@ impl Relay {
                 "agent_seconds": budget.wall_time.map(|t| t.as_secs_f64()),
             },
             "campaign": { "ends_at_ms": aar_store::now_millis() + left_ms as i64 },
-            "sandbox": { "workspace_bytes": workspace_bytes },
+            "sandbox": { "workspace_bytes": workspace_bytes, "now": usage },
         })
     }
 }
@@ -199,6 +217,51 @@ async fn read_capped(path: &Path) -> String {
         Ok(_) => "(the notebook is larger than the dashboard shows)".to_owned(),
         Err(_) => String::new(),
     }
+}
+
+/// What the processes of a sandbox's own uid use now: how many, resident memory, CPU
+/// seconds so far (from `/proc`; `/proc/<pid>/stat` counts in USER_HZ, 100 on Linux).
+fn sandbox_usage(uid: u32) -> Value {
+    const USER_HZ: f64 = 100.0;
+    let (mut processes, mut rss_kib, mut cpu_ticks) = (0_u64, 0_u64, 0_u64);
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Value::Null;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(status) = std::fs::read_to_string(path.join("status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        if field("Uid:") != Some(u64::from(uid)) {
+            continue;
+        }
+        processes += 1;
+        rss_kib += field("VmRSS:").unwrap_or(0);
+        // Fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
+        if let Ok(stat) = std::fs::read_to_string(path.join("stat"))
+            && let Some((_, rest)) = stat.rsplit_once(')')
+        {
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            for index in [11, 12] {
+                cpu_ticks += fields
+                    .get(index)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    json!({
+        "processes": processes,
+        "resident_bytes": rss_kib * 1024,
+        "cpu_seconds_of_running_processes": cpu_ticks as f64 / USER_HZ,
+    })
 }
 
 /// Total size of the regular files under `root`, without following links; `None` when

@@ -454,7 +454,7 @@ pub(crate) async fn researcher(
                     _ => p.muted { "Empty." },
                 }
                 h2 { "Sandbox" }
-                @if status["sandbox"].is_object() { (json_block(&status["sandbox"])) } @else { p.muted { "No resource figures relayed." } }
+                @if status["sandbox"].is_object() { (sandbox_table(&status["sandbox"])) } @else { p.muted { "No resource figures relayed." } }
             }
             section {
                 h2 { "Timeline" }
@@ -467,6 +467,19 @@ pub(crate) async fn researcher(
     };
     let title = row["name"].as_str().unwrap_or("Researcher").to_owned();
     Ok(page(&title, &session.csrf, true, body))
+}
+
+fn sandbox_table(sandbox: &Value) -> Markup {
+    let mib = |v: &Value| num(v.as_f64().map(|b| b / (1024.0 * 1024.0)), 1);
+    let now = &sandbox["now"];
+    html! {
+        table.sandbox {
+            tr { th { "Workspace" } td { (mib(&sandbox["workspace_bytes"])) " MiB" } }
+            tr { th { "Processes now" } td { (num(now["processes"].as_f64(), 0)) } }
+            tr { th { "Resident memory now" } td { (mib(&now["resident_bytes"])) " MiB" } }
+            tr { th { "CPU of running processes" } td { (num(now["cpu_seconds_of_running_processes"].as_f64(), 1)) " s" } }
+        }
+    }
 }
 
 fn timeline_item(item: &Value) -> Markup {
