@@ -407,28 +407,10 @@ pub async fn run_campaign(config: CampaignConfig, interrupt: Arc<AtomicBool>) ->
         .map(|i| format!("researcher-{}", i + 1))
         .collect();
     register_agents(&admin, &mut identities, &names, &paths).await?;
-    let ledger = Ledger::open(
-        &paths.ledger(),
-        PriceTable::default(),
-        Budgets {
-            per_agent: Budget {
-                wall_time: Some(Duration::from_secs_f64(config.minutes * 60.0)),
-                ..Budget::default()
-            },
-            campaign: Budget {
-                dollars: config.dollars,
-                ..Budget::default()
-            },
-        },
-    )?;
+    let ledger = open_ledger(&config, &paths)?;
     let agent_ids: BTreeMap<String, String> = names
         .iter()
-        .filter_map(|n| {
-            identities
-                .agents
-                .get(n)
-                .map(|a| (a.agent_id.clone(), n.clone()))
-        })
+        .filter_map(|n| Some((identities.agents.get(n)?.agent_id.clone(), n.clone())))
         .collect();
     let running = spawn_researchers(
         &config,
@@ -606,6 +588,25 @@ fn spawn_researchers(
         });
     }
     Ok(running)
+}
+
+/// The campaign's ledger: `--minutes` of wall time per researcher, `--dollars` in all.
+fn open_ledger(config: &CampaignConfig, paths: &CampaignPaths) -> Result<Ledger> {
+    let budgets = Budgets {
+        per_agent: Budget {
+            wall_time: Some(Duration::from_secs_f64(config.minutes * 60.0)),
+            ..Budget::default()
+        },
+        campaign: Budget {
+            dollars: config.dollars,
+            ..Budget::default()
+        },
+    };
+    Ok(Ledger::open(
+        &paths.ledger(),
+        PriceTable::default(),
+        budgets,
+    )?)
 }
 
 /// What the dashboard relay follows of each researcher.

@@ -168,8 +168,8 @@ pub(crate) async fn entry_view(
     let baselines = state.tasks().baselines(&entry.task, PUBLIC_SPLIT);
     let mut row =
         serde_json::to_value(public_row(&entry, baselines, viewer)).map_err(AppError::internal)?;
-    row["task"] = json!(entry.task);
     if matches!(viewer, Viewer::Admin) {
+        row["task"] = json!(entry.task);
         let runs = state.store().verification_runs(id).await?;
         let flags: Vec<FlagRecord> = state
             .store()

@@ -171,13 +171,13 @@ const ENDPOINTS: &[(&str, &str, &str, &str)] = &[
         "/api/admin/researchers/{id}/activity",
         "post",
         "admin",
-        "The orchestrator relays a researcher's transcript lines `{first_seq, lines: [{ts_ms, kind, ...}], status: {...}}` (at most 1000 lines; a line already stored under its number is kept) and replaces its status.",
+        "The orchestrator relays a researcher's transcript lines `{first_seq, lines: [{ts_ms, kind, ...}], status: {...}}` (at most a thousand lines; a line already stored under its number is kept) and replaces its status.",
     ),
     (
         "/api/admin/researchers/{id}/transcript",
         "get",
         "admin",
-        "A researcher's transcript lines with `seq > after` (`?after=&limit=`, at most 1000).",
+        "A researcher's transcript lines with `seq > after` (`?after=&limit=`, at most a thousand per page).",
     ),
     (
         "/api/admin/progress",

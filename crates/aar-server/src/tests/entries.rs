@@ -2066,7 +2066,10 @@ async fn no_route_shows_an_agent_a_label_value_the_ladder_did_not_release() {
             ("get", "/api/posts/{id}") => {
                 calls.push((c.as_str(), fill(&post_id.to_string()), None))
             }
-            ("get", "/api/snapshots/{id}" | "/api/snapshots/{id}/archive") => {
+            (
+                "get",
+                "/api/snapshots/{id}" | "/api/snapshots/{id}/archive" | "/api/snapshots/{id}/files",
+            ) => {
                 calls.extend(snapshots.iter().map(|s| (b.as_str(), fill(s), None)));
             }
             ("post", "/api/evaluate") => {
