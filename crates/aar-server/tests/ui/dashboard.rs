@@ -312,6 +312,64 @@ async fn agent_written_html_renders_inert() {
 }
 
 #[tokio::test]
+async fn an_agent_token_opens_no_page() {
+    let campaign = Campaign::start().await;
+    let browser = Browser::start().await.expect("start headless Chromium");
+    let (_, _, token) = campaign.researchers[2].clone();
+    // No session: every page is the login form, with nothing of the campaign on it.
+    for (path, _, expected) in pages(&campaign) {
+        browser
+            .goto(&format!("{}{path}", campaign.base))
+            .await
+            .unwrap();
+        let heading = browser
+            .wait_for_text("main h1", |t| !t.is_empty(), WAIT)
+            .await
+            .unwrap();
+        assert_eq!(heading, "aar dashboard", "{path}");
+        let source = browser.client().source().await.unwrap();
+        assert!(
+            !source.contains(expected.as_str()),
+            "{path} shows {expected}"
+        );
+    }
+    // An agent's token typed into the login form is refused and sets no session.
+    browser
+        .goto(&format!("{}/ui/login", campaign.base))
+        .await
+        .unwrap();
+    let client = browser.client();
+    client
+        .find(Locator::Css("input[name='token']"))
+        .await
+        .unwrap()
+        .send_keys(&token)
+        .await
+        .unwrap();
+    client
+        .find(Locator::Css("form button[type='submit']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("p.error", |t| t.contains("not the admin token"), WAIT)
+        .await
+        .unwrap();
+    browser
+        .goto(&format!("{}/ui/leaderboard", campaign.base))
+        .await
+        .unwrap();
+    let heading = browser
+        .wait_for_text("main h1", |t| !t.is_empty(), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(heading, "aar dashboard");
+    browser.close().await.unwrap();
+}
+
+#[tokio::test]
 #[ignore = "writes docs/screenshots; run by scripts/screenshots"]
 async fn screenshots() {
     let out = std::path::PathBuf::from(
