@@ -433,7 +433,7 @@ pub async fn run_campaign(config: CampaignConfig, interrupt: Arc<AtomicBool>) ->
         every: config.progress_every,
     };
     let interrupted = supervise(running, &progress, &mut relay, &interrupt).await;
-    relay.tick().await;
+    relay.flush().await;
     if interrupted {
         eprintln!("interrupted: everything so far is kept; `aar up` again resumes");
     }

@@ -15,6 +15,8 @@ use crate::campaign::Admin;
 const LINES_PER_REQUEST: usize = 500;
 /// The notebook is capped at 64 KiB by its tool; this bounds a damaged one.
 const MAX_NOTEBOOK_BYTES: u64 = 256 << 10;
+/// How often a researcher's status is sent when its transcript has not grown.
+const STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 /// Files counted for the workspace's size before giving up (a huge tree is not walked).
 const MAX_WALKED_FILES: usize = 20_000;
 
@@ -42,6 +44,8 @@ struct Tracked {
     offset: Option<u64>,
     /// The uid its sandbox's commands run as, when it has one of its own.
     uid: Option<u32>,
+    /// When its status was last sent.
+    status_sent_at: Option<std::time::Instant>,
 }
 
 /// The relay of every researcher of a campaign.
@@ -88,6 +92,7 @@ impl Relay {
                 state_dir: r.state_dir,
                 workspace: r.workspace,
                 uid: r.uid,
+                status_sent_at: None,
             })
             .collect();
         Relay {
@@ -109,11 +114,29 @@ impl Relay {
         }
     }
 
+    /// A last tick that sends every researcher's status whether due or not.
+    pub(crate) async fn flush(&mut self) {
+        for tracked in &mut self.tracked {
+            tracked.status_sent_at = None;
+        }
+        self.tick().await;
+    }
+
     async fn relay_one(&mut self, index: usize) -> crate::error::Result<()> {
-        let status = self.status(&self.tracked[index]).await;
         let tracked = &self.tracked[index];
         let path = tracked.state_dir.join("transcript.jsonl");
         let (lines, offset) = new_lines(&path, tracked.offset, tracked.sent).await;
+        // Each relay wakes every open live page: an idle researcher's status goes out
+        // only every STATUS_EVERY.
+        let status_due = tracked
+            .status_sent_at
+            .is_none_or(|at| at.elapsed() >= STATUS_EVERY);
+        if lines.is_empty() && !status_due {
+            return Ok(());
+        }
+        let status = self.status(tracked).await;
+        self.tracked[index].status_sent_at = Some(std::time::Instant::now());
+        let tracked = &self.tracked[index];
         let agent_id = tracked.agent_id.clone();
         let mut sent = tracked.sent;
         let chunks: Vec<&[Value]> = if lines.is_empty() {

@@ -403,10 +403,11 @@ async fn announce_writes(
     request: axum::extract::Request,
     next: middleware::Next,
 ) -> axum::response::Response {
+    // The relay of researchers' activity announces itself, only when it stored something.
     let writes = !matches!(
         *request.method(),
         axum::http::Method::GET | axum::http::Method::HEAD
-    );
+    ) && !request.uri().path().starts_with("/api/admin/researchers/");
     let response = next.run(request).await;
     if writes && response.status().is_success() {
         state.notify_change();

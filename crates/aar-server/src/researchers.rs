@@ -107,7 +107,9 @@ pub async fn relay(
         .await?;
     }
     tx.commit().await?;
-    state.notify_change();
+    if added > 0 || activity.status.is_some() {
+        state.notify_change();
+    }
     Ok(Json(json!({ "agent_id": agent_id, "added": added })))
 }
 
