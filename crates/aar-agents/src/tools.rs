@@ -5,7 +5,7 @@
 //! A tool never fails the loop: whatever goes wrong becomes an error result
 //! the model reads.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
@@ -42,6 +42,35 @@ pub enum WorkspaceError {
         /// The cause.
         source: std::io::Error,
     },
+}
+
+/// Opens `path` without ever blocking (a FIFO or a device an agent planted would
+/// block a plain `open` or `read` forever, on the host's runtime), without following
+/// a final symbolic link, then refuses anything but a regular file, checked on the
+/// opened file itself (the agent's sandbox may swap the path meanwhile).
+pub(crate) fn open_regular(
+    path: &Path,
+    options: &std::fs::OpenOptions,
+) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = options
+        .clone()
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a symbolic link: the file tools do not follow a link at the end of a path; give the path it points to",
+            ),
+            _ => e,
+        })?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (FIFOs, sockets and devices are refused)",
+        ));
+    }
+    Ok(file)
 }
 
 /// The agent's workspace as the file tools see it: every path is resolved
@@ -122,7 +151,7 @@ impl Workspace {
             path: rel.to_owned(),
             source,
         };
-        let mut file = std::fs::File::open(&path).map_err(io)?;
+        let mut file = open_regular(&path, std::fs::OpenOptions::new().read(true)).map_err(io)?;
         let size = file.metadata().map_err(io)?.len();
         let mut bytes = Vec::new();
         std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(offset)).map_err(io)?;
@@ -151,7 +180,13 @@ impl Workspace {
                 self.give(&dir).map_err(io)?;
             }
         }
-        std::fs::write(&path, bytes).map_err(io)?;
+        let options = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .clone();
+        let mut file = open_regular(&path, &options).map_err(io)?;
+        file.write_all(bytes).map_err(io)?;
         self.give(&path).map_err(io)
     }
 
@@ -814,7 +849,8 @@ fn pack(root: &Path, max_bytes: u64) -> Result<Vec<u8>, String> {
                 if total > max_bytes {
                     return Err(format!("the directory holds more than {max_bytes} bytes"));
                 }
-                let file = std::fs::File::open(entry.path()).map_err(|e| e.to_string())?;
+                let file = open_regular(&entry.path(), std::fs::OpenOptions::new().read(true))
+                    .map_err(|e| format!("{}: {e}", name.display()))?;
                 let mut header = tar::Header::new_gnu();
                 header.set_size(meta.len());
                 header.set_mode(0o644);

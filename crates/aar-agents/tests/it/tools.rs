@@ -100,6 +100,48 @@ async fn file_tools_refuse_every_way_out_of_the_workspace() {
     assert!(out.is_error && out.content.contains("0 times"), "{out:?}");
 }
 
+/// A FIFO the agent makes in its workspace (or swaps in for a file) would block a plain
+/// `open` on the host forever: the file tools refuse it at once, and a snapshot skips it.
+#[tokio::test]
+async fn file_tools_refuse_fifos_without_blocking() {
+    let root = tempdir();
+    let tools = toolbox(root.path(), 0, None);
+    let out = tools
+        .call(
+            "shell",
+            &json!({"command": "mkfifo pipe && echo ok > a.txt && ln -s a.txt alias.txt"}),
+        )
+        .await;
+    assert!(!out.is_error, "{out:?}");
+    let calls = [
+        ("read_file", json!({"path": "pipe"}), "not a regular file"),
+        ("write_file", json!({"path": "pipe", "content": "x"}), ""),
+        (
+            "edit_file",
+            json!({"path": "pipe", "old": "a", "new": "b"}),
+            "not a regular file",
+        ),
+        ("read_file", json!({"path": "alias.txt"}), "symbolic link"),
+    ];
+    for (tool, input, says) in calls {
+        let started = std::time::Instant::now();
+        let out =
+            tokio::time::timeout(std::time::Duration::from_secs(10), tools.call(tool, &input))
+                .await
+                .unwrap_or_else(|_| panic!("{tool} {input} blocked"));
+        assert!(
+            out.is_error && out.content.contains(says),
+            "{tool} {input}: {out:?}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{tool} {input}"
+        );
+    }
+    let out = tools.call("read_file", &json!({"path": "a.txt"})).await;
+    assert_eq!(out.content, "ok\n");
+}
+
 #[tokio::test]
 async fn notebook_persists_and_is_capped() {
     let root = tempdir();
