@@ -109,13 +109,34 @@ impl LanguageModel for OpenAiClient {
         request: ChatRequest<'a>,
     ) -> BoxFuture<'a, Result<ChatResponse, LlmError>> {
         Box::pin(async move {
-            let body = request_body(&self.config.model, &request);
+            let body = request_body_for(&self.config.base_url, &self.config.model, &request);
             let (mut response, attempts) =
                 with_retries(&self.config.retry, || self.attempt(&body)).await?;
             response.attempts = attempts;
             Ok(response)
         })
     }
+}
+
+/// Whether the server is OpenAI's own API, which takes `max_completion_tokens`; other
+/// OpenAI-compatible servers (llama.cpp, vLLM, ...) take `max_tokens`.
+pub fn wants_max_completion_tokens(base_url: &str) -> bool {
+    base_url
+        .split_once("://")
+        .map(|(_, rest)| rest.split(['/', ':']).next().unwrap_or(""))
+        .is_some_and(|host| host.eq_ignore_ascii_case("api.openai.com"))
+}
+
+/// [`request_body`] with the token limit under the name `base_url`'s server takes.
+pub fn request_body_for(base_url: &str, model: &str, request: &ChatRequest<'_>) -> Value {
+    let mut body = request_body(model, request);
+    if wants_max_completion_tokens(base_url) {
+        // OpenAI's own API deprecates `max_tokens` and refuses it for reasoning models.
+        if let Some(limit) = body.as_object_mut().and_then(|b| b.remove("max_tokens")) {
+            body["max_completion_tokens"] = limit;
+        }
+    }
+    body
 }
 
 /// The request body, translated from content blocks to chat messages.
@@ -209,7 +230,17 @@ pub fn parse_response(v: &Value) -> Result<ChatResponse, LlmError> {
         });
     }
     let usage = &v["usage"];
-    let prompt = usage["prompt_tokens"].as_u64().unwrap_or(0);
+    // Every call is counted against the budget: a response that does not say what it
+    // cost is refused, never counted as free.
+    let (Some(prompt), Some(completion)) = (
+        usage["prompt_tokens"].as_u64(),
+        usage["completion_tokens"].as_u64(),
+    ) else {
+        return Err(LlmError::Protocol(
+            "the response reports no token usage (usage.prompt_tokens, usage.completion_tokens);              aar counts every call against the budget and does not count one as free"
+                .to_owned(),
+        ));
+    };
     let cached = usage["prompt_tokens_details"]["cached_tokens"]
         .as_u64()
         .unwrap_or(0)
@@ -226,7 +257,7 @@ pub fn parse_response(v: &Value) -> Result<ChatResponse, LlmError> {
         stop_reason,
         usage: Usage {
             input_tokens: prompt - cached,
-            output_tokens: usage["completion_tokens"].as_u64().unwrap_or(0),
+            output_tokens: completion,
             cache_creation_input_tokens: 0,
             cache_read_input_tokens: cached,
         },
@@ -314,5 +345,38 @@ mod tests {
                 input: json!({"command": "pwd"})
             }]
         );
+
+        // No usage: an error, not a free call.
+        let mut silent = response.clone();
+        silent["usage"] = Value::Null;
+        assert!(
+            matches!(parse_response(&silent), Err(LlmError::Protocol(m)) if m.contains("usage"))
+        );
+    }
+
+    #[test]
+    fn only_openais_own_api_gets_max_completion_tokens() {
+        let request = ChatRequest {
+            system: "sys",
+            messages: &[],
+            tools: &[],
+            max_tokens: 77,
+        };
+        let openai = request_body_for("https://api.openai.com/v1", "m", &request);
+        assert_eq!(openai["max_completion_tokens"], 77);
+        assert!(openai.get("max_tokens").is_none(), "{openai}");
+        let local = request_body_for("http://127.0.0.1:8080/v1", "m", &request);
+        assert_eq!(local["max_tokens"], 77);
+        assert!(local.get("max_completion_tokens").is_none(), "{local}");
+        assert!(wants_max_completion_tokens("https://api.openai.com/v1"));
+        assert!(wants_max_completion_tokens("https://API.openai.com:443/v1"));
+        for other in [
+            "http://127.0.0.1:8080/v1",
+            "https://api.openai.com.evil.example/v1",
+            "https://example.com/api.openai.com/v1",
+            "not a url",
+        ] {
+            assert!(!wants_max_completion_tokens(other), "{other}");
+        }
     }
 }
