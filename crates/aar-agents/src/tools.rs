@@ -9,6 +9,7 @@ use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+use rustix::fs::{Mode, OFlags, ResolveFlags};
 use serde_json::{Value, json};
 
 use crate::llm::ToolSpec;
@@ -44,26 +45,37 @@ pub enum WorkspaceError {
     },
 }
 
-/// Opens `path` without ever blocking (a FIFO or a device an agent planted would
-/// block a plain `open` or `read` forever, on the host's runtime), without following
-/// a final symbolic link, then refuses anything but a regular file, checked on the
-/// opened file itself (the agent's sandbox may swap the path meanwhile).
-pub(crate) fn open_regular(
-    path: &Path,
-    options: &std::fs::OpenOptions,
+/// Opens `rel` under `root` with `openat2(RESOLVE_BENEATH)`: the kernel resolves every
+/// component, symbolic links included, and refuses any that leads out of `root`, so a
+/// directory the agent's sandbox swaps for a link after the path check cannot send the
+/// host (root) elsewhere. Never blocks (`O_NONBLOCK`: a FIFO or device an agent planted
+/// would block a plain `open` or `read` forever, on the host's runtime), and refuses
+/// anything but a regular file, checked on the opened file itself.
+pub(crate) fn open_beneath(
+    root: &Path,
+    rel: &Path,
+    flags: OFlags,
 ) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = options
-        .clone()
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "a symbolic link: the file tools do not follow a link at the end of a path; give the path it points to",
-            ),
-            _ => e,
-        })?;
+    let dir = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    // openat2 takes a mode only with O_CREAT.
+    let mode = if flags.contains(OFlags::CREATE) {
+        Mode::from_raw_mode(0o644)
+    } else {
+        Mode::empty()
+    };
+    let fd = rustix::fs::openat2(
+        &dir,
+        rel,
+        flags | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        mode,
+        ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(beneath_error)?;
+    let file = std::fs::File::from(fd);
     if !file.metadata()?.file_type().is_file() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
@@ -71,6 +83,53 @@ pub(crate) fn open_regular(
         ));
     }
     Ok(file)
+}
+
+/// What `RESOLVE_BENEATH` refusing a path means for the agent.
+fn beneath_error(e: rustix::io::Errno) -> std::io::Error {
+    match e {
+        rustix::io::Errno::XDEV => std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "a symbolic link leads out of the workspace (or is absolute: use relative links)",
+        ),
+        other => std::io::Error::from(other),
+    }
+}
+
+/// Creates the missing directories of `rel` under `root`, each `mkdirat` in a parent
+/// opened with `RESOLVE_BENEATH`; returns those it created (relative to `root`).
+fn create_dirs_beneath(root: &Path, rel: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let root_fd = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut done = PathBuf::new();
+    let mut created = Vec::new();
+    for component in rel.components() {
+        let Component::Normal(name) = component else {
+            continue;
+        };
+        let parent = rustix::fs::openat2(
+            &root_fd,
+            if done.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                &done
+            },
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+        )
+        .map_err(beneath_error)?;
+        done.push(name);
+        match rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(0o755)) {
+            Ok(()) => created.push(done.clone()),
+            Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(created)
 }
 
 /// The agent's workspace as the file tools see it: every path is resolved
@@ -151,7 +210,8 @@ impl Workspace {
             path: rel.to_owned(),
             source,
         };
-        let mut file = open_regular(&path, std::fs::OpenOptions::new().read(true)).map_err(io)?;
+        let mut file =
+            open_beneath(&self.root, self.relative(&path), OFlags::RDONLY).map_err(io)?;
         let size = file.metadata().map_err(io)?.len();
         let mut bytes = Vec::new();
         std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(offset)).map_err(io)?;
@@ -166,28 +226,21 @@ impl Workspace {
             path: rel.to_owned(),
             source,
         };
-        if let Some(parent) = path.parent() {
-            let mut created = Vec::new();
-            let mut p = parent.to_path_buf();
-            while p.symlink_metadata().is_err() && p.starts_with(&self.root) {
-                created.push(p.clone());
-                if !p.pop() {
-                    break;
-                }
-            }
-            std::fs::create_dir_all(parent).map_err(io)?;
-            for dir in created {
-                self.give(&dir).map_err(io)?;
+        let rel_path = self.relative(&path);
+        if let Some(parent) = rel_path.parent() {
+            for dir in create_dirs_beneath(&self.root, parent).map_err(io)? {
+                self.give(&self.root.join(dir)).map_err(io)?;
             }
         }
-        let options = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .clone();
-        let mut file = open_regular(&path, &options).map_err(io)?;
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC;
+        let mut file = open_beneath(&self.root, rel_path, flags).map_err(io)?;
         file.write_all(bytes).map_err(io)?;
         self.give(&path).map_err(io)
+    }
+
+    /// `path` (from [`Workspace::resolve`]) relative to the workspace root.
+    fn relative<'a>(&self, path: &'a Path) -> &'a Path {
+        path.strip_prefix(&self.root).unwrap_or(Path::new("."))
     }
 
     fn give(&self, path: &Path) -> std::io::Result<()> {
@@ -849,7 +902,7 @@ fn pack(root: &Path, max_bytes: u64) -> Result<Vec<u8>, String> {
                 if total > max_bytes {
                     return Err(format!("the directory holds more than {max_bytes} bytes"));
                 }
-                let file = open_regular(&entry.path(), std::fs::OpenOptions::new().read(true))
+                let file = open_beneath(root, &name, OFlags::RDONLY)
                     .map_err(|e| format!("{}: {e}", name.display()))?;
                 let mut header = tar::Header::new_gnu();
                 header.set_size(meta.len());
@@ -912,6 +965,36 @@ fn unpack(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The race the path check cannot see: a directory swapped for a link to the host's
+    /// files after `resolve`. The kernel refuses it; links that stay inside still work.
+    #[test]
+    fn open_beneath_refuses_a_link_out_in_any_component() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ws");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("secret.txt"), "HOST-SECRET").unwrap();
+        std::fs::write(root.join("sub/a.txt"), "inside").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("swapped")).unwrap();
+        std::os::unix::fs::symlink("sub", root.join("alias")).unwrap();
+        for rel in ["swapped/secret.txt", "../outside/secret.txt"] {
+            let err = open_beneath(&root, Path::new(rel), OFlags::RDONLY).unwrap_err();
+            assert!(
+                err.to_string().contains("out of the workspace") || rel.starts_with(".."),
+                "{rel}: {err}"
+            );
+        }
+        let created = create_dirs_beneath(&root, Path::new("swapped/new"));
+        assert!(created.is_err() && !outside.join("new").exists());
+        let mut text = String::new();
+        open_beneath(&root, Path::new("alias/a.txt"), OFlags::RDONLY)
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "inside");
+    }
 
     #[test]
     fn predictions_parse_from_arrays_lines_and_run_method_output() {
