@@ -340,6 +340,14 @@ fn routes(state: AppState) -> Router {
             state.clone(),
             mcp::require_agent,
         ));
+    // Outside `announce_writes`: the relay tells the live views itself, only when it
+    // stored something (it posts every few seconds per researcher).
+    let relay = Router::new()
+        .route(
+            "/api/admin/researchers/{id}/activity",
+            post(researchers::relay),
+        )
+        .layer(DefaultBodyLimit::max(limits.json_body_bytes));
     Router::new()
         .route("/health", get(health))
         .route("/openapi.json", get(openapi::openapi))
@@ -375,10 +383,6 @@ fn routes(state: AppState) -> Router {
         .route("/api/snapshots/{id}/files", get(snapshots::files))
         .route("/api/admin/researchers", get(researchers::list))
         .route(
-            "/api/admin/researchers/{id}/activity",
-            post(researchers::relay),
-        )
-        .route(
             "/api/admin/researchers/{id}/transcript",
             get(researchers::transcript),
         )
@@ -391,6 +395,7 @@ fn routes(state: AppState) -> Router {
             state.clone(),
             announce_writes,
         ))
+        .merge(relay)
         .merge(ui::routes(limits.json_body_bytes))
         .fallback(|| async { AppError::not_found("endpoint") })
         .with_state(state)
@@ -403,11 +408,10 @@ async fn announce_writes(
     request: axum::extract::Request,
     next: middleware::Next,
 ) -> axum::response::Response {
-    // The relay of researchers' activity announces itself, only when it stored something.
     let writes = !matches!(
         *request.method(),
         axum::http::Method::GET | axum::http::Method::HEAD
-    ) && !request.uri().path().starts_with("/api/admin/researchers/");
+    );
     let response = next.run(request).await;
     if writes && response.status().is_success() {
         state.notify_change();

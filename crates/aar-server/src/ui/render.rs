@@ -15,18 +15,28 @@ const NAV: &[(&str, &str)] = &[
     ("/ui/audit", "Audit"),
 ];
 
+/// The `<head>` of every page; `dashboard`: a logged-in page (the script, the
+/// highlighting styles), not the bare login and error pages.
+fn head(title: &str, dashboard: bool) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) " · aar" }
+            link rel="stylesheet" href="/ui/assets/style.css";
+            @if dashboard { link rel="stylesheet" href="/ui/assets/highlight.css"; }
+            link rel="icon" href="/ui/assets/favicon.svg";
+            @if dashboard { script src="/ui/assets/app.js" defer {} }
+        }
+    }
+}
+
 /// A page without navigation (login, errors).
 pub(crate) fn bare_page(title: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · aar" }
-                link rel="stylesheet" href="/ui/assets/style.css";
-                link rel="icon" href="/ui/assets/favicon.svg";
-            }
+            (head(title, false))
             body { main #main { (body) } }
         }
     }
@@ -37,15 +47,7 @@ pub(crate) fn page(title: &str, csrf: &str, live: bool, body: Markup) -> Markup 
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · aar" }
-                link rel="stylesheet" href="/ui/assets/style.css";
-                link rel="stylesheet" href="/ui/assets/highlight.css";
-                link rel="icon" href="/ui/assets/favicon.svg";
-                script src="/ui/assets/app.js" defer {}
-            }
+            (head(title, true))
             body data-live=(if live { "1" } else { "0" }) data-version="0" {
                 nav {
                     span.brand { "aar" }
@@ -206,15 +208,21 @@ pub(crate) fn highlighted(path: &str, text: &str) -> Markup {
     html! { pre.code { (PreEscaped(generator.finalize())) } }
 }
 
-/// The highlighting colours, as CSS for the class names syntect emits.
-pub(crate) fn highlight_css() -> String {
-    let themes = syntect::highlighting::ThemeSet::load_defaults();
-    themes
-        .themes
-        .get("InspiredGitHub")
-        .and_then(|theme| {
-            syntect::html::css_for_theme_with_class_style(theme, syntect::html::ClassStyle::Spaced)
+/// The highlighting colours, as CSS for the class names syntect emits (built once).
+pub(crate) fn highlight_css() -> &'static str {
+    static CSS: OnceLock<String> = OnceLock::new();
+    CSS.get_or_init(|| {
+        let themes = syntect::highlighting::ThemeSet::load_defaults();
+        themes
+            .themes
+            .get("InspiredGitHub")
+            .and_then(|theme| {
+                syntect::html::css_for_theme_with_class_style(
+                    theme,
+                    syntect::html::ClassStyle::Spaced,
+                )
                 .ok()
-        })
-        .unwrap_or_default()
+            })
+            .unwrap_or_default()
+    })
 }

@@ -1,6 +1,6 @@
 //! The same code on PostgreSQL: a real server started for the test.
 //!
-//! Runs unless `AAR_PG_TESTS=0`; fails (does not skip) when PostgreSQL is missing.
+//! Always runs; fails (never skips) when PostgreSQL is missing (`bash scripts/setup.sh --test` installs it).
 
 use std::path::Path;
 
@@ -12,10 +12,6 @@ use crate::support::{
 
 #[test]
 fn the_server_works_on_postgresql() {
-    if std::env::var("AAR_PG_TESTS").as_deref() == Ok("0") {
-        eprintln!("AAR_PG_TESTS=0: the PostgreSQL test is NOT run");
-        return;
-    }
     let pg = Postgres::start();
     let bin = Path::new(env!("CARGO_BIN_EXE_aar-research-server"));
     let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,7 @@
 //! The store's newer statements on PostgreSQL: bit-packed predictions
 //! (`bytea`), quota counts and the Ladder epoch (migration 3).
 //!
-//! Runs unless `AAR_PG_TESTS=0`; fails (does not skip) when PostgreSQL is missing.
+//! Always runs; fails (never skips) when PostgreSQL is missing (`bash scripts/setup.sh --test` installs it).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use aar_store::{
@@ -35,10 +35,6 @@ fn evaluation(id: i64, predictions: Vec<u8>) -> EvaluationInsert {
 
 #[tokio::test]
 async fn predictions_and_quota_counts_work_on_postgresql() {
-    if std::env::var("AAR_PG_TESTS").as_deref() == Ok("0") {
-        eprintln!("AAR_PG_TESTS=0: the PostgreSQL store test is NOT run");
-        return;
-    }
     let pg = Postgres::start();
     let store = Store::connect(&pg.url).await.unwrap();
     let mut tx = store.begin_write().await.unwrap();

@@ -141,29 +141,32 @@ async fn the_live_view_follows_evaluations_without_reloading() {
     browser.close().await.unwrap();
 }
 
-async fn review(browser: &Browser, entry: i64, action: &str, reason: &str) {
-    let form = format!(
-        "article.review[data-entry='{entry}'] form.review-form:has(input[value='{action}'])"
-    );
-    let client = browser.client();
-    let form_element = client
-        .find(Locator::Css(&form))
+/// Types `text` into the form's `field` and submits it.
+async fn submit_form(browser: &Browser, form_css: &str, field: &str, text: &str) {
+    let form = browser
+        .client()
+        .find(Locator::Css(form_css))
         .await
-        .expect("the review form");
-    form_element
-        .find(Locator::Css("input[name='reason']"))
+        .unwrap_or_else(|e| panic!("{form_css}: {e}"));
+    form.find(Locator::Css(&format!("input[name='{field}']")))
         .await
         .unwrap()
-        .send_keys(reason)
+        .send_keys(text)
         .await
         .unwrap();
-    form_element
-        .find(Locator::Css("button[type='submit']"))
+    form.find(Locator::Css("button[type='submit']"))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
+}
+
+async fn review(browser: &Browser, entry: i64, action: &str, reason: &str) {
+    let form = format!(
+        "article.review[data-entry='{entry}'] form.review-form:has(input[value='{action}'])"
+    );
+    submit_form(browser, &form, "reason", reason).await;
     browser
         .wait_for_text("main h1", |t| t == "Review queue", WAIT)
         .await
@@ -338,21 +341,7 @@ async fn an_agent_token_opens_no_page() {
         .goto(&format!("{}/ui/login", campaign.base))
         .await
         .unwrap();
-    let client = browser.client();
-    client
-        .find(Locator::Css("input[name='token']"))
-        .await
-        .unwrap()
-        .send_keys(&token)
-        .await
-        .unwrap();
-    client
-        .find(Locator::Css("form button[type='submit']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    submit_form(&browser, "main form", "token", &token).await;
     browser
         .wait_for_text("p.error", |t| t.contains("not the admin token"), WAIT)
         .await
