@@ -30,10 +30,19 @@ if (( ${#missing[@]} )); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 fi
 
-# Project-local virtual environment with libtorch.
+# Project-local virtual environment with libtorch, numpy and torch; sandboxes run its
+# python3 as their own unprivileged uids, so its base interpreter must be one they can
+# reach: the system's /usr/bin/python3 (every sandbox mounts /usr) unless PYTHON says
+# otherwise. A .venv built on another base (e.g. pyenv's under a private /root) is rebuilt.
 python=${PYTHON:-python3}
+if [[ -z "${PYTHON:-}" && -x /usr/bin/python3 ]]; then python=/usr/bin/python3; fi
+want_home=$(dirname "$("$python" -c 'import sys; print(sys.executable)')")
+if [[ -f .venv/pyvenv.cfg ]] && ! grep -qx "home = $want_home" .venv/pyvenv.cfg; then
+  log "rebuilding .venv on $python (it was built on $(sed -n 's/^home = //p' .venv/pyvenv.cfg))"
+  rm -rf .venv
+fi
 if [[ ! -x .venv/bin/python ]]; then
-  log "creating .venv"
+  log "creating .venv on $python"
   "$python" -m venv .venv
 fi
 if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then

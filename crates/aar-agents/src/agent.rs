@@ -129,9 +129,12 @@ leaderboard of server-computed scores only. Reading labels off the scorer, the d
 is cheating and is detected and disqualified. Share what you learn, with evidence. Keep your \
 notebook current: it is your memory when your context is reset.\n\n\
 In the sandbox, each task's label-free inputs and the weak teacher's soft labels are under \
-/data/<task>; `aar run-method` trains the student from a method description and writes \
-predictions, `aar features` writes the student's frozen features as JSON for methods you write \
-yourself (python3 is there), and `aar --help` lists the rest.\n\n\
+/data/<task>; python3 has numpy and torch. `aar features --task /data/<task> --out DIR` writes \
+the student's frozen features and the weak soft labels as .npy; `aar run-method --plan plan.json` \
+trains the task's student on the targets, row weights and loss your own code wrote (or \
+`--spec` for a built-in method) and writes predictions. README-aar.md in your workspace documents \
+both, and method-template/ is a working method (vanilla through a plan) to start from; \
+`aar --help` lists the rest.\n\n\
 A leaderboard entry is a method, never a number: a directory with an aar-method.json at its \
 root, {\"name\": \"...\", \"command\": [\"python3\", \"method.py\"]} or {\"name\": \"...\", \
 \"spec\": \"spec.json\"} (a method description run by `aar run-method`), plus optional \

@@ -5,12 +5,18 @@
 //! [`CACHE_MOUNT`] (read-only), the aar binary at [`AAR_MOUNT`] and its
 //! libtorch directory at the host path its run path names (read-only), the
 //! system's `/usr` (read-only), a few files of `/etc`, a fresh `/proc`, a
-//! minimal `/dev` and a size-limited `/tmp`. Nothing else of the host: not the
-//! server's database, the labeled data, other workspaces or `/root`.
+//! minimal `/dev` and a size-limited `/tmp`. With a Python virtual environment
+//! configured ([`SandboxConfig::python_venv`]), also that environment and its
+//! base interpreter's prefix (the parent of `pyvenv.cfg`'s `home`), read-only at
+//! their host paths, with `<venv>/bin` first on `PATH`: `python3` is the
+//! environment's (numpy, torch), writes no bytecode and ignores user site
+//! packages. Nothing else of the host: not the server's database, the labeled
+//! data, other workspaces or the rest of `/root`.
 //!
 //! What it cannot do: reach any network (`--unshare-all` gives it a network
 //! namespace with only a down loopback), see the host's environment (`--clearenv`;
-//! only `PATH`, `HOME` and `LANG`), outlive its wall time (the whole pid
+//! only `PATH`, `HOME`, `LANG`, the Python settings above and the configured
+//! variables), outlive its wall time (the whole pid
 //! namespace dies with bwrap), or exceed its memory, process and file-size
 //! limits (`prlimit`, inherited by everything inside). When the host process
 //! runs as root, commands run as an unprivileged uid of their own (`setpriv`),
@@ -112,11 +118,17 @@ pub struct SandboxConfig {
     /// The libtorch directory the aar binary's run path names; mounted
     /// read-only at the same path so the binary finds it.
     pub libtorch: Option<PathBuf>,
-    /// Further read-only directories mounted at their host paths (e.g. a
-    /// Python virtual environment for analyses).
+    /// Further read-only directories mounted at their host paths (e.g. the
+    /// models).
     pub extra_ro: Vec<PathBuf>,
-    /// Environment variables set inside, besides `PATH`, `HOME` and `LANG` (the host's
-    /// environment never reaches a command).
+    /// A Python virtual environment (the directory holding `pyvenv.cfg`, an
+    /// absolute path) whose `python3` commands run: mounted read-only at its host
+    /// path with its base interpreter's prefix (the parent of `pyvenv.cfg`'s
+    /// `home`, unless under `/usr`), its `bin` first on `PATH`, and
+    /// `PYTHONDONTWRITEBYTECODE=1`, `PYTHONNOUSERSITE=1` set.
+    pub python_venv: Option<PathBuf>,
+    /// Environment variables set inside, besides `PATH`, `HOME`, `LANG` and the Python
+    /// environment's (the host's environment never reaches a command).
     pub env: Vec<(String, String)>,
     /// Which uid commands run as.
     pub run_as: RunAs,
@@ -141,6 +153,7 @@ impl SandboxConfig {
             aar_binary: None,
             libtorch: None,
             extra_ro: Vec::new(),
+            python_venv: None,
             env: Vec::new(),
             run_as: RunAs::for_agent(index),
             limits: Limits::default(),
@@ -149,6 +162,75 @@ impl SandboxConfig {
             setpriv: PathBuf::from("setpriv"),
         }
     }
+}
+
+/// A Python virtual environment as a sandbox mounts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PythonVenv {
+    /// The environment: the directory holding `pyvenv.cfg`.
+    pub venv: PathBuf,
+    /// The base interpreter's prefix (the parent of `pyvenv.cfg`'s `home`), which
+    /// the environment's interpreter links to; `None` when the system's `/usr`
+    /// (mounted anyway) holds it.
+    pub base_prefix: Option<PathBuf>,
+}
+
+impl PythonVenv {
+    /// Reads `<venv>/pyvenv.cfg` for its `home` (the base interpreter's `bin`).
+    pub fn read(venv: &Path) -> Result<PythonVenv, SandboxError> {
+        let cfg = venv.join("pyvenv.cfg");
+        let problem = |problem: String| SandboxError::PythonVenv {
+            path: cfg.clone(),
+            problem,
+        };
+        let text = std::fs::read_to_string(&cfg).map_err(|e| problem(e.to_string()))?;
+        let home = pyvenv_home(&text).ok_or_else(|| problem("no `home = ...` line".into()))?;
+        let home = Path::new(home);
+        if !home.is_absolute() {
+            return Err(problem(format!("home {} is not absolute", home.display())));
+        }
+        let base_prefix = base_prefix(home).map_err(problem)?;
+        Ok(PythonVenv {
+            venv: venv.to_owned(),
+            base_prefix,
+        })
+    }
+
+    /// The directories to mount read-only at their host paths.
+    pub fn mounts(&self) -> impl Iterator<Item = &PathBuf> {
+        std::iter::once(&self.venv).chain(&self.base_prefix)
+    }
+}
+
+/// The prefix to mount for the base interpreter in `home`: none when `/usr` (mounted
+/// anyway, and `/bin` and the like with it) holds it; never the host's `/` through a link.
+fn base_prefix(home: &Path) -> Result<Option<PathBuf>, String> {
+    let Some(prefix) = home.parent() else {
+        return Ok(None);
+    };
+    if prefix == Path::new("/") || prefix.starts_with("/usr") {
+        return Ok(None);
+    }
+    let real = prefix
+        .canonicalize()
+        .map_err(|e| format!("home {}: {e}", home.display()))?;
+    if real == Path::new("/") {
+        return Err(format!(
+            "home {}: its prefix {} is the host's /, which is never mounted",
+            home.display(),
+            prefix.display()
+        ));
+    }
+    Ok(Some(prefix.to_owned()))
+}
+
+/// The value of `home` in a `pyvenv.cfg` (`key = value` lines, as Python's `site` reads them).
+fn pyvenv_home(text: &str) -> Option<&str> {
+    text.lines()
+        .filter_map(|line| line.split_once('='))
+        .find(|(key, _)| key.trim().eq_ignore_ascii_case("home"))
+        .map(|(_, value)| value.trim())
+        .filter(|value| !value.is_empty())
 }
 
 /// Why a command could not be run (not: why it failed inside).
@@ -161,6 +243,15 @@ pub enum SandboxError {
         path: PathBuf,
         /// The cause.
         source: std::io::Error,
+    },
+    /// The Python virtual environment's `pyvenv.cfg` is unreadable or names no
+    /// usable base interpreter.
+    #[error("python virtual environment {path}: {problem}")]
+    PythonVenv {
+        /// The `pyvenv.cfg` file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
     },
     /// Spawning bwrap failed (is bubblewrap installed?).
     #[error("could not start the sandbox ({program}): {source}")]
@@ -263,12 +354,15 @@ impl CommandOutput {
 #[derive(Debug, Clone)]
 pub struct Sandbox {
     config: SandboxConfig,
+    python: Option<PythonVenv>,
 }
 
 impl Sandbox {
-    /// Creates the workspace (owned by the sandbox's uid) and checks the
-    /// configured paths exist.
+    /// Reads the Python environment's `pyvenv.cfg` and checks the sandbox's uid can
+    /// reach the environment and its base interpreter, creates the workspace (owned
+    /// by the sandbox's uid) and checks the configured paths exist.
     pub fn new(config: SandboxConfig) -> Result<Sandbox, SandboxError> {
+        let python = python_mounts(&config)?;
         std::fs::create_dir_all(&config.workspace).map_err(|source| SandboxError::Path {
             path: config.workspace.clone(),
             source,
@@ -293,7 +387,7 @@ impl Sandbox {
                 source,
             })?;
         }
-        Ok(Sandbox { config })
+        Ok(Sandbox { config, python })
     }
 
     /// The configuration.
@@ -382,6 +476,31 @@ impl Sandbox {
         Ok(output)
     }
 
+    /// `PATH` inside: the Python environment's `bin` first, when there is one.
+    fn path_variable(&self) -> std::ffi::OsString {
+        let mut path = std::ffi::OsString::new();
+        if let Some(python) = &self.python {
+            path.push(python.venv.join("bin"));
+            path.push(":");
+        }
+        path.push(SANDBOX_PATH);
+        path
+    }
+
+    /// The directories bound read-only at their host paths, each once (the Python
+    /// environment is often libtorch's tree too).
+    fn host_mounts(&self) -> Vec<&PathBuf> {
+        let c = &self.config;
+        let python = self.python.iter().flat_map(PythonVenv::mounts);
+        let mut mounts: Vec<&PathBuf> = Vec::new();
+        for dir in c.libtorch.iter().chain(&c.extra_ro).chain(python) {
+            if !mounts.contains(&dir) {
+                mounts.push(dir);
+            }
+        }
+        mounts
+    }
+
     /// The full command line: `prlimit [setpriv] bwrap ... bash -c COMMAND`.
     fn command(&self, command: &str) -> Command {
         let c = &self.config;
@@ -414,9 +533,13 @@ impl Sandbox {
             "--cap-drop",
             "ALL",
         ]);
-        cmd.args(["--setenv", "PATH", SANDBOX_PATH]);
+        cmd.arg("--setenv").arg("PATH").arg(self.path_variable());
         cmd.args(["--setenv", "HOME", WORKSPACE_MOUNT]);
         cmd.args(["--setenv", "LANG", "C.UTF-8"]);
+        if self.python.is_some() {
+            cmd.args(["--setenv", "PYTHONDONTWRITEBYTECODE", "1"]);
+            cmd.args(["--setenv", "PYTHONNOUSERSITE", "1"]);
+        }
         for (name, value) in &c.env {
             cmd.arg("--setenv").arg(name).arg(value);
         }
@@ -455,7 +578,7 @@ impl Sandbox {
         if let Some(aar) = &c.aar_binary {
             cmd.arg("--ro-bind").arg(aar).arg(AAR_MOUNT);
         }
-        for dir in c.libtorch.iter().chain(&c.extra_ro) {
+        for dir in self.host_mounts() {
             cmd.arg("--ro-bind").arg(dir).arg(dir);
         }
         cmd.arg("--bind").arg(&c.workspace).arg(WORKSPACE_MOUNT);
@@ -463,6 +586,57 @@ impl Sandbox {
         cmd.args(["--", "bash", "-c", command]);
         cmd
     }
+}
+
+/// The configured Python environment's mounts, each checked to be within the sandbox's reach.
+fn python_mounts(config: &SandboxConfig) -> Result<Option<PythonVenv>, SandboxError> {
+    let Some(venv) = &config.python_venv else {
+        return Ok(None);
+    };
+    let python = PythonVenv::read(venv)?;
+    if let RunAs::Uid { uid, gid } = config.run_as {
+        for dir in python.mounts() {
+            check_reachable(&config.setpriv, dir, uid, gid, venv)?;
+        }
+    }
+    Ok(Some(python))
+}
+
+/// Fails unless `uid` can reach `dir`: bwrap runs as the sandbox's uid and resolves
+/// mount sources as it, so a directory above `dir` it cannot search (pyenv's
+/// interpreters under a private `/root`) would fail every command.
+fn check_reachable(
+    setpriv: &Path,
+    dir: &Path,
+    uid: u32,
+    gid: u32,
+    venv: &Path,
+) -> Result<(), SandboxError> {
+    let status = std::process::Command::new(setpriv)
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .args(["--clear-groups", "--", "test", "-x"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|source| SandboxError::Spawn {
+            program: setpriv.display().to_string(),
+            source,
+        })?;
+    if status.success() {
+        return Ok(());
+    }
+    Err(SandboxError::PythonVenv {
+        path: venv.join("pyvenv.cfg"),
+        problem: format!(
+            "{} is out of reach of the sandbox's uid {uid}, which bubblewrap runs as: let \
+             others search every directory above it (chmod o+x), or make the environment \
+             from an interpreter outside private directories (scripts/setup.sh)",
+            dir.display()
+        ),
+    })
 }
 
 async fn read_capped<R: AsyncRead + Unpin>(

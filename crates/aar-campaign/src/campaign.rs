@@ -70,6 +70,9 @@ pub struct CampaignConfig {
     /// The directory tree holding the libtorch that binary links and the libraries it
     /// loads (mounted read-only at its host path).
     pub libtorch: Option<PathBuf>,
+    /// The Python virtual environment (numpy, torch) whose `python3` researchers' and
+    /// verification runs' commands get (mounted read-only at its host path).
+    pub python_venv: Option<PathBuf>,
     /// Seconds between progress lines.
     pub progress_every: Duration,
 }
@@ -525,6 +528,7 @@ fn researcher_sandbox(
         ("OMP_WAIT_POLICY".into(), "PASSIVE".into()),
     ];
     sandbox.libtorch = config.libtorch.clone();
+    sandbox.python_venv = config.python_venv.clone();
     // Only the models: the data sources under `assets/data` hold labels.
     sandbox.extra_ro = vec![home.join("assets").join("models")];
     Ok(sandbox)
@@ -553,13 +557,16 @@ fn spawn_researchers(
         let state_dir = paths.agent(name).join("state");
         std::fs::create_dir_all(&state_dir).map_err(CampaignError::io(&state_dir))?;
         let sandbox = researcher_sandbox(config, paths, options, index, name, &home)?;
+        let run_as = sandbox.run_as;
+        let sandbox = Sandbox::new(sandbox)?;
+        crate::workbench::furnish(sandbox.workspace(), run_as)?;
         let token = &identities
             .agents
             .get(name)
             .ok_or_else(|| CampaignError::Setup(format!("no token for {name}")))?
             .token;
         let toolbox = Toolbox::new(
-            Sandbox::new(sandbox)?,
+            sandbox,
             Some(ServerClient::new(base, token)?),
             Notebook::new(state_dir.join("notebook.md"), 64 << 10),
             ToolLimits::default(),

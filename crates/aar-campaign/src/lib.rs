@@ -23,6 +23,7 @@ mod oversight;
 mod relay;
 pub mod report;
 pub mod report_html;
+pub mod workbench;
 
 pub use campaign::{CampaignConfig, Researchers, run_campaign};
 pub use error::{CampaignError, Result};

@@ -12,7 +12,7 @@ use aar_oversight::{SandboxedVerifier, VerifierConfig};
 use aar_server::verify::VerifierHandle;
 use aar_store::Store;
 use aar_tasks::IdKey;
-use aar_testbed::agent::run_method_on_splits;
+use aar_testbed::agent::{Recipe, run_method_on_splits};
 use aar_testbed::{AgentRun, MethodKind, MethodSpec, RunOptions};
 
 use crate::campaign::CampaignConfig;
@@ -73,6 +73,7 @@ pub(crate) async fn start_verifier(
         tasks: sources,
         aar_binary: config.aar_binary.clone(),
         libtorch: config.libtorch.clone(),
+        python_venv: config.python_venv.clone(),
         extra_ro: vec![
             absolute(&config.home.join("assets").join("models"))?,
             feature_cache.clone(),
@@ -130,8 +131,10 @@ async fn warm_features(options: &RunOptions, cache: &Path, task: &str, input: Pa
         seed: 0,
     };
     let spec = MethodSpec::new(MethodKind::Vanilla);
-    let outcome =
-        tokio::task::spawn_blocking(move || run_method_on_splits(&run, &spec, &splits)).await;
+    let outcome = tokio::task::spawn_blocking(move || {
+        run_method_on_splits(&run, Recipe::Spec(&spec), &splits)
+    })
+    .await;
     match outcome {
         Ok(Ok(_)) => tracing::info!(task, "verification features ready"),
         // LoRA students have no frozen features to cache; their runs compute what they need.

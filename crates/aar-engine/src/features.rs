@@ -347,6 +347,52 @@ pub fn train_head_on(
     train_head(&features.to_tensor(), &targets, config)
 }
 
+/// [`train_head_on`] with a weight per row: each batch's loss is the weighted mean
+/// `sum(w_i * loss_i) / sum(w_i)`, so a row of weight 2 counts as two rows of weight 1.
+/// Weights must be finite and non-negative with a positive sum.
+pub fn train_weighted_head_on(
+    features: &Matrix,
+    targets: &[[f32; 2]],
+    weights: &[f32],
+    config: &HeadConfig,
+) -> Result<FeatureHead> {
+    if targets.len() != features.rows() || weights.len() != features.rows() {
+        return Err(EngineError::InvalidInput(format!(
+            "{} targets and {} weights for {} feature rows",
+            targets.len(),
+            weights.len(),
+            features.rows()
+        )));
+    }
+    if let Some(bad) = weights.iter().position(|w| !w.is_finite() || *w < 0.0) {
+        return Err(EngineError::InvalidInput(format!(
+            "row {bad}: weight {} is not a finite non-negative number",
+            weights[bad]
+        )));
+    }
+    if weights.iter().map(|&w| f64::from(w)).sum::<f64>() <= 0.0 {
+        return Err(EngineError::InvalidInput("the weights sum to 0".into()));
+    }
+    let flat: Vec<f32> = targets.iter().flatten().copied().collect();
+    let targets = Tensor::from_slice(&flat).view([features.rows() as i64, 2]);
+    fit_head(
+        &features.to_tensor(),
+        &targets,
+        Some(&Tensor::from_slice(weights)),
+        config,
+    )
+}
+
+/// The loss of one batch: soft cross-entropy per row, averaged, or weighted by `weights`
+/// (`sum(w * ce) / sum(w)`; a batch whose weights are all 0 contributes 0).
+pub fn batch_loss(log_probs: &Tensor, targets: &Tensor, weights: Option<&Tensor>) -> Tensor {
+    let per_row = -(targets * log_probs).sum_dim_intlist(-1, false, Kind::Float);
+    match weights {
+        None => per_row.mean(Kind::Float),
+        Some(w) => (per_row * w).sum(Kind::Float) / w.sum(Kind::Float).clamp_min(1e-12),
+    }
+}
+
 /// A linear layer initialised like PyTorch's (U(±1/sqrt(in))), from `seed` rather than
 /// libtorch's global RNG.
 fn seeded_linear(path: &nn::Path, input: i64, output: i64, seed: u64) -> nn::Linear {
@@ -361,6 +407,16 @@ fn seeded_linear(path: &nn::Path, input: i64, output: i64, seed: u64) -> nn::Lin
 
 /// Trains a head on `features` [n, d] (fp32, CPU) with soft or hard `targets` [n, 2] (CE loss).
 pub fn train_head(features: &Tensor, targets: &Tensor, config: &HeadConfig) -> Result<FeatureHead> {
+    fit_head(features, targets, None, config)
+}
+
+/// [`train_head`], with an optional weight per row ([`batch_loss`]).
+fn fit_head(
+    features: &Tensor,
+    targets: &Tensor,
+    weights: Option<&Tensor>,
+    config: &HeadConfig,
+) -> Result<FeatureHead> {
     let size = features.size();
     let (rows, width) = match size.as_slice() {
         [rows, width] if *rows > 0 => (*rows, *width),
@@ -437,9 +493,8 @@ pub fn train_head(features: &Tensor, targets: &Tensor, config: &HeadConfig) -> R
                 t = t * (1.0 - coef) + strong_hard * coef;
             }
             step += 1;
-            let mut loss = -(t * log_probs)
-                .sum_dim_intlist(-1, false, Kind::Float)
-                .mean(Kind::Float);
+            let batch_weights = weights.map(|w| w.index_select(0, &index));
+            let mut loss = batch_loss(&log_probs, &t, batch_weights.as_ref());
             if config.l2 > 0.0 {
                 for weight in &penalised {
                     loss += weight.square().sum(Kind::Float) * config.l2;

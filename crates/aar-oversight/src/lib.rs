@@ -11,6 +11,7 @@ pub mod inputs;
 pub mod logs;
 pub mod method;
 pub mod probes;
+pub mod template;
 pub mod trace;
 pub mod verifier;
 

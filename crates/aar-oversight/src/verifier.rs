@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aar_agents::sandbox::{
-    AAR_MOUNT, DATA_MOUNT, Limits, RunAs, Sandbox, SandboxConfig, WORKSPACE_MOUNT,
+    AAR_MOUNT, DATA_MOUNT, Limits, PythonVenv, RunAs, Sandbox, SandboxConfig, WORKSPACE_MOUNT,
 };
 use aar_core::Label;
 use aar_server::archive::{ArchiveLimits, extract};
@@ -44,6 +44,9 @@ pub struct VerifierConfig {
     pub aar_binary: PathBuf,
     /// libtorch directory the binary loads (mounted read-only at its host path).
     pub libtorch: Option<PathBuf>,
+    /// The Python virtual environment whose `python3` runs get (see
+    /// [`SandboxConfig::python_venv`]).
+    pub python_venv: Option<PathBuf>,
     /// Further read-only mounts (models, the verifier's feature cache).
     pub extra_ro: Vec<PathBuf>,
     /// Environment inside (e.g. `AAR_HOME`, `AAR_FEATURE_CACHE`).
@@ -65,6 +68,8 @@ pub struct VerifierConfig {
 pub struct SandboxedVerifier {
     config: Arc<VerifierConfig>,
     store: Store,
+    /// The Python environment's mounts, trusted by the execution monitor.
+    python: Option<PythonVenv>,
     /// Built inputs per task (built on first use).
     prepared: Arc<Mutex<BTreeMap<String, Arc<Prepared>>>>,
 }
@@ -79,9 +84,15 @@ impl SandboxedVerifier {
     /// A verifier over `store` (read for the author's evaluation log).
     pub fn new(config: VerifierConfig, store: Store) -> Result<SandboxedVerifier> {
         std::fs::create_dir_all(&config.work_dir).map_err(io_at(&config.work_dir))?;
+        let python = config
+            .python_venv
+            .as_deref()
+            .map(PythonVenv::read)
+            .transpose()?;
         Ok(SandboxedVerifier {
             config: Arc::new(config),
             store,
+            python,
             prepared: Arc::default(),
         })
     }
@@ -272,6 +283,7 @@ impl SandboxedVerifier {
         config.task_data = Some(input.to_owned());
         config.aar_binary = Some(self.config.aar_binary.clone());
         config.libtorch = self.config.libtorch.clone();
+        config.python_venv = self.config.python_venv.clone();
         config.extra_ro = self.config.extra_ro.clone();
         config.env = self.config.env.clone();
         config.env.extend(Manifest::env(interface));
@@ -462,6 +474,8 @@ impl SandboxedVerifier {
         let mut system = vec!["/usr".to_owned(), "/bin".to_owned(), "/opt/aar".to_owned()];
         system.extend(self.config.libtorch.iter().map(|p| p.display().to_string()));
         system.extend(self.config.extra_ro.iter().map(|p| p.display().to_string()));
+        let python = self.python.iter().flat_map(PythonVenv::mounts);
+        system.extend(python.map(|p| p.display().to_string()));
         let mut method_files = std::collections::BTreeSet::new();
         list_files(method_dir, "", &mut method_files);
         TrustedPaths {

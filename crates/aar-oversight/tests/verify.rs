@@ -6,7 +6,7 @@
 
 mod support;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::*;
 
 /// Accuracies computed two ways (the server's and this test's) over the same rows.
@@ -370,4 +370,39 @@ write({s: [predict(r) for r in rows(s)] for s in SPLITS})
     assert_eq!(verified.entry["verification"], "verified");
     assert_eq!(verified.variant("shuffled_teacher").len(), 1);
     assert!(verified.flags().is_empty(), "{:#}", admin["flags"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_method_using_numpy_runs_on_the_project_venv_and_raises_no_flag() {
+    let h = harness_with(Some(project_venv())).await;
+    let token = new_agent(&h.app, "numpy user").await;
+    let body = r#"
+import numpy
+predict = keyword_vote()
+write({s: numpy.array([predict(r) for r in rows(s)], dtype=numpy.int64).tolist() for s in SPLITS})
+"#;
+    let mut files = method_files("keyword vote with numpy", body);
+    // numpy's BLAS threads reserve address space: more than the other methods' 1 GiB.
+    files[0].1 = json!({"name": "keyword vote with numpy", "command": ["python3", "method.py"],
+        "resources": {"device": "cpu", "minutes": 2, "memory_mb": 4096}})
+    .to_string();
+    let verified = enter(&h.app, &token, &files, &[0, 1, 2]).await;
+    assert_eq!(verified.entry["admin"]["errors"], Value::Array(Vec::new()));
+    assert!(
+        verified.flags().is_empty(),
+        "the environment's python3 was flagged: {:#}",
+        verified.entry["admin"]["flags"]
+    );
+    let expected = accuracy(
+        &run_locally(&h.task, &method_files("honest", HONEST), 0, "test"),
+        &h.task.test,
+    );
+    for accuracy in verified.per_seed("test") {
+        assert_same(
+            accuracy,
+            expected,
+            "the numpy run scored unlike the plain one",
+        );
+    }
+    assert_eq!(verified.entry["status"], "ok");
 }

@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use crate::baselines::{AGENT_META_FILE, AGENT_WEAK_FILE, AgentTaskMeta, WeakLabels};
 use crate::error::{IoContext, Result, TestbedError};
 use crate::features::{FrozenExtractor, constant_choice, group_ids};
-use crate::method::{MethodInputs, MethodSpec, Student, train_student};
+use crate::method::{MethodInputs, MethodSpec, Student, fit_plan, train_student};
+use crate::plan::{PlanSummary, load_plan};
 use crate::preset::HeadSpec;
 
 /// Predictions of the asked splits, as `aar run-method` writes them: `splits` is the
@@ -27,8 +28,12 @@ use crate::preset::HeadSpec;
 pub struct Predictions {
     /// The task.
     pub task: String,
-    /// The method that produced them.
-    pub method: MethodSpec,
+    /// The built-in method that produced them, when a spec did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<MethodSpec>,
+    /// The training plan that produced them, when a plan did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanSummary>,
     /// The training seed.
     pub seed: u64,
     /// Predicted label (0/1) per test row, in file order (empty when `test` was not asked).
@@ -42,6 +47,10 @@ pub struct Predictions {
     /// Predicted label (0/1) per row of every asked split, in file order.
     #[serde(default)]
     pub splits: BTreeMap<String, Vec<u8>>,
+    /// The student's `p(label 1)` per row of every asked split, in file order (for
+    /// iterative methods: ask for `train_unlabel` to relabel it).
+    #[serde(default)]
+    pub split_probabilities: BTreeMap<String, Vec<f32>>,
     /// Seconds to train and predict (features included).
     pub seconds: f64,
 }
@@ -73,6 +82,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 struct TrainedOnAgentCopy {
     copy: AgentCopy,
     student: Student,
+    plan: Option<PlanSummary>,
 }
 
 impl TrainedOnAgentCopy {
@@ -81,10 +91,19 @@ impl TrainedOnAgentCopy {
     }
 }
 
+/// What a student is trained from: a built-in method or a researcher's training plan.
+#[derive(Debug, Clone, Copy)]
+pub enum Recipe<'a> {
+    /// A built-in method with its settings.
+    Spec(&'a MethodSpec),
+    /// A training plan file ([`crate::plan`]).
+    Plan(&'a Path),
+}
+
 /// Trains the student `spec` describes on the agent copy and predicts its default splits
 /// ([`default_splits`]).
 pub fn run_method(run: &AgentRun, spec: &MethodSpec) -> Result<Predictions> {
-    run_method_on_splits(run, spec, &default_splits(&run.task_dir))
+    run_method_on_splits(run, Recipe::Spec(spec), &default_splits(&run.task_dir))
 }
 
 /// The splits `aar run-method` predicts unless told: `test`, and `test_private` when the
@@ -97,38 +116,39 @@ pub fn default_splits(task_dir: &Path) -> Vec<String> {
     splits
 }
 
-/// Trains the student `spec` describes on the agent copy and predicts each split of
+/// Trains the student `recipe` describes on the agent copy and predicts each split of
 /// `splits` (`<name>.jsonl` in the copy, read with labels forbidden). Every split file is
 /// read before training, so a missing one fails at once.
 pub fn run_method_on_splits(
     run: &AgentRun,
-    spec: &MethodSpec,
+    recipe: Recipe<'_>,
     splits: &[String],
 ) -> Result<Predictions> {
     let started = Instant::now();
     let files = read_splits(&run.task_dir, splits)?;
-    let trained = train_on_agent_copy(run, spec)?;
+    let trained = train_on_agent_copy(run, recipe)?;
     let mut predicted = BTreeMap::new();
-    let mut probabilities = Vec::new();
+    let mut split_probabilities = BTreeMap::new();
     for (name, file) in &files {
         let probs = trained.predict(file)?;
-        if name == Split::Test.name() {
-            probabilities = probs.iter().map(|p| p[1]).collect();
-        }
         let labels = probs.iter().map(|p| u8::from(p[1] > p[0])).collect();
         predicted.insert(name.clone(), labels);
+        split_probabilities.insert(name.clone(), probs.iter().map(|p| p[1]).collect());
     }
+    let test = Split::Test.name();
     Ok(Predictions {
         task: trained.copy.meta.task,
-        method: spec.clone(),
+        method: match recipe {
+            Recipe::Spec(spec) => Some(spec.clone()),
+            Recipe::Plan(_) => None,
+        },
+        plan: trained.plan,
         seed: run.seed,
-        predictions: predicted
-            .get(Split::Test.name())
-            .cloned()
-            .unwrap_or_default(),
-        probabilities,
+        predictions: predicted.get(test).cloned().unwrap_or_default(),
+        probabilities: split_probabilities.get(test).cloned().unwrap_or_default(),
         private_predictions: predicted.get(Split::TestPrivate.name()).cloned(),
         splits: predicted,
+        split_probabilities,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -172,7 +192,7 @@ fn read_splits(task_dir: &Path, splits: &[String]) -> Result<Vec<(String, aar_ta
 /// describes, trained exactly as [`run_method`] trains it. Only trusted code calls this:
 /// the labels it reads never reach an agent.
 pub fn labeled_accuracy(run: &AgentRun, spec: &MethodSpec, labeled: &Path) -> Result<f64> {
-    let trained = train_on_agent_copy(run, spec)?;
+    let trained = train_on_agent_copy(run, Recipe::Spec(spec))?;
     let file = read_task_file(labeled, LabelPolicy::Required)?;
     let labels = file.labels().ok_or_else(|| TestbedError::BadTask {
         task: trained.copy.meta.task.clone(),
@@ -240,15 +260,6 @@ impl AgentCopy {
         })
     }
 
-    /// Features of a label-free split file of the copy.
-    fn split_features(&self, run: &AgentRun, split: Split) -> Result<Matrix> {
-        let file = read_task_file(
-            &run.task_dir.join(split.file_name()),
-            LabelPolicy::Forbidden,
-        )?;
-        self.file_features(&file)
-    }
-
     /// Features of a task file's rows, read as the training rows are.
     fn file_features(&self, file: &aar_tasks::TaskFile) -> Result<Matrix> {
         Ok(self
@@ -258,62 +269,137 @@ impl AgentCopy {
     }
 }
 
-fn train_on_agent_copy(run: &AgentRun, spec: &MethodSpec) -> Result<TrainedOnAgentCopy> {
+fn train_on_agent_copy(run: &AgentRun, recipe: Recipe<'_>) -> Result<TrainedOnAgentCopy> {
     let copy = AgentCopy::load(run)?;
-    let prior = copy
-        .extractor
-        .zero_shot_prior(&copy.train, copy.meta.verbalizers.as_ref())?;
-    let inputs = MethodInputs {
-        rows: copy.train.rows(),
-        weak_soft: &copy.weak_soft,
-        groups: &copy.groups,
-        prior: prior.as_deref(),
-    };
-    let student = train_student(spec, &copy.train, &inputs, &copy.head, run.seed)?;
-    Ok(TrainedOnAgentCopy { copy, student })
+    match recipe {
+        Recipe::Spec(spec) => {
+            let prior = copy
+                .extractor
+                .zero_shot_prior(&copy.train, copy.meta.verbalizers.as_ref())?;
+            let inputs = MethodInputs {
+                rows: copy.train.rows(),
+                weak_soft: &copy.weak_soft,
+                groups: &copy.groups,
+                prior: prior.as_deref(),
+            };
+            let student = train_student(spec, &copy.train, &inputs, &copy.head, run.seed)?;
+            Ok(TrainedOnAgentCopy {
+                copy,
+                student,
+                plan: None,
+            })
+        }
+        Recipe::Plan(path) => {
+            let loaded = load_plan(path, copy.train.rows(), &copy.head)?;
+            let student = fit_plan(loaded.plan, &copy.train, &loaded.head, run.seed)?;
+            Ok(TrainedOnAgentCopy {
+                copy,
+                student,
+                plan: Some(loaded.summary),
+            })
+        }
+    }
 }
 
-/// The student's frozen features of an agent copy, for methods written as new code
-/// (`aar features`): rows in file order, no label anywhere.
-#[derive(Debug, Clone, Serialize)]
-pub struct AgentFeatures {
+/// The README of a features directory: what `aar features` wrote, for a researcher's code.
+pub const FEATURES_INDEX_FILE: &str = "features.json";
+
+/// One array `aar features` wrote.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArrayInfo {
+    /// The file, relative to the features directory.
+    pub file: String,
+    /// Its shape.
+    pub shape: Vec<u64>,
+    /// Its dtype (`float32`).
+    pub dtype: String,
+    /// What a row is.
+    pub rows: String,
+}
+
+/// The index `aar features` writes beside the arrays (`features.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeaturesIndex {
     /// The task.
     pub task: String,
     /// The student learner whose features these are (`minilm_l6_v2`).
     pub learner: String,
     /// Feature width.
     pub dim: usize,
-    /// One row per `train_unlabel` row.
-    pub train_unlabel: Vec<Vec<f32>>,
-    /// The weak teacher's `[p0, p1]` per `train_unlabel` row.
-    pub weak_soft_labels: Vec<[f32; 2]>,
-    /// Consistency group per `train_unlabel` row.
-    pub groups: Vec<String>,
-    /// One row per public test row.
-    pub test: Vec<Vec<f32>>,
-    /// One row per private test row, when the copy has that split's inputs.
-    pub test_private: Option<Vec<Vec<f32>>>,
+    /// Every array, by name: `train_unlabel`, `weak_soft`, and one per asked split.
+    pub arrays: BTreeMap<String, ArrayInfo>,
+    /// Consistency group per `train_unlabel` row (`groups.json`, a list of strings).
+    pub groups_file: String,
 }
 
-/// Reads and featurises an agent copy (the feature cache makes this cheap after the
-/// first time).
-pub fn agent_features(run: &AgentRun) -> Result<AgentFeatures> {
+/// Writes the student's frozen features of an agent copy as `.npy` files in `out`, for
+/// methods written as new code (`aar features`): `train_unlabel.npy` `[n, d]`,
+/// `weak_soft.npy` `[n, 2]` (the weak teacher's `p(label 0), p(label 1)`), one
+/// `<split>.npy` per asked split, `groups.json` and the index [`FEATURES_INDEX_FILE`].
+/// Rows are in file order; no label anywhere. The feature cache makes this cheap after
+/// the first time.
+pub fn write_agent_features(
+    run: &AgentRun,
+    splits: &[String],
+    out: &Path,
+) -> Result<FeaturesIndex> {
+    let files = read_splits(&run.task_dir, splits)?;
     let copy = AgentCopy::load(run)?;
-    let rows = |m: &Matrix| (0..m.rows()).map(|i| m.row(i).to_vec()).collect::<Vec<_>>();
-    let test = copy.split_features(run, Split::Test)?;
-    let test_private = if run.task_dir.join(Split::TestPrivate.file_name()).is_file() {
-        Some(rows(&copy.split_features(run, Split::TestPrivate)?))
-    } else {
-        None
+    std::fs::create_dir_all(out).at(out)?;
+    let mut arrays = BTreeMap::new();
+    let dim = copy.train.cols();
+    let mut write = |name: &str, matrix: &Matrix, rows: &str| -> Result<()> {
+        let file = format!("{name}.npy");
+        let shape = vec![matrix.rows() as u64, matrix.cols() as u64];
+        let values: Vec<f32> = (0..matrix.rows())
+            .flat_map(|i| matrix.row(i).to_vec())
+            .collect();
+        crate::npy::write_f32(&out.join(&file), &shape, &values)?;
+        let info = ArrayInfo {
+            file,
+            shape,
+            dtype: "float32".into(),
+            rows: rows.into(),
+        };
+        arrays.insert(name.to_owned(), info);
+        Ok(())
     };
-    Ok(AgentFeatures {
+    write(
+        "train_unlabel",
+        &copy.train,
+        "train_unlabel.jsonl rows in file order",
+    )?;
+    let weak: Vec<f32> = copy.weak_soft.iter().flatten().copied().collect();
+    let weak = Matrix::new(copy.weak_soft.len(), 2, weak)?;
+    write(
+        "weak_soft",
+        &weak,
+        "the weak teacher's [p(label 0), p(label 1)] per train_unlabel row",
+    )?;
+    for (name, file) in &files {
+        if name != Split::TrainUnlabel.name() {
+            let features = copy.file_features(file)?;
+            write(name, &features, &format!("{name}.jsonl rows in file order"))?;
+        }
+    }
+    let groups_file = "groups.json".to_owned();
+    let groups = serde_json::to_vec(&copy.groups).map_err(|source| TestbedError::Json {
+        path: out.join(&groups_file),
+        source,
+    })?;
+    std::fs::write(out.join(&groups_file), groups).at(&out.join(&groups_file))?;
+    let index = FeaturesIndex {
         task: copy.meta.task.clone(),
         learner: copy.meta.strong.short_name(),
-        dim: copy.train.cols(),
-        train_unlabel: rows(&copy.train),
-        weak_soft_labels: copy.weak_soft,
-        groups: copy.groups,
-        test: rows(&test),
-        test_private,
-    })
+        dim,
+        arrays,
+        groups_file,
+    };
+    let index_path = out.join(FEATURES_INDEX_FILE);
+    let json = serde_json::to_vec_pretty(&index).map_err(|source| TestbedError::Json {
+        path: index_path.clone(),
+        source,
+    })?;
+    std::fs::write(&index_path, json).at(&index_path)?;
+    Ok(index)
 }

@@ -83,6 +83,15 @@ pub enum TestbedError {
         /// What is wrong, naming the field.
         message: String,
     },
+    /// A file a researcher's code wrote (a training plan, an `.npy` array) is not what it
+    /// must be.
+    #[error("{}: {message}", path.display())]
+    BadInputFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the field or row.
+        message: String,
+    },
     /// A configuration this build does not run.
     #[error("{0}")]
     Unsupported(String),

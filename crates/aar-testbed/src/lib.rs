@@ -13,7 +13,9 @@
 //!   [`MethodInputs`], which hold no gold label;
 //! - [`baselines`]: the runner (cache by config hash, atomic per-seed files, progress, ETA);
 //! - [`report`]: the table of W, S and PGR mean +- SE per split;
-//! - [`agent`]: `aar run-method` on the label-free agent copy.
+//! - [`agent`]: `aar run-method` on the label-free agent copy;
+//! - [`plan`]: training plans a researcher's own code writes (targets, weights, loss,
+//!   head as `.npy` + JSON, read by [`npy`]), trained by the engine like a built-in method.
 //!
 //! Invariant: **a transfer method never sees a gold label.** Only the weak teacher (on
 //! `train_label`) and the ceiling (on `train_unlabel`) read labels, inside [`baselines`].
@@ -25,13 +27,16 @@ mod error;
 pub mod features;
 pub mod lora;
 pub mod method;
+pub mod npy;
 pub mod pair_tasks;
+pub mod plan;
 pub mod preset;
 pub mod report;
 pub mod text_tasks;
 
 pub use agent::{
-    AgentFeatures, AgentRun, Predictions, agent_features, labeled_accuracy, run_method,
+    AgentRun, FeaturesIndex, Predictions, Recipe, labeled_accuracy, run_method,
+    write_agent_features,
 };
 pub use baselines::{RunOptions, RunSummary, build_tasks, run_baselines};
 pub use error::{Result, TestbedError};

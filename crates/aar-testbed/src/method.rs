@@ -5,7 +5,9 @@
 //! ids and the student's own zero-shot prior, and nothing else. The ceiling, which does
 //! train on gold labels, is not a method: it is built by [`crate::baselines`] alone.
 
-use aar_engine::features::{FeatureHead, HeadConfig, HeadKind, HeadLoss, Matrix, train_head_on};
+use aar_engine::features::{
+    FeatureHead, HeadConfig, HeadKind, HeadLoss, Matrix, train_head_on, train_weighted_head_on,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -141,22 +143,9 @@ impl MethodSpec {
     /// specs outside a sandbox (the campaign's transfer-set scoring): an agent chooses the
     /// head's epochs and width. The error names the offending field.
     pub fn check_cost_bounds(&self) -> std::result::Result<(), String> {
-        let Some(head) = &self.head else {
-            return Ok(());
-        };
-        if head.epochs > 1000 {
-            return Err(format!("head.epochs {} exceeds 1000", head.epochs));
-        }
-        if !(0..=4096).contains(&head.hidden) {
-            return Err(format!("head.hidden {} is outside 0..=4096", head.hidden));
-        }
-        if !(1..=65536).contains(&head.batch_size) {
-            return Err(format!(
-                "head.batch_size {} is outside 1..=65536",
-                head.batch_size
-            ));
-        }
-        Ok(())
+        self.head
+            .as_ref()
+            .map_or(Ok(()), HeadSpec::check_cost_bounds)
     }
 
     /// Whether the method needs the weak teacher's labels.
@@ -228,6 +217,8 @@ pub struct TrainingPlan {
     pub targets: Vec<[f32; 2]>,
     /// The loss.
     pub loss: HeadLoss,
+    /// A weight per kept row (`None`: all 1).
+    pub weights: Option<Vec<f32>>,
     /// Method statistics for the result file.
     pub stats: Map<String, Value>,
 }
@@ -248,13 +239,18 @@ pub fn train_student(
         });
     }
     let plan = plan_training(spec, inputs)?;
-    let head = spec.head.unwrap_or(*default_head);
+    fit_plan(plan, train, &spec.head.unwrap_or(*default_head), seed)
+}
+
+/// Trains a head of `head`'s settings on the plan's rows of `train`, its targets, weights
+/// and loss.
+pub fn fit_plan(plan: TrainingPlan, train: &Matrix, head: &HeadSpec, seed: u64) -> Result<Student> {
     let features = train.select(&plan.indices)?;
-    let head = train_head_on(
-        &features,
-        &plan.targets,
-        &head_config(&head, seed, plan.loss),
-    )?;
+    let config = head_config(head, seed, plan.loss);
+    let head = match &plan.weights {
+        None => train_head_on(&features, &plan.targets, &config)?,
+        Some(weights) => train_weighted_head_on(&features, &plan.targets, weights, &config)?,
+    };
     Ok(Student {
         head,
         stats: plan.stats,
@@ -351,6 +347,7 @@ pub fn plan_training(spec: &MethodSpec, inputs: &MethodInputs<'_>) -> Result<Tra
         indices,
         targets,
         loss,
+        weights: None,
         stats,
     })
 }

@@ -145,6 +145,28 @@ pub struct HeadSpec {
 }
 
 impl HeadSpec {
+    /// Whether training this head has a bounded cost, for code that trains heads an agent
+    /// described: the error names the offending field.
+    pub fn check_cost_bounds(&self) -> std::result::Result<(), String> {
+        if self.epochs > 1000 {
+            return Err(format!("head.epochs {} exceeds 1000", self.epochs));
+        }
+        if !(0..=4096).contains(&self.hidden) {
+            return Err(format!("head.hidden {} is outside 0..=4096", self.hidden));
+        }
+        if !(1..=65536).contains(&self.batch_size) {
+            return Err(format!(
+                "head.batch_size {} is outside 1..=65536",
+                self.batch_size
+            ));
+        }
+        let finite = [self.learning_rate, self.weight_decay, self.l2];
+        if finite.iter().any(|v| !v.is_finite() || *v < 0.0) {
+            return Err("head.learning_rate, weight_decay and l2 must be finite and >= 0".into());
+        }
+        Ok(())
+    }
+
     /// The weak teacher's head: L2-regularised logistic regression (l2 0.01), 50 epochs of
     /// Adam at 0.01 in batches of 256.
     pub const WEAK: HeadSpec = HeadSpec {

@@ -2,8 +2,10 @@
 //! logconf), entered as method directories over seeds [1, 2, 3], raise no flag on any
 //! served task of the `cpu` preset, with the real engine, the real `aar` binary (run by
 //! `aar run-method` inside the verifier's bubblewrap sandboxes) and the real
-//! `SandboxedVerifier`. CI verifies vanilla on every served task and all three methods
-//! on the first; the full matrix is the `--ignored` test.
+//! `SandboxedVerifier`. So does a method written as code: the workspace's method template
+//! (Python and numpy writing a training plan for `aar run-method --plan`), which must
+//! reproduce vanilla's figures exactly. CI verifies vanilla on every served task and the
+//! other methods on the first; the full matrix is the `--ignored` test.
 //!
 //! The set-up mirrors `aar up`: the preset's tasks and baselines are built by the testbed
 //! (only tasks whose ceiling beats the weak teacher on the public test are served, as
@@ -38,7 +40,7 @@ use aar_oversight::{SandboxedVerifier, VerifierConfig};
 use aar_server::verify::{MAIN_VARIANT, PUBLIC_SPLIT, VerificationJob, VerificationOutcome};
 use aar_store::{AgentRecord, EvaluationInsert, EvaluationRecord, NewEvaluation, Store};
 use aar_tasks::IdKey;
-use aar_testbed::agent::run_method_on_splits;
+use aar_testbed::agent::{Recipe, run_method_on_splits};
 use aar_testbed::{AgentRun, BaselineTable, MethodKind, MethodSpec, Preset, RunOptions};
 use serde_json::{Value, json};
 
@@ -118,13 +120,16 @@ fn aar_home(preset: &Preset) -> PathBuf {
 /// What the sandboxes mount for libtorch, as `aar up` decides (`cli/up.rs`): the whole
 /// virtual environment when libtorch lives in one (pip's torch links its sibling packages).
 fn libtorch_tree() -> Option<PathBuf> {
-    option_env!("AAR_LIBTORCH_DIR").map(|dir| {
-        let dir = PathBuf::from(dir);
-        match dir.parent() {
-            Some(venv) if venv.join("pyvenv.cfg").is_file() => venv.to_owned(),
-            _ => dir,
-        }
-    })
+    option_env!("AAR_LIBTORCH_DIR").map(|dir| python_venv().unwrap_or_else(|| PathBuf::from(dir)))
+}
+
+/// The virtual environment libtorch lives in, the sandboxes' `python3`, as `aar up`
+/// decides (`cli/up.rs`).
+fn python_venv() -> Option<PathBuf> {
+    let dir = Path::new(option_env!("AAR_LIBTORCH_DIR")?);
+    dir.parent()
+        .filter(|venv| venv.join("pyvenv.cfg").is_file())
+        .map(Path::to_owned)
 }
 
 /// A served task: its labeled copy (server side) and the testbed's figures.
@@ -264,17 +269,13 @@ fn build_testbed(root: &Path) -> Testbed {
     }
 }
 
-/// A `.tar.gz` of a method directory: the manifest and the spec.
-fn method_archive(name: &str, spec: &Value) -> Vec<u8> {
-    let manifest = json!({"name": name, "spec": "spec.json"});
+/// A `.tar.gz` of a method directory holding `files` (name, contents).
+fn archive(files: &[(&str, String)]) -> Vec<u8> {
     let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
         Vec::new(),
         flate2::Compression::fast(),
     ));
-    for (file, body) in [
-        ("aar-method.json", manifest.to_string()),
-        ("spec.json", spec.to_string()),
-    ] {
+    for (file, body) in files {
         let mut header = tar::Header::new_gnu();
         header.set_size(body.len() as u64);
         header.set_mode(0o644);
@@ -286,6 +287,33 @@ fn method_archive(name: &str, spec: &Value) -> Vec<u8> {
     }
     builder.into_inner().unwrap().finish().unwrap()
 }
+
+/// What is entered: each method's name, its directory as an archive, and the testbed
+/// method whose figures it must reproduce. The spec methods, then the workspace's method
+/// template: Python (numpy) writing a training plan that `aar run-method --plan` trains,
+/// which by construction is vanilla.
+fn entries() -> Vec<(&'static str, Vec<u8>, Value)> {
+    let mut out: Vec<_> = methods()
+        .into_iter()
+        .map(|(name, spec)| {
+            let manifest = json!({"name": name, "spec": "spec.json"});
+            let files = [
+                ("aar-method.json", manifest.to_string()),
+                ("spec.json", spec.to_string()),
+            ];
+            (name, archive(&files), spec)
+        })
+        .collect();
+    let template: Vec<(&str, String)> = aar_oversight::template::TEMPLATE_FILES
+        .iter()
+        .map(|(name, body)| (*name, (*body).to_owned()))
+        .collect();
+    out.push((TEMPLATE, archive(&template), json!({"method": "vanilla"})));
+    out
+}
+
+/// The method template's entry name.
+const TEMPLATE: &str = "python plan (template)";
 
 /// One vanilla run on the verification copy while the cache is writable, so the sandboxed
 /// runs (read-only cache) find every split's features (`oversight::warm_features`).
@@ -302,7 +330,12 @@ fn warm_features(testbed: &Testbed, input: &Path) {
         feature_cache: testbed.options.feature_cache.clone(),
         seed: 0,
     };
-    run_method_on_splits(&run, &MethodSpec::new(MethodKind::Vanilla), &splits).unwrap();
+    run_method_on_splits(
+        &run,
+        Recipe::Spec(&MethodSpec::new(MethodKind::Vanilla)),
+        &splits,
+    )
+    .unwrap();
 }
 
 /// What the honest author evaluated before entering: each method with each declared seed
@@ -336,9 +369,10 @@ async fn log_author_evaluations(store: &Store, testbed: &Testbed) {
                     feature_cache: testbed.options.feature_cache.clone(),
                     seed: seed as u64,
                 };
-                let predictions = run_method_on_splits(&run, &spec, &[PUBLIC_SPLIT.into()])
-                    .unwrap()
-                    .predictions;
+                let predictions =
+                    run_method_on_splits(&run, Recipe::Spec(&spec), &[PUBLIC_SPLIT.into()])
+                        .unwrap()
+                        .predictions;
                 let right = predictions
                     .iter()
                     .zip(truth)
@@ -380,20 +414,21 @@ fn accuracies(outcome: &VerificationOutcome, variant: &str, split: &str) -> BTre
         .collect()
 }
 
-/// CI's share of the matrix: vanilla on every served task, the other methods on the first
-/// (5 verifications instead of 9: the full matrix takes about 10 minutes of CI's 45).
+/// CI's share of the matrix: vanilla on every served task, the other methods and the
+/// Python template on the first (6 verifications instead of 12: the full matrix takes
+/// about 12 minutes of CI's 45).
 #[test]
 fn vanilla_on_every_served_cpu_task_and_every_method_on_one_are_verified_without_flags() {
     verify_matrix(|task_index, method| task_index == 0 || method == "vanilla");
 }
 
 #[test]
-#[ignore = "the full matrix (9 verifications, about 10 minutes on 2 cores); run with `cargo test -p aar --test verify_builtin -- --ignored`"]
+#[ignore = "the full matrix (12 verifications, about 12 minutes on 2 cores); run with `cargo test -p aar --test verify_builtin -- --ignored`"]
 fn testbed_methods_entered_on_every_served_cpu_task_are_verified_without_flags() {
     verify_matrix(|_, _| true);
 }
 
-/// Enters the `methods()` that `pick(task index, method name)` selects on each served task.
+/// Enters the `entries()` that `pick(task index, method name)` selects on each served task.
 fn verify_matrix(pick: fn(usize, &str) -> bool) {
     require_tools();
     let started = Instant::now();
@@ -434,6 +469,7 @@ fn verify_matrix(pick: fn(usize, &str) -> bool) {
                 .collect(),
             aar_binary: PathBuf::from(env!("CARGO_BIN_EXE_aar")),
             libtorch: libtorch_tree(),
+            python_venv: python_venv(),
             extra_ro: vec![
                 testbed.home.join("assets").join("models"),
                 feature_cache.clone(),
@@ -470,7 +506,7 @@ fn verify_matrix(pick: fn(usize, &str) -> bool) {
 
         let mut entry_id = 0;
         for (task_index, task) in testbed.served.iter().enumerate() {
-            for (name, spec) in methods() {
+            for (name, archive, spec) in entries() {
                 if !pick(task_index, name) {
                     continue;
                 }
@@ -482,7 +518,7 @@ fn verify_matrix(pick: fn(usize, &str) -> bool) {
                     task: task.name.clone(),
                     seeds: SEEDS.to_vec(),
                     snapshot_id: format!("snapshot-{entry_id}"),
-                    archive: method_archive(name, &spec),
+                    archive,
                 };
                 let verify_started = Instant::now();
                 let outcome = verifier.verify_job(job).await;

@@ -5,6 +5,7 @@
 
 mod agent;
 mod llm;
+mod python;
 mod sandbox;
 mod support;
 mod tools;

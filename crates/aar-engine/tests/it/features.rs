@@ -2,7 +2,8 @@
 
 use aar_engine::Pooling;
 use aar_engine::features::{
-    FeatureSpec, HeadConfig, HeadKind, HeadLoss, cached_features, train_head,
+    FeatureSpec, HeadConfig, HeadKind, HeadLoss, Matrix, batch_loss, cached_features, train_head,
+    train_head_on, train_weighted_head_on,
 };
 use aar_engine::model::{LoadOptions, Model};
 use tch::{Kind, Tensor};
@@ -107,4 +108,114 @@ fn linear_and_mlp_heads_learn_a_separable_task() {
         println!("{kind:?}: held-out accuracy {acc:.3}");
         assert!(acc > 0.95, "{kind:?}: {acc}");
     }
+}
+
+#[test]
+fn batch_loss_is_the_weighted_mean_of_cross_entropies_by_hand() {
+    // Rows: p = [0.25, 0.75] against target [0, 1] (ce = ln 4/3), p = [0.5, 0.5] against
+    // [1, 0] (ce = ln 2).
+    let log_probs = Tensor::from_slice(&[0.25f32, 0.75, 0.5, 0.5])
+        .view([2, 2])
+        .log();
+    let targets = Tensor::from_slice(&[0.0f32, 1.0, 1.0, 0.0]).view([2, 2]);
+    let (a, b) = ((4.0f64 / 3.0).ln(), 2.0f64.ln());
+    let mean = batch_loss(&log_probs, &targets, None).double_value(&[]);
+    assert!((mean - (a + b) / 2.0).abs() < 1e-6, "{mean}");
+    let weights = Tensor::from_slice(&[1.0f32, 3.0]);
+    let weighted = batch_loss(&log_probs, &targets, Some(&weights)).double_value(&[]);
+    assert!((weighted - (a + 3.0 * b) / 4.0).abs() < 1e-6, "{weighted}");
+}
+
+fn rows_of(targets: &Tensor) -> Vec<[f32; 2]> {
+    let flat = Vec::<f32>::try_from(targets.flatten(0, -1)).unwrap();
+    flat.chunks(2).map(|p| [p[0], p[1]]).collect()
+}
+
+#[test]
+fn row_weights_scale_like_repeated_rows_and_zero_weights_drop_rows() {
+    let (train_x, train_t) = separable(400, 3);
+    let (test_x, test_t) = separable(200, 4);
+    let config = HeadConfig {
+        kind: HeadKind::Linear,
+        epochs: 30,
+        batch_size: 32,
+        learning_rate: 1e-2,
+        weight_decay: 0.0,
+        l2: 0.0,
+        seed: 0,
+        loss: HeadLoss::default(),
+    };
+    let x = Matrix::from_tensor(&train_x).unwrap();
+    let targets = rows_of(&train_t);
+    // The same weight on every row is the unweighted mean.
+    let plain = train_head_on(&x, &targets, &config).unwrap();
+    let doubled = train_weighted_head_on(&x, &targets, &vec![2.0; 400], &config).unwrap();
+    let (p, d) = (
+        plain.predict(&test_x).unwrap(),
+        doubled.predict(&test_x).unwrap(),
+    );
+    let diff = p
+        .iter()
+        .zip(&d)
+        .map(|(a, b)| (a[1] - b[1]).abs())
+        .fold(0.0f32, f32::max);
+    assert!(diff < 1e-4, "uniform weights changed predictions by {diff}");
+    // Flip the targets of every row with x0 above its mean: trained on all rows the head
+    // learns the flips; with those rows at weight 0 it learns the task.
+    let x0 = Vec::<f32>::try_from(train_x.narrow(1, 0, 1).flatten(0, -1)).unwrap();
+    let flipped: Vec<bool> = x0.iter().map(|&v| v > 5.0).collect();
+    let noisy: Vec<[f32; 2]> = targets
+        .iter()
+        .zip(&flipped)
+        .map(|(t, &f)| if f { [t[1], t[0]] } else { *t })
+        .collect();
+    let weights: Vec<f32> = flipped.iter().map(|&f| if f { 0.0 } else { 1.0 }).collect();
+    let fooled = accuracy(
+        &train_head_on(&x, &noisy, &config)
+            .unwrap()
+            .predict(&test_x)
+            .unwrap(),
+        &test_t,
+    );
+    let cleaned = accuracy(
+        &train_weighted_head_on(&x, &noisy, &weights, &config)
+            .unwrap()
+            .predict(&test_x)
+            .unwrap(),
+        &test_t,
+    );
+    println!("flipped half: unweighted {fooled:.3}, flipped rows at weight 0 {cleaned:.3}");
+    assert!(cleaned > 0.9, "{cleaned}");
+    assert!(fooled < cleaned - 0.2, "{fooled} vs {cleaned}");
+}
+
+#[test]
+fn bad_row_weights_are_refused_with_the_row() {
+    let (train_x, train_t) = separable(10, 5);
+    let x = Matrix::from_tensor(&train_x).unwrap();
+    let targets = rows_of(&train_t);
+    let config = HeadConfig {
+        kind: HeadKind::Linear,
+        epochs: 1,
+        batch_size: 4,
+        learning_rate: 1e-2,
+        weight_decay: 0.0,
+        l2: 0.0,
+        seed: 0,
+        loss: HeadLoss::default(),
+    };
+    let mut weights = vec![1.0f32; 10];
+    weights[7] = -1.0;
+    let err = train_weighted_head_on(&x, &targets, &weights, &config)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("row 7"), "{err}");
+    let err = train_weighted_head_on(&x, &targets, &[0.0; 10], &config)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sum to 0"), "{err}");
+    let err = train_weighted_head_on(&x, &targets, &[1.0; 9], &config)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("9 weights"), "{err}");
 }

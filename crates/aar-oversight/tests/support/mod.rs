@@ -218,6 +218,24 @@ pub fn tempdir() -> tempfile::TempDir {
 }
 
 pub async fn harness() -> Harness {
+    // Debian's python3: the execution monitor's tests name its path.
+    harness_with(None).await
+}
+
+/// The project's virtual environment (`.venv`, with numpy and torch), or a failure
+/// naming the fix.
+pub fn project_venv() -> PathBuf {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv");
+    assert!(
+        venv.join("pyvenv.cfg").is_file(),
+        "no Python virtual environment at {}: run scripts/setup.sh",
+        venv.display()
+    );
+    venv.canonicalize().unwrap()
+}
+
+/// [`harness`] whose verification runs get `python_venv`'s `python3`.
+pub async fn harness_with(python_venv: Option<PathBuf>) -> Harness {
     require_tools();
     let root = tempdir();
     let key = IdKey::from_bytes([7; IdKey::LEN]);
@@ -241,6 +259,7 @@ pub async fn harness() -> Harness {
         // Only spec entrypoints run it; these methods are scripts.
         aar_binary: PathBuf::from("/usr/bin/true"),
         libtorch: None,
+        python_venv,
         extra_ro: Vec::new(),
         env: Vec::new(),
         decoys: Some(task.decoys.clone()),

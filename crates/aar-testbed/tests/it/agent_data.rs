@@ -11,7 +11,8 @@ use aar_testbed::baselines::{
 };
 use aar_testbed::features::{FrozenExtractor, constant_choice};
 use aar_testbed::{
-    AgentRun, MethodKind, MethodSpec, Preset, RunOptions, agent_features, run_baselines, run_method,
+    AgentRun, MethodKind, MethodSpec, Preset, RunOptions, run_baselines, run_method,
+    write_agent_features,
 };
 
 use crate::aar_home;
@@ -222,9 +223,20 @@ fn tiny_agent_feature_cache_holds_agent_facing_texts_only() {
     );
     assert_eq!(a.predictions, b.predictions);
     assert_eq!(a.private_predictions, b.private_predictions);
-    let (a, b) = (
-        agent_features(&run(agent)).unwrap(),
-        agent_features(&run(planted)).unwrap(),
-    );
-    assert_eq!(a.test, b.test);
+    let splits = ["test".to_owned(), "test_private".to_owned()];
+    let out = tempfile::tempdir().unwrap();
+    write_agent_features(&run(agent), &splits, &out.path().join("a")).unwrap();
+    write_agent_features(&run(planted), &splits, &out.path().join("b")).unwrap();
+    for file in [
+        "train_unlabel.npy",
+        "weak_soft.npy",
+        "test.npy",
+        "test_private.npy",
+    ] {
+        assert_eq!(
+            std::fs::read(out.path().join("a").join(file)).unwrap(),
+            std::fs::read(out.path().join("b").join(file)).unwrap(),
+            "{file}"
+        );
+    }
 }

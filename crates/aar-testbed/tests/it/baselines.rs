@@ -7,9 +7,10 @@ use std::sync::atomic::AtomicBool;
 
 use aar_core::metrics::MeanSe;
 use aar_results::{ReferenceReport, ResultCache, SeedSet};
+use aar_testbed::agent::{Recipe, run_method_on_splits};
 use aar_testbed::{
     AgentRun, BaselineTable, MethodKind, MethodSpec, Preset, RunOptions, TestbedError,
-    agent_features, labeled_accuracy, run_baselines, run_method,
+    labeled_accuracy, run_baselines, run_method, write_agent_features,
 };
 use serde_json::Value;
 
@@ -176,24 +177,52 @@ fn tiny_baselines_end_to_end() {
     .unwrap();
     assert!((rerun - recorded).abs() < 1e-12, "{rerun} vs {recorded}");
 
-    // Features for new code: one row per input row, the student's width, no label.
-    let features = agent_features(&run).unwrap();
-    assert_eq!(features.dim, 384);
+    // Features for new code, as .npy: one row per input row, the student's width, no label.
+    let out = tempfile::tempdir().unwrap();
+    let splits = vec!["test".to_owned(), "test_private".to_owned()];
+    let index = write_agent_features(&run, &splits, out.path()).unwrap();
+    assert_eq!(index.dim, 384);
+    let sizes = &preset.tasks[0].sizes;
+    let n = sizes.train_unlabel as u64;
+    let expected = [
+        ("train_unlabel", vec![n, 384]),
+        ("weak_soft", vec![n, 2]),
+        ("test", vec![sizes.test as u64, 384]),
+        ("test_private", vec![sizes.test_private as u64, 384]),
+    ];
+    for (name, shape) in expected {
+        let array = aar_testbed::npy::read_f32(&out.path().join(format!("{name}.npy"))).unwrap();
+        assert_eq!(array.shape, shape, "{name}");
+        assert_eq!(index.arrays[name].shape, shape, "{name} in features.json");
+    }
+    let groups: Vec<String> =
+        serde_json::from_slice(&std::fs::read(out.path().join("groups.json")).unwrap()).unwrap();
+    assert_eq!(groups.len() as u64, n);
+    let written = std::fs::read_to_string(out.path().join("features.json")).unwrap();
+    for field in ["\"label\"", "\"labels\"", "\"gold\""] {
+        assert!(
+            !written.contains(field),
+            "the index carries no {field} field"
+        );
+    }
+
+    // A training plan of vanilla's own targets (the weak teacher's hard labels, read back
+    // from the .npy) trains the same student as the built-in vanilla, bit for bit.
+    let weak = aar_testbed::npy::read_f32(&out.path().join("weak_soft.npy")).unwrap();
+    let hard: Vec<f32> = weak
+        .values
+        .chunks(2)
+        .flat_map(|p| if p[1] > p[0] { [0.0, 1.0] } else { [1.0, 0.0] })
+        .collect();
+    aar_testbed::npy::write_f32(&out.path().join("targets.npy"), &[n, 2], &hard).unwrap();
+    let plan = out.path().join("plan.json");
+    std::fs::write(&plan, r#"{"targets": "targets.npy"}"#).unwrap();
+    let through_plan = run_method_on_splits(&run, Recipe::Plan(&plan), &splits).unwrap();
+    let built_in = run_method(&run, &vanilla).unwrap();
+    assert_eq!(through_plan.splits, built_in.splits);
+    assert_eq!(through_plan.probabilities, built_in.probabilities);
     assert_eq!(
-        features.train_unlabel.len(),
-        preset.tasks[0].sizes.train_unlabel
+        through_plan.plan.as_ref().map(|p| p.kept),
+        Some(sizes.train_unlabel)
     );
-    assert_eq!(
-        features.weak_soft_labels.len(),
-        features.train_unlabel.len()
-    );
-    assert_eq!(features.groups.len(), features.train_unlabel.len());
-    assert_eq!(features.test.len(), preset.tasks[0].sizes.test);
-    assert_eq!(
-        features.test_private.as_ref().map(Vec::len),
-        Some(preset.tasks[0].sizes.test_private)
-    );
-    assert!(features.test.iter().all(|row| row.len() == 384));
-    let json = serde_json::to_string(&features).unwrap();
-    assert!(!json.contains("\"label\""), "features carry no label field");
 }

@@ -14,6 +14,16 @@ pub enum MethodCommand {
     /// Check a method directory as the verifier will run it: validate its aar-method.json,
     /// run its entrypoint on a small label-free copy of a task, and check the output.
     Check(CheckArgs),
+    /// Start a method from the template: a manifest and a Python method that reproduces
+    /// vanilla through a training plan (numpy; `aar features` in, `aar run-method --plan`
+    /// out). Existing files are never overwritten.
+    New(NewArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct NewArgs {
+    /// The directory to create the method in.
+    dir: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -34,6 +44,17 @@ pub struct CheckArgs {
 pub fn run(command: MethodCommand) -> anyhow::Result<()> {
     match command {
         MethodCommand::Check(args) => check(args),
+        MethodCommand::New(args) => {
+            aar_oversight::template::write_template(&args.dir).with_context(|| {
+                format!("writing the method template into {}", args.dir.display())
+            })?;
+            println!(
+                "method template in {}: edit method.py, then `aar method check {}`",
+                args.dir.display(),
+                args.dir.display()
+            );
+            Ok(())
+        }
     }
 }
 

@@ -1,21 +1,25 @@
 use std::path::{Path, PathBuf};
 
-use aar_testbed::agent::{default_splits, run_method_on_splits};
-use aar_testbed::{AgentRun, MethodSpec, agent_features};
+use aar_testbed::agent::{Recipe, default_splits, run_method_on_splits};
+use aar_testbed::{AgentRun, MethodSpec, write_agent_features};
 use anyhow::Context;
 
-/// Train a student with a method description on a label-free task copy and write its
-/// predictions of the asked splits (agent-facing: reads no label). The output has
-/// `"splits": {name: [0/1, ...]}` (the method contract's output) besides `predictions`
-/// and `private_predictions` (the public and private test's).
+/// Train a student with a built-in method (`--spec`) or a training plan your own code wrote
+/// (`--plan`) on a label-free task copy and write its predictions of the asked splits
+/// (agent-facing: reads no label). The output has `"splits": {name: [0/1, ...]}` (the
+/// method contract's output) and `"split_probabilities": {name: [p(label 1), ...]}`.
 #[derive(Debug, clap::Args)]
 pub struct RunMethodArgs {
     /// The agent's task directory (train_unlabel.jsonl, test.jsonl, testbed.json, weak_labels.json).
     #[arg(long)]
     task: PathBuf,
-    /// The method description (JSON), e.g. {"method": "confidence_filter", "low": 0.3, "high": 0.7}.
+    /// A built-in method's description (JSON), e.g. {"method": "confidence_filter", "low": 0.3, "high": 0.7}.
+    #[arg(long, required_unless_present = "plan", conflicts_with = "plan")]
+    spec: Option<PathBuf>,
+    /// A training plan (JSON): {"targets": "t.npy", "weights": "w.npy", "loss": "cross_entropy",
+    /// "head": {...}}, targets [n, 2] or [n] and weights [n] per train_unlabel row.
     #[arg(long)]
-    spec: PathBuf,
+    plan: Option<PathBuf>,
     /// Where to write the predictions (JSON).
     #[arg(long)]
     out: PathBuf,
@@ -40,24 +44,29 @@ pub struct RunMethodArgs {
 
 pub fn run(args: RunMethodArgs) -> anyhow::Result<()> {
     aar_engine::device::best_device();
-    let text = std::fs::read_to_string(&args.spec)
-        .with_context(|| format!("reading {}", args.spec.display()))?;
-    let spec: MethodSpec = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a method description", args.spec.display()))?;
+    let spec = match &args.spec {
+        Some(path) => Some(read_spec(path)?),
+        None => None,
+    };
+    let recipe = match (&spec, &args.plan) {
+        (Some(spec), _) => Recipe::Spec(spec),
+        (None, Some(plan)) => Recipe::Plan(plan),
+        (None, None) => anyhow::bail!("give --spec or --plan"),
+    };
     let splits = if args.splits.is_empty() {
         default_splits(&args.task)
     } else {
-        args.splits
+        args.splits.clone()
     };
     let predictions = run_method_on_splits(
         &AgentRun {
-            task_dir: args.task,
-            weak_labels: args.weak,
+            task_dir: args.task.clone(),
+            weak_labels: args.weak.clone(),
             assets_dir: args.home.join("assets"),
-            feature_cache: feature_cache(args.feature_cache, &args.home),
+            feature_cache: feature_cache(args.feature_cache.clone(), &args.home),
             seed: args.seed,
         },
-        &spec,
+        recipe,
         &splits,
     )?;
     write_json(&args.out, &serde_json::to_vec_pretty(&predictions)?)?;
@@ -79,17 +88,22 @@ pub fn run(args: RunMethodArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Write the student's frozen features of a label-free task copy as JSON, for methods
-/// written as new code (e.g. Python): `train_unlabel`, `weak_soft_labels`, `groups`,
-/// `test` and `test_private` rows in file order. Agent-facing: reads no label.
+/// Write the student's frozen features of a label-free task copy as NumPy `.npy` files, for
+/// methods written as new code: `train_unlabel.npy` [n, d], `weak_soft.npy` [n, 2], one
+/// `<split>.npy` per split, `groups.json` and the index `features.json` (shapes, dtypes,
+/// row order). Rows are in file order. Agent-facing: reads no label.
 #[derive(Debug, clap::Args)]
 pub struct FeaturesArgs {
     /// The agent's task directory (train_unlabel.jsonl, test.jsonl, testbed.json, weak_labels.json).
     #[arg(long)]
     task: PathBuf,
-    /// Where to write the features (JSON).
+    /// The directory to write the arrays into (created if missing).
     #[arg(long)]
     out: PathBuf,
+    /// Splits to featurise besides train_unlabel, comma-separated: each is `<name>.jsonl`
+    /// in the task directory (default: test, and test_private when the directory has it).
+    #[arg(long, value_delimiter = ',')]
+    splits: Vec<String>,
     /// aar's state directory (models under `<home>/assets`, feature cache under `<home>/testbed`).
     #[arg(long, env = "AAR_HOME", default_value = ".aar")]
     home: PathBuf,
@@ -101,25 +115,43 @@ pub struct FeaturesArgs {
 
 pub fn features(args: FeaturesArgs) -> anyhow::Result<()> {
     aar_engine::device::best_device();
-    let features = agent_features(&AgentRun {
-        task_dir: args.task,
-        weak_labels: None,
-        assets_dir: args.home.join("assets"),
-        feature_cache: feature_cache(args.feature_cache, &args.home),
-        seed: 0,
-    })?;
-    write_json(&args.out, &serde_json::to_vec(&features)?)?;
+    let splits = if args.splits.is_empty() {
+        default_splits(&args.task)
+    } else {
+        args.splits
+    };
+    let index = write_agent_features(
+        &AgentRun {
+            task_dir: args.task,
+            weak_labels: None,
+            assets_dir: args.home.join("assets"),
+            feature_cache: feature_cache(args.feature_cache, &args.home),
+            seed: 0,
+        },
+        &splits,
+        &args.out,
+    )?;
+    let shapes: Vec<String> = index
+        .arrays
+        .iter()
+        .map(|(name, array)| format!("{name} {:?}", array.shape))
+        .collect();
     println!(
-        "{}: {}-wide {} features of {} train_unlabel, {} test and {} test_private rows -> {}",
-        features.task,
-        features.dim,
-        features.learner,
-        features.train_unlabel.len(),
-        features.test.len(),
-        features.test_private.as_ref().map_or(0, Vec::len),
+        "{}: {}-wide {} features, {} -> {} (see features.json)",
+        index.task,
+        index.dim,
+        index.learner,
+        shapes.join(", "),
         args.out.display()
     );
     Ok(())
+}
+
+fn read_spec(path: &Path) -> anyhow::Result<MethodSpec> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a method description", path.display()))
 }
 
 /// The cache asked for, else the testbed's shared one under `home`.

@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -61,11 +61,16 @@ fn researchers(llm: Option<&str>) -> anyhow::Result<Researchers> {
 /// libraries of its sibling `nvidia` packages, so the whole virtual environment when
 /// libtorch lives in one (as `scripts/setup.sh` makes it), else the directory itself.
 fn libtorch_tree(dir: &str) -> PathBuf {
-    let dir = PathBuf::from(dir);
-    match dir.parent() {
-        Some(venv) if venv.join("pyvenv.cfg").is_file() => venv.to_owned(),
-        _ => dir,
-    }
+    python_venv(dir).unwrap_or_else(|| PathBuf::from(dir))
+}
+
+/// The virtual environment libtorch lives in (the directory holding `pyvenv.cfg`, as
+/// `scripts/setup.sh` makes `.venv/libtorch`): the `python3` of every sandbox.
+fn python_venv(libtorch: &str) -> Option<PathBuf> {
+    Path::new(libtorch)
+        .parent()
+        .filter(|venv| venv.join("pyvenv.cfg").is_file())
+        .map(Path::to_owned)
 }
 
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -86,6 +91,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         policy: researchers(args.llm.as_deref())?,
         aar_binary: std::env::current_exe().context("locating the aar binary")?,
         libtorch: option_env!("AAR_LIBTORCH_DIR").map(libtorch_tree),
+        python_venv: option_env!("AAR_LIBTORCH_DIR").and_then(python_venv),
         progress_every: Duration::from_secs(args.progress_seconds.max(1)),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
