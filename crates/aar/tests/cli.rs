@@ -293,6 +293,64 @@ fn a_spec_method_passes_its_check_and_run_method_predicts_the_asked_splits() {
     );
 }
 
+/// The workspace's method template: `aar method new` writes it (never over a file), and it
+/// passes `aar method check` the way a researcher runs it: `python3` the project's
+/// environment (numpy), `aar` on `PATH`, features as `.npy` in and a training plan out.
+#[test]
+fn the_method_template_passes_its_check_through_a_training_plan() {
+    let home = tiny_home();
+    let root = tempfile::tempdir().unwrap();
+    let task = agent_copy(root.path(), 20, &["test", "test_private"]);
+    let method = root.path().join("my-method");
+    let dir = method.to_str().unwrap();
+    let out = aar(&["method", "new", dir]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(method.join("method.py").is_file());
+    let again = aar(&["method", "new", dir]);
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("aar-method.json"),
+        "{}",
+        stderr(&again)
+    );
+
+    let venv_bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin");
+    assert!(
+        venv_bin.join("python3").exists(),
+        "{} is missing: run scripts/setup.sh",
+        venv_bin.display()
+    );
+    let aar_dir = Path::new(env!("CARGO_BIN_EXE_aar")).parent().unwrap();
+    let path = format!(
+        "{}:{}:{}",
+        venv_bin.display(),
+        aar_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_aar"))
+        .args([
+            "method",
+            "check",
+            dir,
+            "--task",
+            task.to_str().unwrap(),
+            "--rows",
+            "16",
+        ])
+        .env("AAR_HOME", &home)
+        .env("PATH", path)
+        .env_remove("AAR_FEATURE_CACHE")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("output: test: 16 predictions"), "{text}");
+    assert!(
+        text.contains("output: test_private: 16 predictions"),
+        "{text}"
+    );
+}
+
 /// Broken methods exit 2 with what to fix; a command method passes without any model.
 #[test]
 fn method_check_says_what_to_fix_in_a_broken_method() {
