@@ -366,6 +366,27 @@ impl Ledger {
         state.clone()
     }
 
+    /// How long `agent` may still run before its own or the campaign's wall-time budget is
+    /// used up (`None` when neither has one): a running tool call is cut there.
+    pub fn time_left(&self, agent: &str) -> Option<Duration> {
+        let left =
+            |limit: Duration, used_ms: u64| limit.saturating_sub(Duration::from_millis(used_ms));
+        let own = self
+            .budgets
+            .per_agent
+            .wall_time
+            .map(|limit| left(limit, self.agent_totals(agent).active_ms));
+        let campaign = self
+            .budgets
+            .campaign
+            .wall_time
+            .map(|limit| left(limit, self.campaign_totals().active_ms));
+        match (own, campaign) {
+            (Some(a), Some(c)) => Some(a.min(c)),
+            (a, c) => a.or(c),
+        }
+    }
+
     /// `Err` when `agent`'s or the campaign's budget is used up.
     pub fn check(&self, agent: &str) -> Result<(), BudgetExceeded> {
         let agent_totals = self.agent_totals(agent);

@@ -16,7 +16,7 @@ use futures_util::future::BoxFuture;
 use crate::accounting::{BudgetExceeded, Ledger, LedgerError};
 use crate::directions::Direction;
 use crate::llm::{ContentBlock, LanguageModel, LlmError, Message, Role, ToolSpec, Usage};
-use crate::tools::Toolbox;
+use crate::tools::{ToolOutput, Toolbox};
 use crate::transcript::{Event, Transcript, TranscriptError};
 
 /// What a policy sees: the session so far.
@@ -388,7 +388,9 @@ impl Agent {
                 }
                 let started = Instant::now();
                 tracing::info!(agent = %self.config.name, step = self.step, tool = %name, "tool call");
-                let output = self.tools.call(&name, &input).await;
+                let output =
+                    call_within_budget(&self.tools, &self.ledger, &self.config.name, &name, &input)
+                        .await;
                 self.ledger.record_tool(&self.config.name)?;
                 self.transcript.append(
                     self.step,
@@ -514,4 +516,29 @@ pub fn summarize(messages: &[Message], n: usize) -> String {
         }
     }
     out
+}
+
+/// Runs one tool call, cut off (its sandbox killed) when `agent`'s wall-time budget runs
+/// out first: the campaign's end never waits for a call's own timeout. (A free function:
+/// the future borrows the toolbox and the ledger, not the whole agent.)
+async fn call_within_budget(
+    tools: &Toolbox,
+    ledger: &Ledger,
+    agent: &str,
+    name: &str,
+    input: &serde_json::Value,
+) -> ToolOutput {
+    let Some(left) = ledger.time_left(agent) else {
+        return tools.call(name, input).await;
+    };
+    match tokio::time::timeout(left, tools.call(name, input)).await {
+        Ok(output) => output,
+        Err(_) => ToolOutput {
+            content: format!(
+                "interrupted: the wall-time budget ran out after {} s of this call",
+                left.as_secs()
+            ),
+            is_error: true,
+        },
+    }
 }

@@ -21,7 +21,10 @@
 //! limits (`prlimit`, inherited by everything inside). When the host process
 //! runs as root, commands run as an unprivileged uid of their own (`setpriv`),
 //! so the process limit means something and root's privileges never reach the
-//! sandbox. The workspace's size is checked after every command.
+//! sandbox. The workspace's size is checked every second while a command runs (the
+//! command is killed when it outgrows its cap) and after it ends. Bubblewrap's own root
+//! is remounted read-only, so the workspace and the size-limited `/tmp` are the only
+//! places a command can write.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -41,6 +44,16 @@ pub const AAR_MOUNT: &str = "/opt/aar/bin/aar";
 
 const SANDBOX_PATH: &str = "/opt/aar/bin:/usr/local/bin:/usr/bin:/bin";
 
+/// How often a running command's workspace is measured against its cap.
+pub const WORKSPACE_POLL: Duration = Duration::from_secs(1);
+
+/// How a command ended.
+enum Ended {
+    Exited(std::process::ExitStatus),
+    TimedOut,
+    WorkspaceFull,
+}
+
 /// Per-command limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -52,7 +65,7 @@ pub struct Limits {
     pub processes: u64,
     /// Largest file a command may write (`RLIMIT_FSIZE`), in bytes.
     pub file_bytes: u64,
-    /// Largest total size of the workspace, checked after every command.
+    /// Largest total size of the workspace, checked while a command runs and after it.
     pub workspace_bytes: u64,
     /// Size of the sandbox's `/tmp` (a tmpfs), in bytes.
     pub tmp_bytes: u64,
@@ -273,6 +286,8 @@ pub struct CommandOutput {
     pub exit_code: Option<i32>,
     /// Whether it was killed for running past its wall time.
     pub timed_out: bool,
+    /// Whether it was killed because the workspace outgrew its cap while it ran.
+    pub workspace_killed: bool,
     /// Stdout, at most `output_bytes` of it (lossy UTF-8).
     pub stdout: String,
     /// Stderr, at most `output_bytes` of it (lossy UTF-8).
@@ -296,13 +311,22 @@ pub struct CommandOutput {
 impl CommandOutput {
     /// Whether it exited with status 0 within its limits.
     pub fn success(&self) -> bool {
-        self.exit_code == Some(0) && !self.timed_out && !self.workspace_over_cap
+        self.exit_code == Some(0)
+            && !self.timed_out
+            && !self.workspace_killed
+            && !self.workspace_over_cap
     }
 
     /// A plain-text report for the agent, stating every truncation and limit hit.
     pub fn report(&self, limits: &Limits) -> String {
         let mut out = String::new();
         match (self.timed_out, self.exit_code) {
+            _ if self.workspace_killed => {
+                out += &format!(
+                    "killed: the workspace grew past its cap of {} bytes while the command ran\n",
+                    limits.workspace_bytes
+                )
+            }
             (true, _) => {
                 out += &format!(
                     "killed: ran past the wall-time limit of {} s\n",
@@ -432,31 +456,25 @@ impl Sandbox {
         let cap = limits.output_bytes;
         let out_task = tokio::spawn(read_capped(stdout, cap));
         let err_task = tokio::spawn(read_capped(stderr, cap));
-        let (status, timed_out) = match tokio::time::timeout(wall, child.wait()).await {
-            Ok(status) => (Some(status?), false),
-            Err(_) => {
-                // bwrap is the process we started (prlimit and setpriv exec
-                // it); killing it tears down the sandbox's pid namespace.
-                child.start_kill()?;
-                let _ = child.wait().await;
-                (None, true)
-            }
-        };
+        let ended = self.watch(&mut child, wall).await?;
+        if !matches!(ended, Ended::Exited(_)) {
+            // bwrap is the process we started (prlimit and setpriv exec
+            // it); killing it tears down the sandbox's pid namespace.
+            child.start_kill()?;
+            let _ = child.wait().await;
+        }
         let (stdout, stdout_bytes, stdout_truncated) = join_reader(out_task).await?;
         let (stderr, stderr_bytes, stderr_truncated) = join_reader(err_task).await?;
-        let workspace = self.config.workspace.clone();
-        let workspace_bytes =
-            tokio::task::spawn_blocking(move || crate::fsutil::dir_size(&workspace))
-                .await
-                .map_err(std::io::Error::other)??;
-        let exit_code = if timed_out {
-            None
-        } else {
-            status.and_then(|s| s.code())
+        let workspace_bytes = self.workspace_size().await?;
+        let (exit_code, timed_out, workspace_killed) = match ended {
+            Ended::Exited(status) => (status.code(), false, false),
+            Ended::TimedOut => (None, true, false),
+            Ended::WorkspaceFull => (None, false, true),
         };
         let output = CommandOutput {
             exit_code,
             timed_out,
+            workspace_killed,
             stdout,
             stderr,
             stdout_bytes,
@@ -499,6 +517,41 @@ impl Sandbox {
             }
         }
         mounts
+    }
+
+    /// Waits for the command to end, its wall time to pass, or the workspace to outgrow
+    /// its cap (checked every [`WORKSPACE_POLL`], so a command cannot fill the disk before
+    /// the check that follows it).
+    async fn watch(
+        &self,
+        child: &mut tokio::process::Child,
+        wall: Duration,
+    ) -> Result<Ended, SandboxError> {
+        let deadline = tokio::time::sleep(wall);
+        tokio::pin!(deadline);
+        let mut poll = tokio::time::interval(WORKSPACE_POLL);
+        poll.tick().await;
+        loop {
+            tokio::select! {
+                status = child.wait() => return Ok(Ended::Exited(status?)),
+                () = &mut deadline => return Ok(Ended::TimedOut),
+                _ = poll.tick() => {
+                    if self.workspace_size().await? > self.config.limits.workspace_bytes {
+                        return Ok(Ended::WorkspaceFull);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The workspace's size on disk, walked off the async runtime.
+    async fn workspace_size(&self) -> Result<u64, SandboxError> {
+        let workspace = self.config.workspace.clone();
+        Ok(
+            tokio::task::spawn_blocking(move || crate::fsutil::dir_size(&workspace))
+                .await
+                .map_err(std::io::Error::other)??,
+        )
     }
 
     /// The full command line: `prlimit [setpriv] bwrap ... bash -c COMMAND`.
@@ -582,6 +635,9 @@ impl Sandbox {
             cmd.arg("--ro-bind").arg(dir).arg(dir);
         }
         cmd.arg("--bind").arg(&c.workspace).arg(WORKSPACE_MOUNT);
+        // Nothing outside the workspace and /tmp is writable: bubblewrap's root is a
+        // tmpfs no limit counts.
+        cmd.args(["--remount-ro", "/"]);
         cmd.args(["--chdir", WORKSPACE_MOUNT]);
         cmd.args(["--", "bash", "-c", command]);
         cmd

@@ -451,3 +451,80 @@ async fn a_fresh_session_near_the_context_limit_carries_the_notebook() {
     assert!(first.contains("you called notebook_update"), "{first}");
     assert!(first.contains(directions::for_agent(0).text));
 }
+
+/// A policy that asks for one long shell command, then for a notebook read.
+struct LongCommand;
+
+impl aar_agents::agent::Policy for LongCommand {
+    fn step<'a>(
+        &'a mut self,
+        turn: aar_agents::agent::Turn<'a>,
+    ) -> futures_util::future::BoxFuture<
+        'a,
+        Result<aar_agents::agent::PolicyStep, aar_agents::agent::PolicyError>,
+    > {
+        let first = turn.messages.len() <= 1;
+        Box::pin(async move {
+            let call = if first {
+                tool_use("long", "shell", json!({"command": "sleep 60; echo done"}))
+            } else {
+                tool_use("next", "notebook_read", json!({}))
+            };
+            Ok(aar_agents::agent::PolicyStep {
+                content: vec![call],
+                stop_reason: None,
+                llm: None,
+            })
+        })
+    }
+}
+
+/// The campaign's end interrupts a running tool call: a 60 s command under a 3 s wall-time
+/// budget is killed at the budget, and the agent stops on it.
+#[tokio::test]
+async fn the_wall_time_budget_interrupts_a_running_command() {
+    let root = tempdir();
+    let budgets = Budgets {
+        per_agent: Budget {
+            wall_time: Some(std::time::Duration::from_secs(3)),
+            ..Budget::default()
+        },
+        campaign: Budget::default(),
+    };
+    let ledger = Ledger::open(
+        &root.path().join("ledger.json"),
+        PriceTable::default(),
+        budgets,
+    )
+    .unwrap();
+    let state_dir = root.path().join("agents/slow");
+    let tools = Toolbox::new(
+        sandbox(root.path(), 0, limits()),
+        None,
+        Notebook::new(state_dir.join("notebook.md"), 64 << 10),
+        ToolLimits::default(),
+    )
+    .unwrap();
+    let mut agent = Agent::new(
+        AgentConfig::new("slow", state_dir.clone(), directions::for_agent(0)),
+        Box::new(LongCommand),
+        tools,
+        ledger,
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let summary = agent.run().await.unwrap();
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(15), "ran {took:?}");
+    assert!(
+        matches!(summary.outcome, Outcome::Budget(_)),
+        "{:?}",
+        summary.outcome
+    );
+    let events = Transcript::read(&state_dir.join("transcript.jsonl")).unwrap();
+    let interrupted = events.iter().any(|line| {
+        matches!(&line.event, Event::ToolCall { output, is_error: true, .. }
+            if output.contains("interrupted: the wall-time budget ran out"))
+    });
+    assert!(interrupted, "no interrupted tool call in {events:?}");
+}

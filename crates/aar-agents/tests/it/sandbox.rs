@@ -303,3 +303,95 @@ async fn configured_variables_reach_the_sandbox_and_nothing_else_does() {
     assert!(out.stdout.contains("AAR_HOME=/some/home"), "{out:?}");
     assert!(!out.stdout.contains("CARGO"), "{out:?}");
 }
+
+/// A disk fill inside one command is stopped while it runs, not after: the command is
+/// killed within about a second of the workspace passing its cap.
+#[tokio::test]
+async fn a_disk_fill_is_killed_while_the_command_runs() {
+    let root = tempdir();
+    let sb = sandbox(
+        root.path(),
+        0,
+        Limits {
+            workspace_bytes: 20 << 20,
+            ..limits()
+        },
+    );
+    // 10 MB every 0.2 s for 20 s: 1 GB if nothing stops it.
+    let out = sb
+        .run(
+            "for i in $(seq 1 100); do head -c 10000000 /dev/zero > f$i; sleep 0.2; done",
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(out.workspace_killed, "{out:?}");
+    assert!(!out.success() && !out.timed_out);
+    assert!(
+        out.elapsed < Duration::from_secs(10),
+        "killed after {:?}",
+        out.elapsed
+    );
+    assert!(
+        out.workspace_bytes < 200 << 20,
+        "{} bytes",
+        out.workspace_bytes
+    );
+    assert!(
+        out.report(&sb.config().limits)
+            .contains("grew past its cap of 20971520 bytes while the command ran"),
+        "{}",
+        out.report(&sb.config().limits)
+    );
+}
+
+/// The sandbox's own root (bubblewrap's tmpfs, which no limit counts) takes no writes;
+/// the workspace and `/tmp` do.
+#[tokio::test]
+async fn the_sandbox_root_is_read_only() {
+    let root = tempdir();
+    let sb = sandbox(root.path(), 0, limits());
+    let out = sb
+        .run(
+            "echo x > /tmp/ok && echo x > ok && (mkdir /new-dir; echo x > /x.txt) 2>&1; true",
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(out.success(), "{out:?}");
+    assert_eq!(
+        out.stdout.matches("Read-only file system").count(),
+        2,
+        "{out:?}"
+    );
+    assert!(sb.workspace().join("ok").is_file());
+}
+
+/// A fork bomb in one sandbox hits its process limit and dies with its wall time, while
+/// another researcher's sandbox (its own uid) goes on running commands.
+#[tokio::test]
+async fn a_fork_bomb_is_contained_and_the_neighbour_keeps_working() {
+    let root = tempdir();
+    let bomb = sandbox(
+        root.path(),
+        0,
+        Limits {
+            processes: 64,
+            wall_time: Duration::from_secs(5),
+            ..limits()
+        },
+    );
+    let neighbour = sandbox(root.path(), 1, limits());
+    let bombing = tokio::spawn(async move { bomb.run("f() { f | f & }; f; sleep 30", None).await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let started = std::time::Instant::now();
+    let out = neighbour.run("echo alive", None).await.unwrap();
+    assert!(out.success() && out.stdout.contains("alive"), "{out:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the neighbour waited {:?}",
+        started.elapsed()
+    );
+    let bombed = bombing.await.unwrap().unwrap();
+    assert!(bombed.timed_out, "{bombed:?}");
+}
