@@ -387,7 +387,7 @@ impl Agent {
                     return self.finish(Outcome::Budget(budget), steps, sessions);
                 }
                 let started = Instant::now();
-                tracing::info!(agent = %self.config.name, step = self.step, tool = %name, "tool call");
+                tracing::debug!(agent = %self.config.name, step = self.step, tool = %name, "tool call");
                 let output =
                     call_within_budget(&self.tools, &self.ledger, &self.config.name, &name, &input)
                         .await;
