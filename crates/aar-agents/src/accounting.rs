@@ -44,6 +44,16 @@ impl ModelPrice {
         }
     }
 
+    /// A model that costs nothing (a local server): usage is counted, never charged.
+    pub fn free() -> ModelPrice {
+        ModelPrice {
+            input: 0.0,
+            output: 0.0,
+            cache_write: 0.0,
+            cache_read: 0.0,
+        }
+    }
+
     /// Cost of `usage`, in nanodollars (exact for prices with at most three
     /// decimals per MTok).
     pub fn cost_nanodollars(&self, usage: &Usage) -> u64 {
@@ -99,6 +109,63 @@ impl Default for PriceTable {
 }
 
 impl PriceTable {
+    /// The defaults without a fallback: a model no prefix matches has no price.
+    pub fn strict() -> PriceTable {
+        PriceTable {
+            fallback: None,
+            ..PriceTable::default()
+        }
+    }
+
+    /// Adds (or replaces) the price of models starting with `prefix`.
+    pub fn set(&mut self, prefix: &str, price: ModelPrice) {
+        self.entries.retain(|(known, _)| known != prefix);
+        self.entries.push((prefix.to_owned(), price));
+    }
+
+    /// Adds the entries of a JSON prices file, `{"<model prefix>": {"input": 3.0,
+    /// "output": 15.0, "cache_write": 3.75, "cache_read": 0.3}, ...}` in dollars per
+    /// million tokens (cache prices default to 0). Errors name the file and the model.
+    pub fn extend_from_file(&mut self, path: &Path) -> Result<(), LedgerError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Entry {
+            input: f64,
+            output: f64,
+            #[serde(default)]
+            cache_write: f64,
+            #[serde(default)]
+            cache_read: f64,
+        }
+        let bad = |message: String| LedgerError::Prices {
+            path: path.to_owned(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let entries: BTreeMap<String, Entry> = serde_json::from_str(&text).map_err(|e| {
+            bad(format!(
+                "{e}; expected {{\"<model prefix>\": {{\"input\": ..., \"output\": ...}}}} \
+                 in dollars per million tokens"
+            ))
+        })?;
+        for (prefix, e) in entries {
+            let values = [e.input, e.output, e.cache_write, e.cache_read];
+            if prefix.is_empty() || values.iter().any(|v| !v.is_finite() || *v < 0.0) {
+                return Err(bad(format!(
+                    "model {prefix:?}: a price is a non-empty prefix with finite prices >= 0"
+                )));
+            }
+            let price = ModelPrice {
+                input: e.input,
+                output: e.output,
+                cache_write: e.cache_write,
+                cache_read: e.cache_read,
+            };
+            self.set(&prefix, price);
+        }
+        Ok(())
+    }
+
     /// The price of `model`.
     pub fn price(&self, model: &str) -> Option<ModelPrice> {
         self.entries
@@ -227,6 +294,14 @@ pub enum LedgerError {
     /// A model without a price.
     #[error("no price for model {0}")]
     NoPrice(String),
+    /// A prices file that cannot be read or holds a bad entry.
+    #[error("prices file {path}: {message}")]
+    Prices {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the model.
+        message: String,
+    },
 }
 
 #[derive(Debug)]
@@ -477,6 +552,47 @@ mod tests {
             price.cost_nanodollars(&usage),
             3_000_000 + 3_000_000 + 1_500_000 + 3_000_000
         );
+    }
+
+    #[test]
+    fn a_prices_file_extends_the_strict_table_and_bad_entries_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut table = PriceTable::strict();
+        assert_eq!(
+            table.price("qwen2.5-coder-1.5b"),
+            None,
+            "strict: no fallback"
+        );
+        let path = dir.path().join("prices.json");
+        std::fs::write(
+            &path,
+            r#"{"qwen2.5": {"input": 0.5, "output": 1.0}, "claude-sonnet-4": {"input": 9, "output": 9}}"#,
+        )
+        .unwrap();
+        table.extend_from_file(&path).unwrap();
+        let qwen = table.price("qwen2.5-coder-1.5b").unwrap();
+        assert_eq!((qwen.input, qwen.output, qwen.cache_read), (0.5, 1.0, 0.0));
+        assert_eq!(table.price("claude-sonnet-4-5").map(|p| p.input), Some(9.0));
+        let usage = Usage {
+            input_tokens: 2_000_000,
+            output_tokens: 1_000_000,
+            cache_creation_input_tokens: 0,
+            cache_read_input_tokens: 0,
+        };
+        assert_eq!(qwen.cost_nanodollars(&usage), 2_000_000_000);
+        assert_eq!(ModelPrice::free().cost_nanodollars(&usage), 0);
+        for (body, needle) in [
+            (r#"{"m": {"input": -1, "output": 1}}"#, "model \"m\""),
+            (r#"{"m": {"input": 1}}"#, "missing field `output`"),
+            (
+                r#"{"m": {"input": 1, "output": 1, "extra": 2}}"#,
+                "unknown field `extra`",
+            ),
+        ] {
+            std::fs::write(&path, body).unwrap();
+            let err = table.extend_from_file(&path).unwrap_err().to_string();
+            assert!(err.contains("prices.json") && err.contains(needle), "{err}");
+        }
     }
 
     #[test]

@@ -75,6 +75,8 @@ pub struct CampaignConfig {
     pub python_venv: Option<PathBuf>,
     /// Seconds between progress lines.
     pub progress_every: Duration,
+    /// What LLM usage costs (the ledger's prices).
+    pub prices: PriceTable,
 }
 
 /// The agents' ids and tokens, kept so a resumed campaign reuses its identities.
@@ -611,7 +613,7 @@ fn open_ledger(config: &CampaignConfig, paths: &CampaignPaths) -> Result<Ledger>
     };
     Ok(Ledger::open(
         &paths.ledger(),
-        PriceTable::default(),
+        config.prices.clone(),
         budgets,
     )?)
 }

@@ -351,6 +351,43 @@ fn the_method_template_passes_its_check_through_a_training_plan() {
     );
 }
 
+/// An LLM model without a price is refused before anything starts, naming the two ways
+/// out; a bad prices file is named.
+#[test]
+fn up_refuses_an_llm_model_without_a_price() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().to_str().unwrap();
+    let llm = "openai:http://127.0.0.1:9/v1#qwen2.5-coder-1.5b";
+    let out = aar(&["up", "--llm", llm, "--minutes", "1", "--home", home]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("\"qwen2.5-coder-1.5b\" has no price")
+            && err.contains("--prices FILE")
+            && err.contains("--free-model"),
+        "{err}"
+    );
+    let prices = root.path().join("prices.json");
+    std::fs::write(&prices, r#"{"qwen": {"input": "cheap"}}"#).unwrap();
+    let out = aar(&[
+        "up",
+        "--llm",
+        llm,
+        "--prices",
+        prices.to_str().unwrap(),
+        "--minutes",
+        "1",
+        "--home",
+        home,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("prices.json"), "{}", stderr(&out));
+    assert!(
+        !root.path().join("campaigns").exists(),
+        "nothing was started before the check"
+    );
+}
+
 /// Broken methods exit 2 with what to fix; a command method passes without any model.
 #[test]
 fn method_check_says_what_to_fix_in_a_broken_method() {

@@ -3,6 +3,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use aar_agents::accounting::{ModelPrice, PriceTable};
 use aar_campaign::{CampaignConfig, Researchers, run_campaign};
 use anyhow::Context;
 
@@ -29,6 +30,14 @@ pub struct UpArgs {
     /// `openai:<base-url>#<model>`; default: the built-in offline researcher.
     #[arg(long)]
     llm: Option<String>,
+    /// Prices of LLM models (JSON: {"<model prefix>": {"input": 3.0, "output": 15.0,
+    /// "cache_write": 3.75, "cache_read": 0.3}}, dollars per million tokens), added to the
+    /// built-in Anthropic prices. A model without a price is refused.
+    #[arg(long)]
+    prices: Option<PathBuf>,
+    /// The `--llm` model costs nothing (a local server): its usage is counted, not charged.
+    #[arg(long)]
+    free_model: bool,
     /// Seconds between progress lines.
     #[arg(long, default_value_t = 30)]
     progress_seconds: u64,
@@ -73,11 +82,35 @@ fn python_venv(libtorch: &str) -> Option<PathBuf> {
         .map(Path::to_owned)
 }
 
+/// The ledger's prices: the built-in ones, the `--prices` file, and `--free-model`. An
+/// LLM model without a price is an error now, not a guess later.
+fn prices(args: &UpArgs, policy: &Researchers) -> anyhow::Result<PriceTable> {
+    let mut table = PriceTable::strict();
+    if let Some(path) = &args.prices {
+        table.extend_from_file(path)?;
+    }
+    let model = match policy {
+        Researchers::Offline => return Ok(table),
+        Researchers::Anthropic { model } | Researchers::OpenAi { model, .. } => model,
+    };
+    if args.free_model {
+        table.set(model, ModelPrice::free());
+    }
+    anyhow::ensure!(
+        table.price(model).is_some(),
+        "model {model:?} has no price: give --prices FILE with an entry for it, or \
+         --free-model for a local model that costs nothing"
+    );
+    Ok(table)
+}
+
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.minutes.is_finite() && args.minutes > 0.0,
         "--minutes must be a positive number"
     );
+    let policy = researchers(args.llm.as_deref())?;
+    let prices = prices(&args, &policy)?;
     aar_engine::device::best_device();
     let home = std::path::absolute(&args.home)
         .with_context(|| format!("resolving {}", args.home.display()))?;
@@ -88,11 +121,12 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         researchers: usize::from(args.researchers),
         minutes: args.minutes,
         dollars: args.dollars,
-        policy: researchers(args.llm.as_deref())?,
+        policy,
         aar_binary: std::env::current_exe().context("locating the aar binary")?,
         libtorch: option_env!("AAR_LIBTORCH_DIR").map(libtorch_tree),
         python_venv: option_env!("AAR_LIBTORCH_DIR").and_then(python_venv),
         progress_every: Duration::from_secs(args.progress_seconds.max(1)),
+        prices,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
