@@ -394,4 +394,9 @@ async fn a_fork_bomb_is_contained_and_the_neighbour_keeps_working() {
     );
     let bombed = bombing.await.unwrap().unwrap();
     assert!(bombed.timed_out, "{bombed:?}");
+    // It was the process limit that held it, not the machine running out.
+    assert!(
+        bombed.stderr.contains("Resource temporarily unavailable"),
+        "{bombed:?}"
+    );
 }

@@ -88,21 +88,26 @@ fn accuracy(probs: &[[f32; 2]], targets: &Tensor) -> f64 {
     correct as f64 / probs.len() as f64
 }
 
+/// A head of `kind` trained by AdamW at 0.01, no regularisation, seed 0.
+fn plain_head(kind: HeadKind, epochs: usize, batch_size: usize) -> HeadConfig {
+    HeadConfig {
+        kind,
+        epochs,
+        batch_size,
+        learning_rate: 1e-2,
+        weight_decay: 0.0,
+        l2: 0.0,
+        seed: 0,
+        loss: HeadLoss::default(),
+    }
+}
+
 #[test]
 fn linear_and_mlp_heads_learn_a_separable_task() {
     let (train_x, train_t) = separable(400, 1);
     let (test_x, test_t) = separable(200, 2);
     for kind in [HeadKind::Linear, HeadKind::Mlp { hidden: 16 }] {
-        let config = HeadConfig {
-            kind,
-            epochs: 30,
-            batch_size: 32,
-            learning_rate: 1e-2,
-            weight_decay: 0.0,
-            l2: 0.0,
-            seed: 0,
-            loss: HeadLoss::default(),
-        };
+        let config = plain_head(kind, 30, 32);
         let head = train_head(&train_x, &train_t, &config).unwrap();
         let acc = accuracy(&head.predict(&test_x).unwrap(), &test_t);
         println!("{kind:?}: held-out accuracy {acc:.3}");
@@ -135,16 +140,7 @@ fn rows_of(targets: &Tensor) -> Vec<[f32; 2]> {
 fn row_weights_scale_like_repeated_rows_and_zero_weights_drop_rows() {
     let (train_x, train_t) = separable(400, 3);
     let (test_x, test_t) = separable(200, 4);
-    let config = HeadConfig {
-        kind: HeadKind::Linear,
-        epochs: 30,
-        batch_size: 32,
-        learning_rate: 1e-2,
-        weight_decay: 0.0,
-        l2: 0.0,
-        seed: 0,
-        loss: HeadLoss::default(),
-    };
+    let config = plain_head(HeadKind::Linear, 30, 32);
     let x = Matrix::from_tensor(&train_x).unwrap();
     let targets = rows_of(&train_t);
     // The same weight on every row is the unweighted mean.
@@ -194,16 +190,7 @@ fn bad_row_weights_are_refused_with_the_row() {
     let (train_x, train_t) = separable(10, 5);
     let x = Matrix::from_tensor(&train_x).unwrap();
     let targets = rows_of(&train_t);
-    let config = HeadConfig {
-        kind: HeadKind::Linear,
-        epochs: 1,
-        batch_size: 4,
-        learning_rate: 1e-2,
-        weight_decay: 0.0,
-        l2: 0.0,
-        seed: 0,
-        loss: HeadLoss::default(),
-    };
+    let config = plain_head(HeadKind::Linear, 1, 4);
     let mut weights = vec![1.0f32; 10];
     weights[7] = -1.0;
     let err = train_weighted_head_on(&x, &targets, &weights, &config)
