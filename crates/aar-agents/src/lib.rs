@@ -33,6 +33,7 @@
 
 pub mod accounting;
 pub mod agent;
+pub mod cgroup;
 pub mod directions;
 pub mod llm;
 pub mod sandbox;

@@ -18,7 +18,10 @@
 //! only `PATH`, `HOME`, `LANG`, the Python settings above and the configured
 //! variables), outlive its wall time (the whole pid
 //! namespace dies with bwrap), or exceed its memory, process and file-size
-//! limits (`prlimit`, inherited by everything inside). When the host process
+//! limits. Memory and processes are limited per command as a whole by a control
+//! group of its own ([`crate::cgroup`]: every process and the `/tmp` tmpfs count
+//! together), and per process by `prlimit` (inherited by everything inside; the
+//! address-space limit only where the machine offers no control groups). When the host process
 //! runs as root, commands run as an unprivileged uid of their own (`setpriv`),
 //! so the process limit means something and root's privileges never reach the
 //! sandbox. The workspace's size is checked every second while a command runs (the
@@ -42,6 +45,12 @@ pub const CACHE_MOUNT: &str = "/cache";
 /// Where the aar binary is mounted (read-only); its directory is on `PATH`.
 pub const AAR_MOUNT: &str = "/opt/aar/bin/aar";
 
+/// `sh -c JOIN_GROUP sh N FILE... PROGRAM ARGS...`: writes the shell's pid to the N
+/// files, then execs the program (in the groups now).
+const JOIN_GROUP: &str = r#"n=$1; shift
+while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n - 1)); done
+exec "$@""#;
+
 const SANDBOX_PATH: &str = "/opt/aar/bin:/usr/local/bin:/usr/bin:/bin";
 
 /// How often a running command's workspace is measured against its cap.
@@ -59,9 +68,12 @@ enum Ended {
 pub struct Limits {
     /// Wall time of one command.
     pub wall_time: Duration,
-    /// Address-space limit (`RLIMIT_AS`) of every process inside, in bytes.
+    /// Memory of a command's processes together, its `/tmp` included, in bytes (its
+    /// control group's limit); without control groups, each process's address-space
+    /// limit (`RLIMIT_AS`).
     pub memory_bytes: u64,
-    /// Most processes (`RLIMIT_NPROC`) of the sandbox's uid.
+    /// Most processes of a command (its control group's) and of the sandbox's uid
+    /// (`RLIMIT_NPROC`).
     pub processes: u64,
     /// Largest file a command may write (`RLIMIT_FSIZE`), in bytes.
     pub file_bytes: u64,
@@ -274,6 +286,9 @@ pub enum SandboxError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The command's control group could not be made.
+    #[error("sandbox control group: {0}")]
+    Cgroup(std::io::Error),
     /// Waiting for or reading from the sandbox failed.
     #[error("sandbox I/O: {0}")]
     Io(#[from] std::io::Error),
@@ -288,6 +303,8 @@ pub struct CommandOutput {
     pub timed_out: bool,
     /// Whether it was killed because the workspace outgrew its cap while it ran.
     pub workspace_killed: bool,
+    /// Processes the kernel killed at the command's memory limit.
+    pub oom_kills: u64,
     /// Stdout, at most `output_bytes` of it (lossy UTF-8).
     pub stdout: String,
     /// Stderr, at most `output_bytes` of it (lossy UTF-8).
@@ -315,6 +332,7 @@ impl CommandOutput {
             && !self.timed_out
             && !self.workspace_killed
             && !self.workspace_over_cap
+            && self.oom_kills == 0
     }
 
     /// A plain-text report for the agent, stating every truncation and limit hit.
@@ -334,7 +352,15 @@ impl CommandOutput {
                 )
             }
             (false, Some(code)) => out += &format!("exit code: {code}\n"),
+            (false, None) if self.oom_kills > 0 => {}
             (false, None) => out += "killed by a signal (memory, process or file-size limit?)\n",
+        }
+        if self.oom_kills > 0 {
+            out += &format!(
+                "killed: {} process(es) at the sandbox's memory limit of {} bytes (all its \
+                 processes and /tmp together)\n",
+                self.oom_kills, limits.memory_bytes
+            );
         }
         for (name, text, total, truncated) in [
             (
@@ -434,7 +460,17 @@ impl Sandbox {
     ) -> Result<CommandOutput, SandboxError> {
         let limits = self.config.limits;
         let wall = wall_time.map_or(limits.wall_time, |w| w.min(limits.wall_time));
-        let mut cmd = self.command(command);
+        let group = crate::cgroup::Hierarchy::get()
+            .map(|hierarchy| {
+                let limits = crate::cgroup::GroupLimits {
+                    memory_bytes: limits.memory_bytes,
+                    processes: limits.processes,
+                };
+                crate::cgroup::CommandGroup::create(hierarchy, limits)
+            })
+            .transpose()
+            .map_err(SandboxError::Cgroup)?;
+        let mut cmd = self.command(command, group.as_ref());
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -466,6 +502,10 @@ impl Sandbox {
         let (stdout, stdout_bytes, stdout_truncated) = join_reader(out_task).await?;
         let (stderr, stderr_bytes, stderr_truncated) = join_reader(err_task).await?;
         let workspace_bytes = self.workspace_size().await?;
+        let oom_kills = group.as_ref().map_or(0, |g| g.oom_kills());
+        if let Some(group) = group {
+            group.remove().await;
+        }
         let (exit_code, timed_out, workspace_killed) = match ended {
             Ended::Exited(status) => (status.code(), false, false),
             Ended::TimedOut => (None, true, false),
@@ -475,6 +515,7 @@ impl Sandbox {
             exit_code,
             timed_out,
             workspace_killed,
+            oom_kills,
             stdout,
             stderr,
             stdout_bytes,
@@ -554,18 +595,35 @@ impl Sandbox {
         )
     }
 
-    /// The full command line: `prlimit [setpriv] bwrap ... bash -c COMMAND`.
-    fn command(&self, command: &str) -> Command {
+    /// The full command line: `[sh JOIN-GROUP] prlimit [setpriv] bwrap ... bash -c
+    /// COMMAND`. With a control group, a shell writes its pid into the group's
+    /// `cgroup.procs` files and execs the rest, so every process of the command
+    /// starts inside it.
+    fn command(&self, command: &str, group: Option<&crate::cgroup::CommandGroup>) -> Command {
         let c = &self.config;
         let l = &c.limits;
-        let mut cmd = Command::new(&c.prlimit);
+        let mut cmd = match group {
+            Some(group) => {
+                let mut cmd = Command::new("sh");
+                let files: Vec<PathBuf> = group.procs_files().collect();
+                cmd.args(["-c", JOIN_GROUP, "sh"])
+                    .arg(files.len().to_string())
+                    .args(files)
+                    .arg(&c.prlimit);
+                cmd
+            }
+            None => {
+                let mut cmd = Command::new(&c.prlimit);
+                cmd.arg(format!("--as={}", l.memory_bytes));
+                cmd
+            }
+        };
         cmd.env_clear();
         if let Some(path) = std::env::var_os("PATH") {
             // Only to find setpriv and bwrap; bwrap clears it again inside.
             cmd.env("PATH", path);
         }
-        cmd.arg(format!("--as={}", l.memory_bytes))
-            .arg(format!("--nproc={}", l.processes))
+        cmd.arg(format!("--nproc={}", l.processes))
             .arg(format!("--fsize={}", l.file_bytes))
             .arg("--core=0")
             .arg("--");

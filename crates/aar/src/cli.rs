@@ -38,7 +38,8 @@ enum Command {
     Baselines(baselines::BaselinesArgs),
     /// Train a student from a method description on a label-free task copy; write predictions.
     RunMethod(run_method::RunMethodArgs),
-    /// Write the student's frozen features of a label-free task copy (JSON), for new methods.
+    /// Write the student's frozen features and the weak soft labels of a label-free task
+    /// copy (.npy), for new methods.
     Features(run_method::FeaturesArgs),
     /// Methods as leaderboard entries: check a method directory (aar-method.json) before
     /// uploading it.

@@ -254,17 +254,84 @@ async fn memory_limit_stops_a_hog() {
         },
     );
     // A modest allocation works, so the failure below is the limit's doing.
-    let small = sb
-        .run("python3 -c 'x = bytearray(64 << 20); print(len(x))'", None)
-        .await
-        .unwrap();
+    let small = sb.run(&touch_megabytes(64, 0), None).await.unwrap();
     assert!(small.success(), "{small:?}");
-    let hog = sb
-        .run("python3 -c 'x = bytearray(2 << 30); print(len(x))'", None)
+    let hog = sb.run(&touch_megabytes(2048, 0), None).await.unwrap();
+    assert!(!hog.success(), "{hog:?}");
+    assert_eq!(hog.oom_kills, 1, "{hog:?}");
+    assert!(hog.report(&sb.config().limits).contains("memory limit"));
+}
+
+/// A Python one-liner that writes `mb` megabytes (so the pages are really used), holds
+/// them for `hold_s` seconds and prints "held".
+fn touch_megabytes(mb: u64, hold_s: u64) -> String {
+    format!(
+        "python3 -c 'import time; x = b\"1\" * ({mb} << 20); time.sleep({hold_s}); print(\"held\")'"
+    )
+}
+
+/// Two processes of one command each stay under the limit but not together: the control
+/// group holds them as one, kills one, and says so; a neighbour sandbox running the
+/// same balloon alone at the same time is untouched.
+#[tokio::test]
+async fn a_memory_balloon_across_processes_is_held_as_one() {
+    assert!(
+        aar_agents::cgroup::Hierarchy::get().is_some(),
+        "this machine kind offers control groups (cgroup v1 memory and pids)"
+    );
+    let root = tempdir();
+    let small = Limits {
+        memory_bytes: 320 << 20,
+        wall_time: Duration::from_secs(60),
+        ..limits()
+    };
+    let balloon = sandbox(root.path(), 0, small);
+    let neighbour = sandbox(root.path(), 1, small);
+    let two = format!(
+        "{} & {} & wait; wait",
+        touch_megabytes(200, 3),
+        touch_megabytes(200, 3)
+    );
+    let one = touch_megabytes(200, 3);
+    let (both, alone) = tokio::join!(balloon.run(&two, None), neighbour.run(&one, None));
+    let (both, alone) = (both.unwrap(), alone.unwrap());
+    assert_eq!(both.oom_kills, 1, "{both:?}");
+    assert_eq!(both.stdout.matches("held").count(), 1, "{both:?}");
+    assert!(!both.success());
+    let report = both.report(&small);
+    assert!(
+        report.contains("1 process(es) at the sandbox's memory limit of 335544320 bytes"),
+        "{report}"
+    );
+    assert!(
+        alone.success() && alone.stdout.contains("held"),
+        "{alone:?}"
+    );
+    assert_eq!(alone.oom_kills, 0);
+}
+
+/// The sandbox's `/tmp` is memory (a tmpfs): filling it counts against the command's
+/// memory limit even where its own size cap is larger.
+#[tokio::test]
+async fn tmp_counts_against_the_memory_limit() {
+    let root = tempdir();
+    let limits = Limits {
+        memory_bytes: 160 << 20,
+        tmp_bytes: 1 << 30,
+        ..limits()
+    };
+    let sb = sandbox(root.path(), 0, limits);
+    let fits = sb
+        .run("head -c 50M /dev/zero > /tmp/fill && echo wrote", None)
         .await
         .unwrap();
-    assert!(!hog.success(), "{hog:?}");
-    assert!(hog.stderr.contains("MemoryError"), "{hog:?}");
+    assert!(fits.success() && fits.stdout.contains("wrote"), "{fits:?}");
+    let fill = sb
+        .run("head -c 400M /dev/zero > /tmp/fill && echo wrote", None)
+        .await
+        .unwrap();
+    assert!(!fill.success(), "{fill:?}");
+    assert!(!fill.stdout.contains("wrote"), "{fill:?}");
 }
 
 #[tokio::test]
