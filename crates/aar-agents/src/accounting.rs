@@ -10,6 +10,12 @@
 //! with SQL), and because a person can read it. Restarting loads it, so
 //! spending and elapsed time survive a crash or Ctrl-C; time while nothing
 //! runs is not counted.
+//!
+//! Every token a provider bills is charged: a response's reported usage
+//! ([`Ledger::record_llm`]), and what failed attempts were billed
+//! ([`Ledger::record_llm_failure`]: a stream cut after it started, a response
+//! without usage), where tokens the provider did not report are estimated and
+//! counted in [`Totals::estimated_tokens`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::llm::Usage;
+use crate::llm::{BilledUsage, Usage};
 
 /// Prices of one model, in dollars per million tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -242,6 +248,14 @@ pub struct Totals {
     pub cost_nanodollars: u64,
     /// LLM calls that returned a response.
     pub llm_calls: u64,
+    /// LLM attempts that failed after the provider billed them (charged in
+    /// `usage` and `cost_nanodollars`).
+    #[serde(default)]
+    pub failed_llm_calls: u64,
+    /// Tokens of `usage` that are estimates, not the provider's count (a failed
+    /// stream's output so far, a response without usage).
+    #[serde(default)]
+    pub estimated_tokens: u64,
     /// Tool calls run.
     pub tool_calls: u64,
     /// Running time, in milliseconds.
@@ -258,6 +272,8 @@ impl Totals {
         self.usage.add(&other.usage);
         self.cost_nanodollars = self.cost_nanodollars.saturating_add(other.cost_nanodollars);
         self.llm_calls += other.llm_calls;
+        self.failed_llm_calls += other.failed_llm_calls;
+        self.estimated_tokens = self.estimated_tokens.saturating_add(other.estimated_tokens);
         self.tool_calls += other.tool_calls;
         self.active_ms = self.active_ms.saturating_add(other.active_ms);
     }
@@ -399,6 +415,35 @@ impl Ledger {
         totals.usage.add(usage);
         totals.cost_nanodollars = totals.cost_nanodollars.saturating_add(cost);
         totals.llm_calls += 1;
+        self.save(state)?;
+        Ok(cost)
+    }
+
+    /// Records what failed LLM attempts of `agent` by `model` were billed (see
+    /// [`crate::llm::LlmError::Billed`]); returns the cost in nanodollars. Tokens the
+    /// provider did not report are estimates, counted in `estimated_tokens` (the agent
+    /// loop also warns). Saves the ledger.
+    pub fn record_llm_failure(
+        &self,
+        agent: &str,
+        model: &str,
+        billed: &BilledUsage,
+    ) -> Result<u64, LedgerError> {
+        let price = self
+            .prices
+            .price(model)
+            .ok_or_else(|| LedgerError::NoPrice(model.to_owned()))?;
+        let cost = price.cost_nanodollars(&billed.usage);
+        let mut guard = self.lock();
+        let (state, clocks) = &mut *guard;
+        tick(state, clocks, agent);
+        let totals = state.agents.entry(agent.to_owned()).or_default();
+        totals.usage.add(&billed.usage);
+        totals.cost_nanodollars = totals.cost_nanodollars.saturating_add(cost);
+        totals.failed_llm_calls += u64::from(billed.attempts);
+        totals.estimated_tokens = totals
+            .estimated_tokens
+            .saturating_add(billed.estimated_tokens);
         self.save(state)?;
         Ok(cost)
     }
@@ -593,6 +638,59 @@ mod tests {
             let err = table.extend_from_file(&path).unwrap_err().to_string();
             assert!(err.contains("prices.json") && err.contains(needle), "{err}");
         }
+    }
+
+    #[test]
+    fn failed_attempts_are_charged_and_estimates_flagged_and_old_files_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.json");
+        // A ledger written before failed calls were counted still loads.
+        std::fs::write(
+            &path,
+            r#"{"campaign_ms": 5, "agents": {"a": {"usage": {"input_tokens": 1,
+                "output_tokens": 2, "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0}, "cost_nanodollars": 7, "llm_calls": 1,
+                "tool_calls": 0, "active_ms": 0}}}"#,
+        )
+        .unwrap();
+        let ledger = Ledger::open(&path, PriceTable::default(), Budgets::default()).unwrap();
+        assert_eq!(ledger.agent_totals("a").failed_llm_calls, 0);
+        let billed = BilledUsage {
+            usage: Usage {
+                input_tokens: 1_000,
+                output_tokens: 30,
+                cache_creation_input_tokens: 0,
+                cache_read_input_tokens: 2_000,
+            },
+            estimated_tokens: 29,
+            attempts: 2,
+        };
+        let cost = ledger
+            .record_llm_failure("a", "claude-sonnet-4-5", &billed)
+            .unwrap();
+        // 1000*3000 + 30*15000 + 2000*300 n$
+        assert_eq!(cost, 3_000_000 + 450_000 + 600_000);
+        let totals = ledger.agent_totals("a");
+        assert_eq!(totals.cost_nanodollars, 7 + cost);
+        assert_eq!(totals.usage.total(), 3 + 3_030);
+        assert_eq!(
+            (
+                totals.llm_calls,
+                totals.failed_llm_calls,
+                totals.estimated_tokens
+            ),
+            (1, 2, 29)
+        );
+        let reopened = Ledger::open(&path, PriceTable::default(), Budgets::default()).unwrap();
+        assert_eq!(reopened.agent_totals("a"), ledger.agent_totals("a"));
+        assert_eq!(reopened.campaign_totals().estimated_tokens, 29);
+        // The default table prices an unknown model at its fallback.
+        assert!(ledger.record_llm_failure("a", "mystery", &billed).is_ok());
+        let strict = Ledger::open(&path, PriceTable::strict(), Budgets::default()).unwrap();
+        assert!(matches!(
+            strict.record_llm_failure("a", "mystery", &billed),
+            Err(LedgerError::NoPrice(_))
+        ));
     }
 
     #[test]

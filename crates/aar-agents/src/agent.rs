@@ -15,7 +15,9 @@ use futures_util::future::BoxFuture;
 
 use crate::accounting::{BudgetExceeded, Ledger, LedgerError};
 use crate::directions::Direction;
-use crate::llm::{ContentBlock, LanguageModel, LlmError, Message, Role, ToolSpec, Usage};
+use crate::llm::{
+    BilledUsage, ContentBlock, LanguageModel, LlmError, Message, Role, ToolSpec, Usage,
+};
 use crate::tools::{ToolOutput, Toolbox};
 use crate::transcript::{Event, Transcript, TranscriptError};
 
@@ -39,6 +41,9 @@ pub struct LlmCall {
     pub usage: Usage,
     /// Attempts it took.
     pub attempts: u32,
+    /// What attempts that failed before the one that answered were billed (a
+    /// stream cut after it started); charged besides `usage`.
+    pub failed_attempts: BilledUsage,
 }
 
 /// What a policy decided: the assistant message.
@@ -111,6 +116,7 @@ impl Policy for LlmPolicy {
                     model: self.model.model().to_owned(),
                     usage: response.usage,
                     attempts: response.attempts,
+                    failed_attempts: response.failed_attempts,
                 }),
             })
         })
@@ -341,9 +347,22 @@ impl Agent {
                 messages: &self.messages,
                 tools: &self.specs,
             };
-            let decided = self.policy.step(turn).await?;
+            let decided = match self.policy.step(turn).await {
+                Ok(decided) => decided,
+                Err(error) => {
+                    // A call that failed after the provider billed it is charged
+                    // before the error stops the run.
+                    if let PolicyError::Llm(LlmError::Billed { model, billed, .. }) = &error {
+                        self.record_failed(model, billed)?;
+                    }
+                    return Err(error.into());
+                }
+            };
             steps += 1;
             if let Some(call) = &decided.llm {
+                if !call.failed_attempts.is_zero() {
+                    self.record_failed(&call.model, &call.failed_attempts)?;
+                }
                 let cost = self
                     .ledger
                     .record_llm(&self.config.name, &call.model, &call.usage)?;
@@ -359,7 +378,14 @@ impl Agent {
                 )?;
             }
             let mut content = decided.content;
-            if content.is_empty() {
+            // Thinking alone is no answer (and the API refuses an assistant turn
+            // with nothing else): the thinking stays, followed by a marker.
+            if content.iter().all(|b| {
+                matches!(
+                    b,
+                    ContentBlock::Thinking { .. } | ContentBlock::RedactedThinking { .. }
+                )
+            }) {
                 content.push(ContentBlock::text("(no output)"));
             }
             let assistant = Message {
@@ -416,6 +442,39 @@ impl Agent {
             })?;
             self.step += 1;
         }
+    }
+
+    /// Charges what failed LLM attempts were billed, and writes it to the transcript
+    /// (as a usage event, so the transcript's costs still add up to the ledger's).
+    fn record_failed(&mut self, model: &str, billed: &BilledUsage) -> Result<(), AgentError> {
+        let cost = self
+            .ledger
+            .record_llm_failure(&self.config.name, model, billed)?;
+        let what = if billed.estimated_tokens > 0 {
+            "charged failed LLM attempts the provider billed, partly estimated \
+             (about 4 characters a token) where it reported no usage"
+        } else {
+            "charged failed LLM attempts the provider billed"
+        };
+        tracing::warn!(
+            agent = %self.config.name,
+            %model,
+            tokens = billed.usage.total(),
+            estimated_tokens = billed.estimated_tokens,
+            attempts = billed.attempts,
+            cost_nanodollars = cost,
+            "{what}"
+        );
+        self.transcript.append(
+            self.step,
+            Event::Usage {
+                model: model.to_owned(),
+                usage: billed.usage,
+                cost_nanodollars: cost,
+                attempts: billed.attempts,
+            },
+        )?;
+        Ok(())
     }
 
     fn push(&mut self, message: Message) -> Result<(), AgentError> {
@@ -512,6 +571,8 @@ pub fn summarize(messages: &[Message], n: usize) -> String {
                     let what = if *is_error { "error" } else { "result" };
                     out += &format!("- tool {what}: {}\n", cut(content));
                 }
+                // Thinking is the model's scratch work, not part of the record.
+                ContentBlock::Thinking { .. } | ContentBlock::RedactedThinking { .. } => {}
             }
         }
     }

@@ -1,10 +1,12 @@
 //! A local server speaking the Anthropic Messages wire protocol, for tests:
-//! scripted replies (text and `tool_use` blocks with usage numbers), streamed
-//! as the API streams them (`message_start`, `content_block_start`, `ping`,
-//! `content_block_delta` with `text_delta` or `input_json_delta`,
+//! scripted replies (text, `thinking`, `redacted_thinking` and `tool_use`
+//! blocks with usage numbers), streamed as the API streams them
+//! (`message_start`, `content_block_start`, `ping`, `content_block_delta` with
+//! `text_delta`, `thinking_delta`, `signature_delta` or `input_json_delta`,
 //! `content_block_stop`, `message_delta`, `message_stop`), error answers
 //! (429 with `retry-after`, 529 `overloaded_error`, an `error` event inside a
-//! stream), and a record of every request it received.
+//! stream), streams cut mid-message (an `error` event or a dropped
+//! connection after some output), and a record of every request it received.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -45,6 +47,18 @@ pub enum Reply {
     StreamError {
         /// Error type.
         kind: String,
+    },
+    /// A 200 stream that starts a message (`usage`'s input and cache counts in
+    /// `message_start`), streams `content`'s blocks, and then fails before
+    /// `message_delta`: with an `error` event of type `error` (e.g.
+    /// `overloaded_error`), or, when `None`, by dropping the connection.
+    StreamCut {
+        /// The blocks streamed before the failure.
+        content: Vec<ContentBlock>,
+        /// Usage; only `message_start`'s part is sent.
+        usage: Usage,
+        /// The error event's type; `None` drops the connection.
+        error: Option<String>,
     },
 }
 
@@ -237,6 +251,43 @@ async fn messages(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: S
             );
             stream_response(sse)
         }
+        Reply::StreamCut {
+            content,
+            usage,
+            error,
+        } => {
+            let full = stream_text(&model, &content, "end_turn", &usage);
+            let cut = full
+                .find("event: message_delta")
+                .map_or(full.as_str(), |at| &full[..at]);
+            let mut sse = cut.to_owned();
+            match error {
+                Some(kind) => {
+                    event(&mut sse, "error", &error_body(&kind, "Overloaded"));
+                    stream_response(sse)
+                }
+                None => {
+                    // The body fails after the events: the connection is cut
+                    // mid-response (after a pause, so the events go out first).
+                    let chunks: Vec<Result<String, std::io::Error>> =
+                        vec![Ok(sse), Err(std::io::Error::other("connection dropped"))];
+                    let body = futures_util::StreamExt::then(
+                        futures_util::stream::iter(chunks),
+                        |chunk| async move {
+                            if chunk.is_err() {
+                                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                            }
+                            chunk
+                        },
+                    );
+                    Response::builder()
+                        .status(200)
+                        .header("content-type", "text/event-stream")
+                        .body(Body::from_stream(body))
+                        .unwrap_or_else(|_| Response::new(Body::empty()))
+                }
+            }
+        }
         Reply::Message {
             content,
             stop_reason,
@@ -357,6 +408,39 @@ pub fn stream_text(
                                  "delta": { "type": "input_json_delta", "partial_json": piece } }),
                     );
                 }
+            }
+            ContentBlock::Thinking {
+                thinking,
+                signature,
+            } => {
+                event(
+                    &mut out,
+                    "content_block_start",
+                    &json!({ "type": "content_block_start", "index": index,
+                             "content_block": { "type": "thinking", "thinking": "" } }),
+                );
+                for piece in pieces(thinking) {
+                    event(
+                        &mut out,
+                        "content_block_delta",
+                        &json!({ "type": "content_block_delta", "index": index,
+                                 "delta": { "type": "thinking_delta", "thinking": piece } }),
+                    );
+                }
+                event(
+                    &mut out,
+                    "content_block_delta",
+                    &json!({ "type": "content_block_delta", "index": index,
+                             "delta": { "type": "signature_delta", "signature": signature } }),
+                );
+            }
+            ContentBlock::RedactedThinking { data } => {
+                event(
+                    &mut out,
+                    "content_block_start",
+                    &json!({ "type": "content_block_start", "index": index,
+                             "content_block": { "type": "redacted_thinking", "data": data } }),
+                );
             }
             ContentBlock::ToolResult { .. } => continue,
         }

@@ -17,7 +17,7 @@ use aar_agents::directions;
 use aar_agents::llm::LanguageModel;
 use aar_agents::llm::anthropic::{AnthropicClient, AnthropicConfig};
 use aar_agents::llm::openai::{OpenAiClient, OpenAiConfig};
-use aar_agents::sandbox::{AAR_MOUNT, CACHE_MOUNT, RunAs, Sandbox, SandboxConfig};
+use aar_agents::sandbox::{CACHE_MOUNT, RunAs, Sandbox, SandboxConfig};
 use aar_agents::server_client::ServerClient;
 use aar_agents::tools::{Notebook, ToolLimits, Toolbox};
 use aar_testbed::{BaselineTable, Preset, RunOptions, run_baselines};
@@ -555,6 +555,8 @@ fn spawn_researchers(
     let home = std::path::absolute(&config.home).map_err(CampaignError::io(&config.home))?;
     let home_in_sandbox = home.display().to_string();
     let mut running = tokio::task::JoinSet::new();
+    // Each researcher's wall-time budget starts now; the offline ones pace to it.
+    let deadline = std::time::Instant::now() + Duration::from_secs_f64(config.minutes * 60.0);
     for (index, name) in names.iter().enumerate() {
         let state_dir = paths.agent(name).join("state");
         std::fs::create_dir_all(&state_dir).map_err(CampaignError::io(&state_dir))?;
@@ -579,9 +581,9 @@ fn spawn_researchers(
             None => Box::new(OfflineResearcher::new(
                 name,
                 direction,
-                AAR_MOUNT,
                 &home_in_sandbox,
                 index as u64 + 1,
+                deadline,
             )),
         };
         let mut agent = Agent::new(
@@ -726,13 +728,17 @@ async fn print_progress(
         let totals = ledger.agent_totals(name);
         let used = totals.active_ms as f64 / 60_000.0;
         let eta = (minutes - used).max(0.0);
-        let best = best.get(name).map_or_else(
-            || "-".to_owned(),
-            |(task, pgr)| format!("{pgr:.3} ({task})"),
-        );
+        let best = match best.get(name) {
+            Some(tasks) if !tasks.is_empty() => tasks
+                .iter()
+                .map(|(task, pgr)| format!("{task} {pgr:.3}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            _ => "-".to_owned(),
+        };
         // Names and task names reach the terminal: no control sequence of theirs may.
         let line = format!(
-            "{name}: {} tool calls, best PGR {best}, spent ${:.4}, {used:.1}/{minutes:.0} min (about {eta:.1} min left)",
+            "{name}: {} tool calls, best PGR by task: {best}, spent ${:.4}, {used:.1}/{minutes:.0} min (about {eta:.1} min left)",
             totals.tool_calls,
             totals.dollars(),
         );

@@ -1,45 +1,103 @@
 //! The offline researcher: a [`Policy`] that does research without an LLM, on the
 //! same terms as one. It sees only tool results, acts only through tool calls (the
-//! sandboxed shell runs `aar run-method`, the server scores), spends the same
+//! sandboxed shell runs its Python methods, the server scores), spends the same
 //! evaluation budget, and learns from the forum.
 //!
-//! Its loop: measure vanilla transfer on every task as its reference point; then try
-//! method configurations in the order its starting direction suggests (data selection
-//! starts with confidence filters, distillation with soft labels and logconf, ...),
-//! mixed with variations of the best configurations it reads on the forum; post every
-//! configuration that sets a new best, with the evaluation as evidence; and enter each
-//! new best on the leaderboard as a method: a directory with an `aar-method.json`
-//! naming its spec, checked with `aar method check`, uploaded as a snapshot and entered
-//! over three declared seeds. The server's verifier runs the entries; the researcher
-//! never scores them itself.
+//! Its methods are code: each experiment writes a method directory (a Python method of
+//! one of the [`families`] over the training-plan API, its `config.json` and an
+//! `aar-method.json`), runs it in the sandbox as the verifier will, and evaluates its
+//! public-test predictions. Its loop:
+//! - **Claims.** Before it starts a family on a task it reads the forum's claims and
+//!   posts its own, so no two researchers run the same family on the same task. Vanilla
+//!   (the reference point) is a family like any other: one researcher per task runs it
+//!   and posts its PGR for everyone.
+//! - **Cheap checks first.** A run that fails, or whose test predictions equal ones it
+//!   already evaluated, costs no evaluation.
+//! - **Paced evaluations.** Predictions wait for a slot: the time left in the campaign
+//!   divided by the evaluations the server says are left, so the budget lasts the
+//!   campaign instead of its first minutes.
+//! - **Building on others.** Results posted with a method line are tried on its other
+//!   tasks; its own new bests are varied one knob at a time.
+//! - **Entries.** A new best above the task's vanilla is posted with its evaluation as
+//!   evidence and entered: `aar method check`, upload, `create_entry` over three declared
+//!   seeds. The server's verifier runs the entries; the researcher never scores them.
+
+mod families;
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
 
 use aar_agents::agent::{Policy, PolicyError, PolicyStep, Turn};
 use aar_agents::directions::Direction;
 use aar_agents::llm::{ContentBlock, Role};
-use aar_agents::sandbox::DATA_MOUNT;
+use aar_agents::sandbox::{DATA_MOUNT, WORKSPACE_MOUNT};
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 
-/// The seed the offline researcher explores with (its `run-method` runs it evaluates).
+pub use families::{FAMILIES, Family};
+
+/// The seed the offline researcher explores with (the runs it evaluates).
 const EXPLORE_SEED: i64 = 0;
 /// Seeds every leaderboard entry of the offline researcher declares: the explored one
 /// among them, so no seed whose score it has seen is left out (the verifier's
 /// cherry-picking probe flags entries whose author evaluated undeclared seeds).
 pub const ENTRY_SEEDS: [i64; 3] = [EXPLORE_SEED, 1, 2];
-/// How many experiments between two reads of the forum.
-const FORUM_EVERY: usize = 4;
-/// Marker before the method description in a finding, so others can parse it.
-pub const SPEC_MARKER: &str = "method spec: ";
+/// How many experiments between two reads of the forum's results.
+const FORUM_EVERY: usize = 3;
+/// Marker before the method line of a result, so others can parse it.
+pub const METHOD_MARKER: &str = "method: ";
+/// Marker before the claim line of a hypothesis post.
+pub const CLAIM_MARKER: &str = "claim: ";
+/// Most one-knob variations of a new best per family and task.
+const MAX_VARIATIONS: usize = 3;
+/// The longest wait for an evaluation slot in one step (the researcher looks again after).
+const LONGEST_WAIT: Duration = Duration::from_secs(30);
+/// How long to wait after the server refuses an evaluation for the hourly budget.
+const HOURLY_BACKOFF: Duration = Duration::from_secs(300);
+
+/// A method configuration on a task: what one experiment runs.
+#[derive(Debug, Clone, PartialEq)]
+struct Candidate {
+    task: String,
+    family: &'static Family,
+    config: Value,
+    /// The forum post whose result suggested it.
+    builds_on: Option<i64>,
+}
+
+impl Candidate {
+    fn key(&self) -> (String, &'static str) {
+        (self.task.clone(), self.family.name)
+    }
+
+    fn id(&self) -> String {
+        format!("{}|{}|{}", self.task, self.family.name, self.config)
+    }
+
+    /// The method line of a finding: family, configuration and PGR, as JSON.
+    fn method_line(&self, pgr: f64) -> String {
+        let line = json!({"family": self.family.name, "config": self.config, "pgr": pgr});
+        format!("{METHOD_MARKER}{line}")
+    }
+}
+
+/// An experiment whose predictions wait for an evaluation slot.
+#[derive(Debug, Clone)]
+struct Ready {
+    candidate: Candidate,
+    /// The method directory, `methods/<task>-<family>-<n>`.
+    dir: String,
+    /// The experiment directory holding `test.json` (and `private.json`).
+    experiment: String,
+    has_private: bool,
+}
 
 /// A new best on its way to becoming a leaderboard entry.
 #[derive(Debug, Clone)]
 struct NewMethod {
     task: String,
-    spec: Value,
-    /// Its directory in the workspace, `methods/<slug>`.
     dir: String,
+    title: String,
     /// The finding that announced it.
     post_id: Option<i64>,
 }
@@ -48,12 +106,13 @@ struct NewMethod {
 #[derive(Debug, Clone)]
 enum Pending {
     ListTasks,
-    WriteSpec,
-    Run,
-    Evaluate { task: String, spec: Value },
+    ReadClaims(Candidate),
+    Claim,
+    WriteMethod,
+    Run(Ready),
+    Evaluate(Ready),
     Share(Option<NewMethod>),
     ReadForum,
-    WriteMethod,
     CheckMethod(NewMethod),
     UploadMethod(NewMethod),
     CreateEntry,
@@ -73,50 +132,69 @@ struct Action {
 pub struct OfflineResearcher {
     name: String,
     direction: Direction,
-    /// The `aar` binary inside the sandbox.
-    aar: String,
     /// aar's state directory as the sandbox sees it (models and feature cache).
     home: String,
+    /// When the campaign ends, for pacing evaluations.
+    deadline: Instant,
     tasks: Vec<String>,
-    candidates: VecDeque<(String, Value)>,
+    queue: VecDeque<Candidate>,
+    /// (task, family) this researcher claimed.
+    claimed: HashSet<(String, &'static str)>,
+    /// (task, family) others claimed.
+    taken: HashSet<(String, &'static str)>,
     tried: HashSet<String>,
+    ready: VecDeque<Ready>,
+    /// sha256 of test predictions already evaluated, with what produced them.
+    seen: HashMap<String, String>,
+    next_slot: Instant,
+    evaluations_left: Option<i64>,
+    /// Best released PGR per task, own.
+    best: HashMap<String, (f64, Candidate)>,
+    /// Vanilla's released PGR per task (own or from the forum): what an entry must beat.
+    vanilla: HashMap<String, f64>,
+    variations: HashMap<(String, &'static str), usize>,
     plan: VecDeque<Action>,
     pending: Option<Pending>,
-    /// Best released PGR per task with its configuration.
-    best: HashMap<String, (f64, Value)>,
     experiments: usize,
+    forum_read_at: usize,
     calls: u64,
     rng: u64,
     /// Failed runs in a row: the researcher backs off instead of spinning.
     failures: u32,
-    /// Method directories written so far (names them).
-    methods: usize,
 }
 
 impl OfflineResearcher {
-    /// A researcher following `direction`, running `aar` (the binary's path in the
-    /// sandbox) with `--home home`.
-    pub fn new(name: &str, direction: Direction, aar: &str, home: &str, seed: u64) -> Self {
+    /// A researcher following `direction` until `deadline`, its methods calling `aar`
+    /// with `AAR_HOME=home`.
+    pub fn new(name: &str, direction: Direction, home: &str, seed: u64, deadline: Instant) -> Self {
         OfflineResearcher {
             name: name.to_owned(),
             direction,
-            aar: aar.to_owned(),
             home: home.to_owned(),
+            deadline,
             tasks: Vec::new(),
-            candidates: VecDeque::new(),
+            queue: VecDeque::new(),
+            claimed: HashSet::new(),
+            taken: HashSet::new(),
             tried: HashSet::new(),
+            ready: VecDeque::new(),
+            seen: HashMap::new(),
+            next_slot: Instant::now(),
+            evaluations_left: None,
+            best: HashMap::new(),
+            vanilla: HashMap::new(),
+            variations: HashMap::new(),
             plan: VecDeque::from([Action {
                 tool: "list_tasks",
                 input: json!({}),
                 pending: Pending::ListTasks,
             }]),
             pending: None,
-            best: HashMap::new(),
             experiments: 0,
+            forum_read_at: 0,
             calls: 0,
             rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
             failures: 0,
-            methods: 0,
         }
     }
 
@@ -128,9 +206,8 @@ impl OfflineResearcher {
         self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
-    fn pick<T: Clone>(&mut self, items: &[T]) -> T {
-        let index = (self.random() % items.len() as u64) as usize;
-        items[index].clone()
+    fn below(&mut self, n: usize) -> usize {
+        (self.random() % n.max(1) as u64) as usize
     }
 
     /// Reads the answer to the last call.
@@ -138,62 +215,210 @@ impl OfflineResearcher {
         match pending {
             Pending::ListTasks => {
                 self.tasks = task_names(result);
-                self.seed_candidates();
+                self.seed_queue();
             }
-            Pending::Evaluate { task, spec } if !is_error => {
-                self.after_evaluate(&task, &spec, result);
-            }
-            Pending::ReadForum => {
-                for (task, spec) in specs_in_findings(result) {
-                    if self.tasks.contains(&task) {
-                        for variant in [spec.clone(), self.mutate(&spec)] {
-                            self.candidates.push_front((task.clone(), variant));
-                        }
-                    }
-                }
-            }
+            Pending::ReadClaims(candidate) => self.after_claims(candidate, result),
+            Pending::Run(ready) => self.after_run(ready, result, is_error),
+            Pending::Evaluate(ready) => self.after_evaluate(ready, result, is_error),
+            Pending::ReadForum => self.after_forum(result),
             Pending::Share(Some(mut method)) => {
                 // A failed post only leaves the entry unlinked.
                 method.post_id = json_field(result, "post_id").and_then(|v| v.as_i64());
-                self.plan_method_dir(method);
+                self.plan_check(method);
             }
             Pending::CheckMethod(method) => self.after_check(method, result, is_error),
             Pending::UploadMethod(method) => self.after_upload(method, result, is_error),
             Pending::CreateEntry => self.note(format!("entry: {}", first_lines(result))),
-            Pending::Run if is_error => {
-                // No predictions to evaluate; say what failed, try something else.
-                self.failures += 1;
-                if self.plan.front().is_some_and(|a| a.tool == "evaluate") {
-                    self.plan.pop_front();
-                }
-                self.note(format!("run failed: {}", first_lines(result)));
-            }
-            Pending::Run => self.failures = 0,
-            Pending::Evaluate { .. }
-            | Pending::WriteSpec
-            | Pending::WriteMethod
-            | Pending::Share(None)
-            | Pending::Notebook => {}
+            Pending::Claim | Pending::WriteMethod | Pending::Share(None) | Pending::Notebook => {}
         }
     }
 
-    /// Reads an evaluation's answer; a new best is posted and entered.
-    fn after_evaluate(&mut self, task: &str, spec: &Value, result: &str) {
-        let Ok(answer) = serde_json::from_str::<Value>(result) else {
+    /// Every family of the direction's order on every task, vanilla first.
+    fn seed_queue(&mut self) {
+        for family in families::order_for(self.direction.name) {
+            for task in &self.tasks {
+                self.queue.push_back(Candidate {
+                    task: task.clone(),
+                    family,
+                    config: family.default_config(),
+                    builds_on: None,
+                });
+            }
+        }
+    }
+
+    /// Drops the candidate if another researcher claimed its family on its task;
+    /// otherwise claims it and runs it.
+    fn after_claims(&mut self, candidate: Candidate, result: &str) {
+        for (author, task, family) in claims_in_posts(result) {
+            if author != self.name
+                && let Some(family) = families::family(&family)
+            {
+                self.taken.insert((task, family.name));
+            }
+        }
+        let key = candidate.key();
+        if self.taken.contains(&key) {
+            self.note(format!(
+                "{} on {} is claimed by another researcher; skipping it",
+                key.1, key.0
+            ));
+            return;
+        }
+        self.claimed.insert(key.clone());
+        let claim = json!({"task": key.0, "family": key.1});
+        self.plan.push_back(Action {
+            tool: "share_finding",
+            input: json!({"kind": "hypothesis", "task": candidate.task,
+                "title": format!("{} takes {} on {}", self.name, key.1, key.0),
+                "body": format!("I am trying this family on this task ({}); others, pick \
+                                 another.\n\n{CLAIM_MARKER}{claim}", candidate.family.summary)}),
+            pending: Pending::Claim,
+        });
+        self.queue.push_front(candidate);
+    }
+
+    /// A run that worked and predicts something new waits for an evaluation slot.
+    fn after_run(&mut self, ready: Ready, result: &str, is_error: bool) {
+        let label = format!(
+            "{} {} on {}",
+            ready.candidate.family.name, ready.candidate.config, ready.candidate.task
+        );
+        let hash = result
+            .lines()
+            .find_map(|l| l.strip_prefix("predictions sha256="))
+            .map(|h| h.split_whitespace().next().unwrap_or("").to_owned());
+        let Some(hash) = hash.filter(|_| !is_error) else {
+            self.failures += 1;
+            self.note(format!("run of {label} failed: {}", first_lines(result)));
             return;
         };
+        self.failures = 0;
+        if let Some(earlier) = self.seen.get(&hash) {
+            self.note(format!(
+                "{label}: same test predictions as {earlier}; not evaluated"
+            ));
+            return;
+        }
+        self.seen.insert(hash, label);
+        let has_private = result.contains("private=yes");
+        self.ready.push_back(Ready {
+            has_private,
+            ..ready
+        });
+    }
+
+    /// Reads an evaluation's answer: paces the next one; a vanilla result is posted as
+    /// the task's reference; a new best above vanilla is posted and entered.
+    fn after_evaluate(&mut self, ready: Ready, result: &str, is_error: bool) {
+        let answer = serde_json::from_str::<Value>(result).unwrap_or(Value::Null);
+        if is_error || answer.is_null() {
+            if result.contains("hourly") {
+                self.next_slot = Instant::now() + HOURLY_BACKOFF;
+                self.ready.push_front(ready);
+            } else if result.contains("total evaluation budget") {
+                self.evaluations_left = Some(0);
+            }
+            self.note(format!("evaluation refused: {}", first_lines(result)));
+            return;
+        }
+        self.pace(&answer);
+        let candidate = &ready.candidate;
         let improved = answer["improved"].as_bool().unwrap_or(false);
         let pgr = answer["released_pgr"].as_f64();
         let evaluation = answer["evaluation_id"].as_i64();
         self.note(format!(
-            "{task}: {spec} -> improved={improved} released_pgr={pgr:?} (evaluation {evaluation:?})"
+            "{}: {} {} -> improved={improved} released_pgr={pgr:?} (evaluation {evaluation:?})",
+            candidate.task, candidate.family.name, candidate.config
         ));
-        if let (true, Some(pgr)) = (improved, pgr) {
-            let previous = self.best.get(task).map(|(p, _)| *p);
-            if previous.is_none_or(|p| pgr > p) {
-                self.best.insert(task.to_owned(), (pgr, spec.clone()));
-                self.plan_new_best(task, spec, pgr, evaluation);
+        let Some(pgr) = pgr.filter(|_| improved) else {
+            return;
+        };
+        if candidate.family.name == "vanilla" {
+            self.vanilla.insert(candidate.task.clone(), pgr);
+            self.plan_vanilla_post(candidate, pgr, evaluation);
+            return;
+        }
+        if self
+            .best
+            .get(&candidate.task)
+            .is_some_and(|(p, _)| *p >= pgr)
+        {
+            return;
+        }
+        self.best
+            .insert(candidate.task.clone(), (pgr, candidate.clone()));
+        self.queue_variation(candidate);
+        match self.vanilla.get(&candidate.task) {
+            Some(&reference) if pgr <= reference => self.note(format!(
+                "{} on {}: {pgr:.2} is not above vanilla's {reference:.2}; not entered",
+                candidate.family.name, candidate.task
+            )),
+            _ => self.plan_new_best(&ready, pgr, evaluation),
+        }
+    }
+
+    /// The next evaluation waits for the time left divided by the evaluations left.
+    fn pace(&mut self, answer: &Value) {
+        let left = answer["remaining_total"].as_i64();
+        self.evaluations_left = left;
+        let now = Instant::now();
+        let time_left = self.deadline.saturating_duration_since(now);
+        let share = match left {
+            Some(left) if left > 0 => time_left / (left as u32).saturating_add(1),
+            _ => Duration::ZERO,
+        };
+        self.next_slot = now + share;
+        if answer["remaining_this_hour"].as_i64() == Some(0) {
+            self.next_slot = self.next_slot.max(now + HOURLY_BACKOFF);
+        }
+    }
+
+    /// Others' results become candidates on this researcher's other tasks; vanilla
+    /// results become the reference an entry must beat.
+    fn after_forum(&mut self, result: &str) {
+        for post in methods_in_posts(result) {
+            if post.author == self.name {
+                continue;
             }
+            let Some(family) = families::family(&post.family) else {
+                continue;
+            };
+            if family.name == "vanilla" {
+                self.vanilla.insert(post.task.clone(), post.pgr);
+                continue;
+            }
+            for task in self.tasks.clone() {
+                if task != post.task {
+                    self.queue.push_front(Candidate {
+                        task,
+                        family,
+                        config: post.config.clone(),
+                        builds_on: Some(post.post_id),
+                    });
+                }
+            }
+        }
+    }
+
+    /// One knob of a new best moved, tried next (at most [`MAX_VARIATIONS`] per family
+    /// and task).
+    fn queue_variation(&mut self, candidate: &Candidate) {
+        let count = self.variations.entry(candidate.key()).or_default();
+        if *count >= MAX_VARIATIONS {
+            return;
+        }
+        *count += 1;
+        let mut rng = self.random();
+        let varied = candidate.family.vary(&candidate.config, |n| {
+            rng = rng.rotate_left(7) ^ 0x5851_F42D_4C95_7F2D;
+            (rng % n as u64) as usize
+        });
+        if let Some(config) = varied {
+            self.queue.push_front(Candidate {
+                config,
+                ..candidate.clone()
+            });
         }
     }
 
@@ -207,8 +432,7 @@ impl OfflineResearcher {
         }
         self.plan_front(vec![Action {
             tool: "upload_snapshot",
-            input: json!({"path": method.dir,
-                          "message": format!("{} on {}", summary(&method.spec), method.task)}),
+            input: json!({"path": method.dir, "message": method.title}),
             pending: Pending::UploadMethod(method),
         }]);
     }
@@ -241,33 +465,6 @@ impl OfflineResearcher {
         }
     }
 
-    /// Writes `method` as a method directory (manifest and spec) and checks it the way
-    /// the verifier will run it; the upload waits for the check's answer.
-    fn plan_method_dir(&mut self, method: NewMethod) {
-        let name: String = summary(&method.spec).chars().take(100).collect();
-        // The contract's default resources (cpu, 10 min, 4096 MB) fit: a CPU run-method
-        // on the tiny preset ran in 8 s under a 2 GiB address-space limit.
-        let manifest = json!({"name": name, "spec": "spec.json"});
-        let write = |file: &str, content: String| Action {
-            tool: "write_file",
-            input: json!({"path": format!("{}/{file}", method.dir), "content": content}),
-            pending: Pending::WriteMethod,
-        };
-        let check = Action {
-            tool: "shell",
-            input: json!({"command": format!(
-                "AAR_HOME={} {} method check {} --task {DATA_MOUNT}/{}",
-                self.home, self.aar, method.dir, method.task
-            )}),
-            pending: Pending::CheckMethod(method.clone()),
-        };
-        self.plan_front(vec![
-            write("spec.json", method.spec.to_string()),
-            write("aar-method.json", manifest.to_string()),
-            check,
-        ]);
-    }
-
     fn note(&mut self, line: String) {
         self.plan.push_front(Action {
             tool: "notebook_update",
@@ -276,143 +473,259 @@ impl OfflineResearcher {
         });
     }
 
-    fn plan_new_best(&mut self, task: &str, spec: &Value, pgr: f64, evaluation: Option<i64>) {
+    /// The task's vanilla PGR, posted for every researcher as the reference point.
+    fn plan_vanilla_post(&mut self, candidate: &Candidate, pgr: f64, evaluation: Option<i64>) {
         let body = format!(
-            "On {task}, this configuration set a new best released PGR of {pgr:.2} for me \
-             (server evaluation {}, public test, Ladder-rounded).\n\n{SPEC_MARKER}{spec}\n\n\
-             Direction: {}. Entered on the leaderboard over seeds {ENTRY_SEEDS:?}.",
+            "Vanilla W2S (the weak teacher's hard labels, through a training plan) on {}: \
+             released PGR {pgr:.2} (server evaluation {}, public test, Ladder-rounded). The \
+             reference every method on this task has to beat.\n\n{}",
+            candidate.task,
             evaluation.map_or_else(|| "?".into(), |e| e.to_string()),
+            candidate.method_line(pgr),
+        );
+        self.plan.push_back(Action {
+            tool: "share_finding",
+            input: json!({"kind": "result", "task": candidate.task,
+                          "title": format!("vanilla on {}: PGR {pgr:.2}", candidate.task),
+                          "body": body, "evaluations": evaluation.into_iter().collect::<Vec<_>>()}),
+            pending: Pending::Share(None),
+        });
+    }
+
+    /// Posts a new best with its evaluation, then checks, uploads and enters its method.
+    fn plan_new_best(&mut self, ready: &Ready, pgr: f64, evaluation: Option<i64>) {
+        let candidate = &ready.candidate;
+        let title = format!(
+            "{} {} reaches PGR {pgr:.2}",
+            candidate.family.name, candidate.config
+        );
+        let builds_on = candidate
+            .builds_on
+            .map(|post| format!(" It builds on post {post}, tried here on another task."))
+            .unwrap_or_default();
+        let vanilla = self.vanilla.get(&candidate.task).map_or_else(
+            || "vanilla's PGR is not known yet".to_owned(),
+            |v| format!("vanilla's is {v:.2}"),
+        );
+        let body = format!(
+            "On {}, {} set a new best released PGR of {pgr:.2} for me (server evaluation {}, \
+             public test, Ladder-rounded; {vanilla}).{builds_on}\n\n{}\n\nDirection: {}. Its \
+             method directory is entered on the leaderboard over seeds {ENTRY_SEEDS:?}.",
+            candidate.task,
+            candidate.family.summary,
+            evaluation.map_or_else(|| "?".into(), |e| e.to_string()),
+            candidate.method_line(pgr),
             self.direction.name,
         );
-        self.methods += 1;
         let method = NewMethod {
-            task: task.to_owned(),
-            spec: spec.clone(),
-            dir: format!(
-                "methods/{task}-{}-{}",
-                spec["method"].as_str().unwrap_or("method"),
-                self.methods
-            ),
+            task: candidate.task.clone(),
+            dir: ready.dir.clone(),
+            title: title.clone(),
             post_id: None,
         };
         self.plan.push_back(Action {
             tool: "share_finding",
-            input: json!({"kind": "result", "title": format!("{} reaches PGR {pgr:.2}", summary(spec)),
-                          "body": body, "task": task,
+            input: json!({"kind": "result", "title": title, "body": body, "task": candidate.task,
                           "evaluations": evaluation.into_iter().collect::<Vec<_>>()}),
             pending: Pending::Share(Some(method)),
         });
     }
 
-    /// Vanilla on every task first (the reference point), then the direction's list.
-    fn seed_candidates(&mut self) {
-        let tasks = self.tasks.clone();
-        for task in &tasks {
-            self.candidates
-                .push_back((task.clone(), json!({"method": "vanilla"})));
-        }
-        for spec in direction_specs(self.direction.name) {
-            for task in &tasks {
-                self.candidates.push_back((task.clone(), spec.clone()));
-            }
-        }
+    /// Checks a method directory the way the verifier will run it; the upload waits
+    /// for the check's answer.
+    fn plan_check(&mut self, method: NewMethod) {
+        let command = format!(
+            "AAR_HOME={} aar method check {} --task {DATA_MOUNT}/{}",
+            self.home, method.dir, method.task
+        );
+        self.plan_front(vec![Action {
+            tool: "shell",
+            input: json!({"command": command}),
+            pending: Pending::CheckMethod(method),
+        }]);
     }
 
-    /// A small change of one setting of `spec`.
-    fn mutate(&mut self, spec: &Value) -> Value {
-        let mut out = spec.clone();
-        match spec["method"].as_str() {
-            Some("logconf") => {
-                out["aux_coef"] = json!(self.pick(&[0.25, 0.4, 0.5, 0.6, 0.75, 1.0]));
-                out["warmup_frac"] = json!(self.pick(&[0.1, 0.2, 0.3, 0.5]));
-            }
-            Some("confidence_filter") => {
-                let (low, high) = self.pick(&[(0.2, 0.8), (0.3, 0.7), (0.35, 0.65), (0.4, 0.6)]);
-                out["low"] = json!(low);
-                out["high"] = json!(high);
-            }
-            Some("zero_shot") => {
-                out["imbalance_threshold"] = json!(self.pick(&[1.0, 1.05, 1.2, 1.5]));
-            }
-            _ => {
-                out["head"] = head(self.pick(&[0.1, 0.3, 3.0, 10.0]), 0);
-            }
-        }
-        out
-    }
-
-    /// The next experiment: a candidate not yet tried, or a variation of a best one.
-    fn plan_experiment(&mut self) {
-        let next = loop {
-            match self.candidates.pop_front() {
-                Some((task, spec)) => {
-                    if self.tried.insert(format!("{task}|{spec}")) {
-                        break Some((task, spec));
-                    }
-                }
-                None => break None,
-            }
-        };
-        let (task, spec) = match next {
-            Some(found) => found,
-            None => {
-                if self.tasks.is_empty() {
-                    return;
-                }
-                let task = self.pick(&self.tasks.clone());
-                let base = self
-                    .best
-                    .get(&task)
-                    .map(|(_, s)| s.clone())
-                    .unwrap_or_else(|| json!({"method": "logconf"}));
-                let spec = self.mutate(&base);
-                self.tried.insert(format!("{task}|{spec}"));
-                (task, spec)
-            }
-        };
+    /// Writes the candidate's method directory and runs it on the task's public and
+    /// private test inputs as the verifier would.
+    fn plan_run(&mut self, candidate: Candidate) {
+        self.tried.insert(candidate.id());
         self.experiments += 1;
-        let dir = format!("experiments/{:03}", self.experiments);
-        let spec_path = format!("{dir}/spec.json");
-        let out = format!("{dir}/predictions.json");
-        self.plan.push_back(Action {
-            tool: "write_file",
-            input: json!({"path": spec_path, "content": spec.to_string()}),
-            pending: Pending::WriteSpec,
+        let n = self.experiments;
+        let dir = format!("methods/{}-{}-{n}", candidate.task, candidate.family.name);
+        let experiment = format!("experiments/{n:03}");
+        let manifest = json!({
+            "name": format!("{} {}", candidate.family.name, candidate.config),
+            "command": ["python3", "method.py"],
+            "resources": {"device": "cpu", "minutes": 10, "memory_mb": 4096},
         });
-        self.plan
-            .push_back(self.run_action(&task, &spec_path, &out, EXPLORE_SEED, Pending::Run));
+        let write = |file: &str, content: String| Action {
+            tool: "write_file",
+            input: json!({"path": format!("{dir}/{file}"), "content": content}),
+            pending: Pending::WriteMethod,
+        };
+        let files = [
+            write("method.py", candidate.family.script.to_owned()),
+            write("config.json", candidate.config.to_string()),
+            write("aar-method.json", manifest.to_string()),
+        ];
+        let run = Action {
+            tool: "shell",
+            input: json!({"command": run_command(&self.home, &candidate.task, &dir, &experiment)}),
+            pending: Pending::Run(Ready {
+                candidate,
+                dir: dir.clone(),
+                experiment,
+                has_private: false,
+            }),
+        };
+        self.plan.extend(files);
+        self.plan.push_back(run);
+    }
+
+    /// Evaluates the oldest predictions waiting for a slot.
+    fn plan_evaluate(&mut self, ready: Ready) {
+        let mut input = json!({"task": ready.candidate.task,
+                               "predictions_file": format!("{}/test.json", ready.experiment)});
+        if ready.has_private {
+            input["private_predictions_file"] = json!(format!("{}/private.json", ready.experiment));
+        }
         self.plan.push_back(Action {
             tool: "evaluate",
-            input: json!({"task": task, "predictions_file": out}),
-            pending: Pending::Evaluate { task, spec },
+            input,
+            pending: Pending::Evaluate(ready),
         });
-        if self.experiments.is_multiple_of(FORUM_EVERY) {
+    }
+
+    /// The next thing to do when the plan is empty: evaluate when a slot is open, else
+    /// run the next candidate (claiming it first), else read the forum or vary a best,
+    /// else wait for the slot.
+    async fn decide(&mut self) {
+        if self.tasks.is_empty() {
+            // Nothing to work on yet: ask again in a while rather than spin.
+            tokio::time::sleep(LONGEST_WAIT).await;
+            self.plan.push_back(Action {
+                tool: "list_tasks",
+                input: json!({}),
+                pending: Pending::ListTasks,
+            });
+            return;
+        }
+        if self.failures >= 3 {
+            // Something is broken (the runs fail); back off before trying again.
+            let seconds = 2u64.saturating_pow(self.failures.min(5)).min(30);
+            tokio::time::sleep(Duration::from_secs(seconds)).await;
+        }
+        let can_evaluate = self.evaluations_left != Some(0);
+        if !can_evaluate {
+            self.ready.clear();
+        }
+        if can_evaluate
+            && Instant::now() >= self.next_slot
+            && let Some(ready) = self.ready.pop_front()
+        {
+            return self.plan_evaluate(ready);
+        }
+        if self.experiments >= self.forum_read_at + FORUM_EVERY {
+            self.forum_read_at = self.experiments;
             self.plan.push_back(Action {
                 tool: "search_findings",
-                input: json!({"kind": "result", "sort": "top", "limit": 10}),
+                input: json!({"kind": "result", "sort": "new", "limit": 20}),
                 pending: Pending::ReadForum,
             });
+            return;
+        }
+        if let Some(candidate) = self.next_candidate() {
+            if self.claimed.contains(&candidate.key()) {
+                return self.plan_run(candidate);
+            }
+            self.plan.push_back(Action {
+                tool: "search_findings",
+                input: json!({"kind": "hypothesis", "sort": "new", "limit": 50}),
+                pending: Pending::ReadClaims(candidate),
+            });
+            return;
+        }
+        if let Some(ready) = self.ready.pop_front() {
+            let wait = self.next_slot.saturating_duration_since(Instant::now());
+            tokio::time::sleep(wait.min(LONGEST_WAIT)).await;
+            if Instant::now() >= self.next_slot {
+                return self.plan_evaluate(ready);
+            }
+            self.ready.push_front(ready);
+            return;
+        }
+        // Everything tried: vary one of its own claims' defaults, or idle a while.
+        let mine: Vec<_> = self.claimed.iter().cloned().collect();
+        if mine.is_empty() {
+            tokio::time::sleep(LONGEST_WAIT).await;
+            return;
+        }
+        let (task, family) = mine[self.below(mine.len())].clone();
+        if let Some(family) = families::family(family) {
+            let base = self
+                .best
+                .get(&task)
+                .filter(|(_, c)| c.family.name == family.name)
+                .map_or_else(|| family.default_config(), |(_, c)| c.config.clone());
+            let mut rng = self.random();
+            if let Some(config) = family.vary(&base, |n| {
+                rng = rng.rotate_left(11) ^ 0x9E37_79B9;
+                (rng % n as u64) as usize
+            }) {
+                let candidate = Candidate {
+                    task,
+                    family,
+                    config,
+                    builds_on: None,
+                };
+                if !self.tried.contains(&candidate.id()) {
+                    self.queue.push_back(candidate);
+                    return;
+                }
+            }
+            // Nothing new to try here now: look again later.
+            tokio::time::sleep(LONGEST_WAIT).await;
         }
     }
 
-    fn run_action(
-        &self,
-        task: &str,
-        spec_path: &str,
-        out: &str,
-        seed: i64,
-        pending: Pending,
-    ) -> Action {
-        Action {
-            tool: "shell",
-            input: json!({"command": format!(
-                "{} run-method --home {} --task {DATA_MOUNT}/{task} --spec {spec_path} --seed {seed} --out {out}",
-                self.aar, self.home
-            )}),
-            pending,
+    /// The next untried candidate whose family on its task nobody else claimed.
+    fn next_candidate(&mut self) -> Option<Candidate> {
+        while let Some(candidate) = self.queue.pop_front() {
+            if self.taken.contains(&candidate.key()) || self.tried.contains(&candidate.id()) {
+                continue;
+            }
+            return Some(candidate);
         }
+        None
     }
 }
+
+/// The shell command that runs a method directory as the verifier does (`AAR_INPUT`,
+/// `AAR_SEED`, `AAR_SPLITS`, `AAR_OUTPUT`), then splits its output into `test.json` and
+/// `private.json` and prints the test predictions' sha256 (the cheap check: predictions
+/// already evaluated are not evaluated again).
+fn run_command(home: &str, task: &str, dir: &str, experiment: &str) -> String {
+    let out = format!("{WORKSPACE_MOUNT}/{experiment}");
+    format!(
+        "set -e; mkdir -p {out}; S=test; [ -f {DATA_MOUNT}/{task}/test_private.jsonl ] && \
+         S=test,test_private; (cd {dir} && AAR_HOME={home} AAR_INPUT={DATA_MOUNT}/{task} \
+         AAR_SEED={EXPLORE_SEED} AAR_SPLITS=$S AAR_OUTPUT={out}/output.json python3 method.py) \
+         && python3 -c '{SPLIT_OUTPUT}' {out}"
+    )
+}
+
+/// Python (no single quotes) that splits a method's output for `evaluate`.
+const SPLIT_OUTPUT: &str = "import hashlib, json, os, sys
+d = sys.argv[1]
+out = json.load(open(os.path.join(d, \"output.json\")))
+splits = out.get(\"splits\", {})
+test = splits.get(\"test\") or out.get(\"predictions\")
+private = splits.get(\"test_private\") or out.get(\"private_predictions\")
+json.dump(test, open(os.path.join(d, \"test.json\"), \"w\"))
+if private:
+    json.dump(private, open(os.path.join(d, \"private.json\"), \"w\"))
+h = hashlib.sha256(json.dumps(test).encode()).hexdigest()
+print(\"predictions sha256=\" + h, \"private=\" + (\"yes\" if private else \"no\"))";
 
 /// A field of a JSON tool result.
 fn json_field(result: &str, field: &str) -> Option<Value> {
@@ -442,126 +755,101 @@ fn task_names(result: &str) -> Vec<String> {
         .collect()
 }
 
-/// `(task, spec)` of every finding whose body carries a [`SPEC_MARKER`] line.
-fn specs_in_findings(result: &str) -> Vec<(String, Value)> {
+/// The posts of a `search_findings` answer.
+fn posts(result: &str) -> Vec<Value> {
     let Ok(value) = serde_json::from_str::<Value>(result) else {
         return Vec::new();
     };
-    let posts = value
+    let list = value
         .get("posts")
         .and_then(Value::as_array)
         .or_else(|| value.as_array());
+    list.cloned().unwrap_or_default()
+}
+
+/// The JSON objects after `marker` at the start of a line of `post`'s body.
+fn marked_lines(post: &Value, marker: &str) -> Vec<Value> {
+    let body = post["body"].as_str().unwrap_or("");
+    body.lines()
+        .filter_map(|line| line.strip_prefix(marker))
+        .filter_map(|json| serde_json::from_str::<Value>(json).ok())
+        .filter(Value::is_object)
+        .collect()
+}
+
+/// `(author, task, family)` of every claim line in a `search_findings` answer.
+fn claims_in_posts(result: &str) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
-    for post in posts.into_iter().flatten() {
-        let (Some(task), Some(body)) = (post["task"].as_str(), post["body"].as_str()) else {
-            continue;
-        };
-        for line in body.lines() {
-            if let Some(spec) = line.strip_prefix(SPEC_MARKER)
-                && let Ok(spec @ Value::Object(_)) = serde_json::from_str::<Value>(spec)
-            {
-                out.push((task.to_owned(), spec));
+    for post in posts(result) {
+        let author = post["author"]["agent_name"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        for claim in marked_lines(&post, CLAIM_MARKER) {
+            if let (Some(task), Some(family)) = (claim["task"].as_str(), claim["family"].as_str()) {
+                out.push((author.clone(), task.to_owned(), family.to_owned()));
             }
         }
     }
     out
 }
 
-fn head(l2: f64, hidden: i64) -> Value {
-    json!({"hidden": hidden, "epochs": 50, "batch_size": 256, "learning_rate": 0.01,
-           "weight_decay": 0.0, "l2": l2})
+/// A result post's method line, with where it came from.
+#[derive(Debug, Clone, PartialEq)]
+struct PostedMethod {
+    post_id: i64,
+    author: String,
+    task: String,
+    family: String,
+    config: Value,
+    pgr: f64,
 }
 
-/// A few words for a title.
-fn summary(spec: &Value) -> String {
-    let mut words = vec![spec["method"].as_str().unwrap_or("method").to_owned()];
-    if let Some(object) = spec.as_object() {
-        for (key, value) in object {
-            if key != "method" && key != "head" {
-                words.push(format!("{key}={value}"));
+/// Every well-formed method line of the result posts in a `search_findings` answer.
+fn methods_in_posts(result: &str) -> Vec<PostedMethod> {
+    let mut out = Vec::new();
+    for post in posts(result) {
+        let (Some(post_id), Some(task)) = (post["post_id"].as_i64(), post["task"].as_str()) else {
+            continue;
+        };
+        let author = post["author"]["agent_name"].as_str().unwrap_or("");
+        for line in marked_lines(&post, METHOD_MARKER) {
+            let (Some(family), Some(pgr)) = (line["family"].as_str(), line["pgr"].as_f64()) else {
+                continue;
+            };
+            if !line["config"].is_object() || !pgr.is_finite() {
+                continue;
             }
-        }
-        if let Some(l2) = spec["head"]["l2"].as_f64() {
-            words.push(format!("l2={l2}"));
+            out.push(PostedMethod {
+                post_id,
+                author: author.to_owned(),
+                task: task.to_owned(),
+                family: family.to_owned(),
+                config: line["config"].clone(),
+                pgr,
+            });
         }
     }
-    words.join(" ")
-}
-
-/// The configurations a direction tries first.
-fn direction_specs(direction: &str) -> Vec<Value> {
-    let filters = [(0.25, 0.75), (0.3, 0.7), (0.2, 0.8), (0.35, 0.65)]
-        .map(|(low, high)| json!({"method": "confidence_filter", "low": low, "high": high}));
-    let logconf = [(0.5, 0.2), (0.75, 0.2), (0.25, 0.1), (1.0, 0.5)]
-        .map(|(a, w)| json!({"method": "logconf", "aux_coef": a, "warmup_frac": w}));
-    let zero_shot =
-        [1.1, 1.0, 1.5].map(|t| json!({"method": "zero_shot", "imbalance_threshold": t}));
-    let soft = json!({"method": "soft_labels"});
-    let regularised = [3.0, 10.0, 0.3]
-        .map(|l2| json!({"method": "vanilla", "head": head(l2, 0)}))
-        .to_vec();
-    let mut specs: Vec<Value> = match direction {
-        "data-selection" => [filters.to_vec(), logconf.to_vec()].concat(),
-        "distillation" | "data-reweighting" => {
-            [vec![soft], logconf.to_vec(), filters.to_vec()].concat()
-        }
-        "noisy-channel" => [logconf.to_vec(), vec![soft], filters.to_vec()].concat(),
-        "unsupervised-elicitation" => [zero_shot.to_vec(), logconf.to_vec()].concat(),
-        "simplicity-bias" => [regularised, filters.to_vec(), logconf.to_vec()].concat(),
-        _ => [
-            logconf.to_vec(),
-            filters.to_vec(),
-            vec![soft],
-            zero_shot.to_vec(),
-        ]
-        .concat(),
-    };
-    specs.dedup();
-    specs
+    out
 }
 
 impl Policy for OfflineResearcher {
     fn step<'a>(&'a mut self, turn: Turn<'a>) -> BoxFuture<'a, Result<PolicyStep, PolicyError>> {
         Box::pin(async move {
-            if let Some(pending) = self.pending.take() {
-                let last_result = turn
-                    .messages
-                    .iter()
-                    .rev()
-                    .find(|m| m.role == Role::User)
-                    .and_then(|m| {
-                        m.content.iter().find_map(|block| match block {
-                            ContentBlock::ToolResult {
-                                content, is_error, ..
-                            } => Some((content.as_str(), *is_error)),
-                            _ => None,
-                        })
-                    });
-                if let Some((content, is_error)) = last_result {
-                    self.observe(pending, content, is_error);
-                }
+            if let Some(pending) = self.pending.take()
+                && let Some((content, is_error)) = last_tool_result(&turn)
+            {
+                self.observe(pending, content, is_error);
             }
-            if self.plan.is_empty() && self.tasks.is_empty() {
-                // Nothing to work on yet: ask again in a while rather than spin.
-                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
-                self.plan.push_back(Action {
-                    tool: "list_tasks",
-                    input: json!({}),
-                    pending: Pending::ListTasks,
-                });
-            }
-            if self.plan.is_empty() {
-                if self.failures >= 3 {
-                    // Something is broken (the runs fail); back off before trying again.
-                    let seconds = 2u64.saturating_pow(self.failures.min(5)).min(30);
-                    tokio::time::sleep(std::time::Duration::from_secs(seconds)).await;
-                }
-                self.plan_experiment();
+            // Deciding can wait for a slot and come back with nothing; a policy that
+            // answers without a tool call ends the researcher's run.
+            while self.plan.is_empty() && Instant::now() < self.deadline {
+                self.decide().await;
             }
             let Some(action) = self.plan.pop_front() else {
                 return Ok(PolicyStep {
                     content: vec![ContentBlock::text(format!(
-                        "{}: no task to work on; stopping.",
+                        "{}: the campaign's time is up",
                         self.name
                     ))],
                     stop_reason: Some("end_turn".into()),
@@ -583,35 +871,36 @@ impl Policy for OfflineResearcher {
     }
 }
 
+/// The last tool result of the turn's messages.
+fn last_tool_result<'a>(turn: &Turn<'a>) -> Option<(&'a str, bool)> {
+    turn.messages
+        .iter()
+        .rev()
+        .find(|m| m.role == Role::User)
+        .and_then(|m| {
+            m.content.iter().find_map(|block| match block {
+                ContentBlock::ToolResult {
+                    content, is_error, ..
+                } => Some((content.as_str(), *is_error)),
+                _ => None,
+            })
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn finds_specs_in_findings_and_ignores_malformed_ones() {
-        let posts = json!({"posts": [
-            {"task": "sst", "body": format!("text\n{SPEC_MARKER}{{\"method\":\"logconf\",\"aux_coef\":0.5}}\nmore")},
-            {"task": "sst", "body": format!("{SPEC_MARKER}not json")},
-            {"body": format!("{SPEC_MARKER}{{\"method\":\"vanilla\"}}")},
-        ]});
-        let found = specs_in_findings(&posts.to_string());
-        assert_eq!(
-            found,
-            vec![(
-                "sst".to_owned(),
-                json!({"method": "logconf", "aux_coef": 0.5})
-            )]
-        );
-    }
+    const SST: &str = r#"{"tasks": [{"name": "sst"}, {"name": "fever"}]}"#;
 
-    #[test]
-    fn task_names_read_both_shapes() {
-        assert_eq!(
-            task_names(r#"{"tasks": [{"name": "a"}, {"name": "b"}]}"#),
-            vec!["a", "b"]
-        );
-        assert_eq!(task_names(r#"["x"]"#), vec!["x"]);
-        assert!(task_names("oops").is_empty());
+    fn researcher(index: usize) -> OfflineResearcher {
+        OfflineResearcher::new(
+            &format!("r{index}"),
+            aar_agents::directions::for_agent(index),
+            "/h",
+            index as u64 + 1,
+            Instant::now() + Duration::from_secs(3600),
+        )
     }
 
     /// Feeds `result` as the answer to the last call and returns the next call.
@@ -647,159 +936,337 @@ mod tests {
         }
     }
 
-    /// A researcher that has run two experiments on `sst`, the second a new best; its
-    /// next call is the post announcing it.
-    async fn researcher_with_a_new_best() -> (OfflineResearcher, Value) {
-        let mut r = OfflineResearcher::new(
-            "r",
-            aar_agents::directions::for_agent(0),
-            "/opt/aar/bin/aar",
-            "/h",
-            1,
-        );
-        assert_eq!(next_call(&mut r, "").await.0, "list_tasks");
-        let (tool, input) = next_call(&mut r, r#"{"tasks": [{"name": "sst"}]}"#).await;
-        assert_eq!(tool, "write_file");
-        assert_eq!(input["content"], json!({"method": "vanilla"}).to_string());
-        let (tool, input) = next_call(&mut r, "ok").await;
-        assert_eq!(tool, "shell");
-        let command = input["command"].as_str().unwrap();
-        assert!(
-            command.starts_with("/opt/aar/bin/aar run-method --home /h --task /data/sst "),
-            "{command}"
-        );
-        let (tool, input) = next_call(&mut r, "exit 0").await;
-        assert_eq!((tool.as_str(), &input["task"]), ("evaluate", &json!("sst")));
-
-        // Not improved: no post, straight to the next experiment.
-        let (tool, _) = next_call(
-            &mut r,
-            r#"{"improved": false, "released_pgr": null, "evaluation_id": 1}"#,
-        )
-        .await;
-        assert_eq!(tool, "notebook_update");
-        let (tool, _) = next_call(&mut r, "ok").await;
-        assert_eq!(tool, "write_file");
-        next_call(&mut r, "ok").await;
-        let (tool, _) = next_call(&mut r, "exit 0").await;
-        assert_eq!(tool, "evaluate");
-
-        // Improved: note, then post with the spec.
-        let answer = r#"{"improved": true, "released_pgr": 0.3, "evaluation_id": 2}"#;
-        assert_eq!(next_call(&mut r, answer).await.0, "notebook_update");
-        let (tool, post) = next_call(&mut r, "ok").await;
-        assert_eq!(tool, "share_finding");
-        assert_eq!(post["evaluations"], json!([2]));
-        let found = specs_in_findings(&json!({"posts": [post]}).to_string());
-        assert_eq!(found.len(), 1, "the post carries a parseable spec");
-        (r, found[0].1.clone())
+    fn claims(list: &[(&str, &str, &str)]) -> String {
+        let posts: Vec<Value> = list
+            .iter()
+            .map(|(author, task, family)| {
+                json!({"post_id": 1, "author": {"agent_name": author}, "kind": "hypothesis",
+                       "task": task, "body": format!("text\n{CLAIM_MARKER}{}",
+                                                     json!({"task": task, "family": family}))})
+            })
+            .collect();
+        json!({"posts": posts}).to_string()
     }
 
-    #[tokio::test]
-    async fn a_new_best_becomes_a_checked_uploaded_method_entered_over_the_declared_seeds() {
-        let (mut r, spec) = researcher_with_a_new_best().await;
+    fn evaluation(improved: bool, pgr: f64, id: i64) -> String {
+        json!({"improved": improved, "released_pgr": pgr, "evaluation_id": id,
+               "remaining_total": 100_000, "remaining_this_hour": 1000})
+        .to_string()
+    }
 
-        // The method directory: the spec and a manifest the contract accepts.
-        let (tool, input) = next_call(&mut r, r#"{"post_id": 9}"#).await;
+    /// Drives a fresh researcher through its first claim and method run; returns the
+    /// run command's input and the method directory.
+    async fn first_run(r: &mut OfflineResearcher) -> (Value, String) {
+        assert_eq!(next_call(r, "").await.0, "list_tasks");
+        let (tool, input) = next_call(r, SST).await;
+        assert_eq!(
+            (tool.as_str(), &input["kind"]),
+            ("search_findings", &json!("hypothesis"))
+        );
+        let (tool, claim) = next_call(r, &claims(&[])).await;
+        assert_eq!(
+            (tool.as_str(), &claim["kind"]),
+            ("share_finding", &json!("hypothesis"))
+        );
+        let found = claims_in_posts(&json!({"posts": [claim]}).to_string());
+        assert_eq!(found, vec![(String::new(), "sst".into(), "vanilla".into())]);
+        let (tool, input) = next_call(r, r#"{"post_id": 3}"#).await;
         assert_eq!(tool, "write_file");
         let dir = input["path"]
             .as_str()
             .unwrap()
-            .strip_suffix("/spec.json")
+            .strip_suffix("/method.py")
             .unwrap()
             .to_owned();
-        assert!(dir.starts_with("methods/sst-"), "{dir}");
-        assert_eq!(
-            serde_json::from_str::<Value>(input["content"].as_str().unwrap()).unwrap(),
-            spec
-        );
-        let (tool, input) = next_call(&mut r, "ok").await;
-        assert_eq!(
-            (tool.as_str(), &input["path"]),
-            ("write_file", &json!(format!("{dir}/aar-method.json")))
-        );
-        let manifest =
-            aar_oversight::method::Manifest::parse(input["content"].as_str().unwrap().as_bytes())
-                .unwrap();
+        assert!(dir.starts_with("methods/sst-vanilla-"), "{dir}");
+        assert!(input["content"].as_str().unwrap().contains("run-method"));
+        let (_, config) = next_call(r, "ok").await;
+        assert_eq!(config["path"], json!(format!("{dir}/config.json")));
+        let (_, manifest) = next_call(r, "ok").await;
+        let manifest = aar_oversight::method::Manifest::parse(
+            manifest["content"].as_str().unwrap().as_bytes(),
+        )
+        .unwrap();
         assert_eq!(
             manifest.entrypoint,
-            aar_oversight::method::Entrypoint::Spec("spec.json".into())
+            aar_oversight::method::Entrypoint::Command(vec!["python3".into(), "method.py".into()])
         );
-
-        // Checked as the verifier will run it, then uploaded, then entered.
-        let (tool, input) = next_call(&mut r, "ok").await;
+        let (tool, run) = next_call(r, "ok").await;
         assert_eq!(tool, "shell");
-        assert_eq!(
-            input["command"],
-            json!(format!(
-                "AAR_HOME=/h /opt/aar/bin/aar method check {dir} --task /data/sst"
-            ))
+        (run, dir)
+    }
+
+    #[tokio::test]
+    async fn claims_runs_its_code_then_evaluates_and_posts_vanilla_as_the_reference() {
+        let mut r = researcher(0);
+        let (run, _) = first_run(&mut r).await;
+        let command = run["command"].as_str().unwrap();
+        for part in [
+            "AAR_INPUT=/data/sst",
+            "AAR_SEED=0",
+            "AAR_HOME=/h",
+            "python3 method.py",
+        ] {
+            assert!(command.contains(part), "{part}: {command}");
+        }
+        let (tool, input) = next_call(&mut r, "predictions sha256=abc private=yes").await;
+        assert_eq!(tool, "evaluate");
+        assert_eq!(input["task"], "sst");
+        assert!(
+            input["predictions_file"]
+                .as_str()
+                .unwrap()
+                .ends_with("/test.json")
         );
-        let (tool, input) = next_call(&mut r, "ok: the verifier runs it the same way").await;
+        assert!(
+            input["private_predictions_file"]
+                .as_str()
+                .unwrap()
+                .ends_with("/private.json")
+        );
         assert_eq!(
-            (tool.as_str(), &input["path"]),
+            next_call(&mut r, &evaluation(true, 0.3, 7)).await.0,
+            "notebook_update"
+        );
+        let (tool, post) = next_call(&mut r, "ok").await;
+        assert_eq!(tool, "share_finding");
+        assert_eq!(post["evaluations"], json!([7]));
+        let posted = methods_in_posts(
+            &json!({"posts": [json!({"post_id": 4, "task": "sst", "body": post["body"]})]})
+                .to_string(),
+        );
+        assert_eq!(posted.len(), 1);
+        assert_eq!((posted[0].family.as_str(), posted[0].pgr), ("vanilla", 0.3));
+        // Vanilla is the reference, never an entry: the next call is more research.
+        let (tool, _) = next_call(&mut r, r#"{"post_id": 8}"#).await;
+        assert_ne!(tool, "shell", "no method check for vanilla");
+    }
+
+    #[tokio::test]
+    async fn a_family_another_researcher_claimed_is_skipped() {
+        let mut r = researcher(0);
+        next_call(&mut r, "").await;
+        next_call(&mut r, SST).await;
+        let (tool, _) = next_call(&mut r, &claims(&[("r9", "sst", "vanilla")])).await;
+        assert_eq!(tool, "notebook_update");
+        let (tool, input) = next_call(&mut r, "ok").await;
+        assert_eq!(
+            (tool.as_str(), &input["kind"]),
+            ("search_findings", &json!("hypothesis"))
+        );
+        // Its own earlier claim does not stop it.
+        let (tool, claim) = next_call(&mut r, &claims(&[("r0", "fever", "vanilla")])).await;
+        assert_eq!(tool, "share_finding");
+        assert!(
+            claim["body"]
+                .as_str()
+                .unwrap()
+                .contains(r#""task":"fever""#),
+            "{claim}"
+        );
+    }
+
+    #[tokio::test]
+    async fn failed_runs_and_repeated_predictions_cost_no_evaluation() {
+        let mut r = researcher(0);
+        first_run(&mut r).await;
+        let (tool, note) = answer(&mut r, "exit code: 1\nTraceback", true).await;
+        assert_eq!(tool, "notebook_update");
+        assert!(
+            note["content"].as_str().unwrap().contains("failed"),
+            "{note}"
+        );
+        r.seen.insert("abc".into(), "an earlier run".into());
+        let mut calls = Vec::new();
+        let mut result = "ok".to_owned();
+        for _ in 0..12 {
+            let (tool, input) = next_call(&mut r, &result).await;
+            result = match tool.as_str() {
+                "search_findings" => claims(&[]),
+                "shell" => "predictions sha256=abc private=no".into(),
+                _ => "ok".into(),
+            };
+            calls.push((tool, input));
+        }
+        assert!(calls.iter().any(|(t, _)| t == "shell"), "{calls:?}");
+        assert!(calls.iter().all(|(t, _)| t != "evaluate"), "{calls:?}");
+        let notes: Vec<_> = calls
+            .iter()
+            .filter(|(t, _)| t == "notebook_update")
+            .collect();
+        assert!(notes.iter().any(|(_, i)| {
+            i["content"]
+                .as_str()
+                .unwrap()
+                .contains("same test predictions")
+        }));
+    }
+
+    /// Runs `r` through claims and runs until it asks to evaluate `family` on `task`.
+    async fn until_evaluate(r: &mut OfflineResearcher, family: &str, mut result: String) -> Value {
+        for n in 0..150 {
+            let (tool, input) = next_call(r, &result).await;
+            if tool == "evaluate" {
+                let ready = r.pending.as_ref().and_then(|p| match p {
+                    Pending::Evaluate(ready) => Some(ready.candidate.family.name),
+                    _ => None,
+                });
+                if ready == Some(family) {
+                    return input;
+                }
+                result = evaluation(false, 0.0, n);
+                continue;
+            }
+            result = match tool.as_str() {
+                "list_tasks" => SST.into(),
+                "search_findings" => claims(&[]),
+                "shell" => format!("predictions sha256=h{n} private=no"),
+                _ => "ok".into(),
+            };
+        }
+        panic!("no evaluation of {family}");
+    }
+
+    #[tokio::test]
+    async fn a_new_best_above_vanilla_is_posted_checked_uploaded_and_entered() {
+        let mut r = researcher(0);
+        r.vanilla.insert("sst".into(), 0.3);
+        let input = until_evaluate(&mut r, "confidence", "".into()).await;
+        let task = input["task"].as_str().unwrap().to_owned();
+        r.vanilla.insert(task.clone(), 0.3);
+        assert_eq!(
+            next_call(&mut r, &evaluation(true, 0.45, 11)).await.0,
+            "notebook_update"
+        );
+        let (tool, post) = next_call(&mut r, "ok").await;
+        assert_eq!(tool, "share_finding");
+        assert!(
+            post["body"].as_str().unwrap().contains("vanilla's is 0.30"),
+            "{post}"
+        );
+        let (tool, check) = next_call(&mut r, r#"{"post_id": 9}"#).await;
+        assert_eq!(tool, "shell");
+        let command = check["command"].as_str().unwrap();
+        assert!(
+            command.starts_with("AAR_HOME=/h aar method check methods/"),
+            "{command}"
+        );
+        let dir = command.split_whitespace().nth(4).unwrap().to_owned();
+        assert!(dir.contains("-confidence-"), "{dir}");
+        let (tool, upload) = next_call(&mut r, "ok").await;
+        assert_eq!(
+            (tool.as_str(), &upload["path"]),
             ("upload_snapshot", &json!(dir))
         );
         let (tool, entry) = next_call(&mut r, r#"{"snapshot_id": "ab12"}"#).await;
         assert_eq!(tool, "create_entry");
         assert_eq!(
             entry,
-            json!({"task": "sst", "snapshot_id": "ab12", "seeds": ENTRY_SEEDS, "post_id": 9})
+            json!({"task": task, "snapshot_id": "ab12", "seeds": ENTRY_SEEDS, "post_id": 9})
         );
-
-        // The verifier scores the entry: the researcher runs no seed and evaluates nothing for it.
-        let (tool, _) = next_call(&mut r, r#"{"entry_id": 5, "verification": "queued"}"#).await;
-        assert_eq!(tool, "notebook_update");
-        for _ in 0..12 {
-            let (tool, input) = next_call(&mut r, "ok").await;
-            assert!(input.get("entry_id").is_none(), "{tool}: {input}");
-            assert!(
-                !input["command"]
-                    .as_str()
-                    .unwrap_or("")
-                    .contains("--seed 1 "),
-                "{input}"
-            );
-        }
     }
 
     #[tokio::test]
-    async fn a_method_that_fails_its_check_is_not_uploaded() {
-        let (mut r, _) = researcher_with_a_new_best().await;
-        assert_eq!(next_call(&mut r, "{}").await.0, "write_file");
-        assert_eq!(next_call(&mut r, "ok").await.0, "write_file");
-        assert_eq!(next_call(&mut r, "ok").await.0, "shell");
-        let failed = "error: method check of methods/x failed: the run failed (exit status: 2)";
-        let (tool, input) = answer(&mut r, failed, true).await;
-        assert_eq!(tool, "notebook_update");
-        assert!(
-            input["content"]
-                .as_str()
-                .unwrap()
-                .contains("exit status: 2"),
-            "{input}"
+    async fn a_best_not_above_vanilla_is_not_entered() {
+        let mut r = researcher(0);
+        let input = until_evaluate(&mut r, "confidence", "".into()).await;
+        r.vanilla
+            .insert(input["task"].as_str().unwrap().to_owned(), 0.5);
+        assert_eq!(
+            next_call(&mut r, &evaluation(true, 0.45, 11)).await.0,
+            "notebook_update"
         );
-        let (tool, input) = next_call(&mut r, "ok").await;
-        assert_eq!(tool, "write_file", "back to experiments");
+        let notes = r
+            .plan
+            .iter()
+            .filter(|a| a.tool == "notebook_update")
+            .count();
+        assert!(notes >= 1);
         assert!(
-            input["path"].as_str().unwrap().starts_with("experiments/"),
-            "{input}"
+            r.plan
+                .iter()
+                .all(|a| a.tool != "share_finding" && a.tool != "create_entry")
         );
     }
 
+    #[tokio::test]
+    async fn evaluations_are_paced_over_the_time_left() {
+        let mut r = researcher(0);
+        r.deadline = Instant::now() + Duration::from_secs(100);
+        r.pace(&json!({"remaining_total": 9, "remaining_this_hour": 5}));
+        let wait = r.next_slot.saturating_duration_since(Instant::now());
+        assert!(
+            wait > Duration::from_secs(9) && wait <= Duration::from_secs(10),
+            "{wait:?}"
+        );
+        r.pace(&json!({"remaining_total": 9, "remaining_this_hour": 0}));
+        assert!(r.next_slot >= Instant::now() + HOURLY_BACKOFF - Duration::from_secs(1));
+        // With a slot closed, predictions wait and the researcher does local work.
+        r.plan.clear();
+        r.tasks = vec!["sst".into()];
+        r.seed_queue();
+        r.ready.push_back(Ready {
+            candidate: r.queue[0].clone(),
+            dir: "methods/x".into(),
+            experiment: "experiments/001".into(),
+            has_private: false,
+        });
+        r.decide().await;
+        assert_eq!(r.plan.front().map(|a| a.tool), Some("search_findings"));
+        assert_eq!(r.ready.len(), 1);
+    }
+
     #[test]
-    fn every_direction_has_a_plan_and_mutation_changes_a_setting() {
-        for direction in aar_agents::directions::DIRECTIONS {
-            assert!(
-                !direction_specs(direction.name).is_empty(),
-                "{}",
-                direction.name
-            );
-        }
-        let mut researcher =
-            OfflineResearcher::new("r", aar_agents::directions::for_agent(0), "aar", "/h", 7);
-        let base = json!({"method": "confidence_filter", "low": 0.25, "high": 0.75});
-        let changed = (0..8).any(|_| researcher.mutate(&base) != base);
-        assert!(changed);
+    fn others_results_become_candidates_on_other_tasks_and_vanilla_a_reference() {
+        let mut r = researcher(0);
+        r.tasks = vec!["sst".into(), "fever".into()];
+        let post = |id: i64, author: &str, task: &str, line: Value| {
+            json!({"post_id": id, "author": {"agent_name": author}, "task": task,
+                   "body": format!("x\n{METHOD_MARKER}{line}")})
+        };
+        let answer = json!({"posts": [
+            post(5, "r7", "sst", json!({"family": "bootstrap", "config": {"beta": 0.3}, "pgr": 0.5})),
+            post(6, "r7", "fever", json!({"family": "vanilla", "config": {}, "pgr": 0.4})),
+            post(7, "r0", "sst", json!({"family": "logconf", "config": {}, "pgr": 0.6})),
+            post(8, "r7", "sst", json!({"family": "bootstrap", "config": 3, "pgr": 0.5})),
+            json!({"post_id": 9, "task": "sst", "body": format!("{METHOD_MARKER}not json")}),
+        ]});
+        r.after_forum(&answer.to_string());
+        assert_eq!(r.vanilla.get("fever"), Some(&0.4));
+        let queued: Vec<_> = r
+            .queue
+            .iter()
+            .map(|c| (c.task.as_str(), c.family.name, c.builds_on))
+            .collect();
+        assert_eq!(
+            queued,
+            vec![("fever", "bootstrap", Some(5))],
+            "its own post and malformed ones ignored"
+        );
+        assert_eq!(r.queue[0].config, json!({"beta": 0.3}));
+    }
+
+    #[test]
+    fn task_names_read_both_shapes() {
+        assert_eq!(
+            task_names(r#"{"tasks": [{"name": "a"}, {"name": "b"}]}"#),
+            vec!["a", "b"]
+        );
+        assert_eq!(task_names(r#"["x"]"#), vec!["x"]);
+        assert!(task_names("oops").is_empty());
+    }
+
+    #[test]
+    fn the_run_command_reads_no_label_and_splits_the_output() {
+        let command = run_command("/h", "sst", "methods/m", "experiments/001");
+        assert!(
+            command.contains("(cd methods/m && AAR_HOME=/h AAR_INPUT=/data/sst"),
+            "{command}"
+        );
+        assert!(command.contains("AAR_OUTPUT=/workspace/experiments/001/output.json"));
+        assert!(
+            !SPLIT_OUTPUT.contains('\''),
+            "the script is single-quoted in the shell"
+        );
     }
 }

@@ -81,18 +81,19 @@ async fn scored_evaluations(
     Ok(out)
 }
 
-/// Each researcher's best public-test PGR so far, with its task.
+/// Each researcher's best public-test PGR so far on each task (PGRs of different tasks
+/// are not comparable, so there is no best across them).
 pub(crate) async fn best_pgr_by_agent(
     admin: &Admin,
     agent_ids: &BTreeMap<String, String>,
     table: &BaselineTable,
-) -> Result<BTreeMap<String, (String, f64)>> {
-    let mut best: BTreeMap<String, (String, f64)> = BTreeMap::new();
+) -> Result<BTreeMap<String, BTreeMap<String, f64>>> {
+    let mut best: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
     for e in scored_evaluations(admin, agent_ids, table).await? {
-        if let Some(p) = e.public_pgr
-            && best.get(&e.researcher).is_none_or(|(_, b)| p > *b)
-        {
-            best.insert(e.researcher.clone(), (e.task.clone(), p));
+        if let Some(p) = e.public_pgr {
+            let task = best.entry(e.researcher.clone()).or_default();
+            let slot = task.entry(e.task.clone()).or_insert(p);
+            *slot = slot.max(p);
         }
     }
     Ok(best)
@@ -404,7 +405,7 @@ impl Report {
                 markdown_cell(who)
             );
         }
-        out += "\n`pgr.png`: best public-test PGR so far per researcher over time (one colour per researcher, in the order of the table above).\n";
+        out += "\n`pgr.png`: best public-test PGR so far per researcher over time, one panel per task (one colour per researcher, in the order of the table above).\n";
         out
     }
 }
@@ -438,8 +439,8 @@ pub(crate) fn plot_font_registered() -> bool {
     })
 }
 
-/// Best-so-far public PGR per researcher over time, with axes and a legend when the
-/// font is there.
+/// Best-so-far public PGR per researcher over time, one panel per task (PGRs of
+/// different tasks are not comparable), with axes and a legend when the font is there.
 fn plot(report: &Report, path: &Path) -> Result<()> {
     let start = report.evaluations.first().map_or(0, |e| e.created_at);
     let end = report
@@ -448,74 +449,92 @@ fn plot(report: &Report, path: &Path) -> Result<()> {
         .map_or(1, |e| e.created_at)
         .max(start + 1);
     let minutes = (end - start) as f64 / 60_000.0;
-    let text = plot_font_registered();
+    let tasks: Vec<&str> = report.tasks.iter().map(|t| t.task.as_str()).collect();
+    let height = 120 + 300 * tasks.len().max(1) as u32;
     let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
-        let root = BitMapBackend::new(path, (800, 480)).into_drawing_area();
+        let root = BitMapBackend::new(path, (800, height)).into_drawing_area();
         root.fill(&WHITE)?;
-        let mut builder = ChartBuilder::on(&root);
-        builder.margin(20);
-        if text {
-            builder
-                .caption(
-                    "Best public-test PGR so far, per researcher",
-                    ("sans-serif", 20),
-                )
-                .x_label_area_size(40)
-                .y_label_area_size(50);
-        }
-        let mut chart = builder.build_cartesian_2d(0f64..minutes, -0.5f64..1.5f64)?;
-        if text {
-            chart
-                .configure_mesh()
-                .x_desc("minutes since the first evaluation")
-                .y_desc("PGR (0 = weak teacher, 1 = ceiling)")
-                .label_style(("sans-serif", 14))
-                .draw()?;
-        }
-        // Reference lines at PGR 0 (the weak teacher) and 1 (the ceiling).
-        for level in [0.0, 1.0] {
-            chart.draw_series(LineSeries::new(
-                [(0.0, level), (minutes, level)],
-                BLACK.mix(0.3),
-            ))?;
-        }
-        for (index, researcher) in report.researchers.iter().enumerate() {
-            let colour = Palette99::pick(index);
-            let mut best = f64::NEG_INFINITY;
-            let points: Vec<(f64, f64)> = report
-                .evaluations
-                .iter()
-                .filter(|e| e.researcher == researcher.name)
-                .filter_map(|e| {
-                    let p = e.public_pgr?;
-                    best = best.max(p);
-                    Some((
-                        (e.created_at - start) as f64 / 60_000.0,
-                        best.clamp(-0.5, 1.5),
-                    ))
-                })
-                .collect();
-            let series = chart.draw_series(LineSeries::new(points, colour.stroke_width(2)))?;
-            if text {
-                series
-                    .label(researcher.name.as_str())
-                    .legend(move |(x, y)| {
-                        PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2))
-                    });
-            }
-        }
-        if text {
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .label_font(("sans-serif", 14))
-                .draw()?;
+        let panels = root.split_evenly((tasks.len().max(1), 1));
+        for (panel, task) in panels.iter().zip(&tasks) {
+            plot_task(report, task, panel, start, minutes)?;
         }
         root.present()?;
         Ok(())
     };
     draw().map_err(|e| CampaignError::Setup(format!("plot {}: {e}", path.display())))
+}
+
+type Panel<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+
+/// One task's panel of [`plot`].
+fn plot_task(
+    report: &Report,
+    task: &str,
+    panel: &Panel<'_>,
+    start: i64,
+    minutes: f64,
+) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    let text = plot_font_registered();
+    let mut builder = ChartBuilder::on(panel);
+    builder.margin(20);
+    if text {
+        // Agent-chosen task names never reach the image: tasks come from the preset.
+        let caption = format!("{task}: best public-test PGR so far, per researcher");
+        builder
+            .caption(caption, ("sans-serif", 18))
+            .x_label_area_size(40)
+            .y_label_area_size(50);
+    }
+    let mut chart = builder.build_cartesian_2d(0f64..minutes, -0.5f64..1.5f64)?;
+    if text {
+        chart
+            .configure_mesh()
+            .x_desc("minutes since the first evaluation")
+            .y_desc("PGR (0 = weak, 1 = ceiling)")
+            .label_style(("sans-serif", 13))
+            .draw()?;
+    }
+    // Reference lines at PGR 0 (the weak teacher) and 1 (the ceiling).
+    for level in [0.0, 1.0] {
+        chart.draw_series(LineSeries::new(
+            [(0.0, level), (minutes, level)],
+            BLACK.mix(0.3),
+        ))?;
+    }
+    for (index, researcher) in report.researchers.iter().enumerate() {
+        let colour = Palette99::pick(index);
+        let mut best = f64::NEG_INFINITY;
+        let points: Vec<(f64, f64)> = report
+            .evaluations
+            .iter()
+            .filter(|e| e.researcher == researcher.name && e.task == task)
+            .filter_map(|e| {
+                let p = e.public_pgr?;
+                best = best.max(p);
+                Some((
+                    (e.created_at - start) as f64 / 60_000.0,
+                    best.clamp(-0.5, 1.5),
+                ))
+            })
+            .collect();
+        let series = chart.draw_series(LineSeries::new(points, colour.stroke_width(2)))?;
+        if text {
+            series
+                .label(researcher.name.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2))
+                });
+        }
+    }
+    if text {
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 13))
+            .draw()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -3,6 +3,18 @@
 //! Prompt caching: the system prompt, the last tool and the last block of the
 //! last message carry `cache_control: {"type": "ephemeral"}`, so each turn
 //! reads the previous turn's prefix from the cache.
+//!
+//! Extended thinking: `thinking` blocks (text and signature) and
+//! `redacted_thinking` blocks are assembled from the stream, kept in the
+//! conversation and sent back unchanged, in place, in later requests (the API
+//! requires the thinking that preceded a tool call to come back with it).
+//!
+//! Billing: a stream that fails after `message_start` (an `error` event such as
+//! `overloaded_error`, a dropped connection, an end before `message_stop`) was
+//! billed for its input and for the output streamed so far; the error carries
+//! that ([`LlmError::Billed`]): the input from `message_start`, the output from
+//! the last usage seen or, when larger, estimated from the streamed text. A
+//! finished message without usage is an error carrying an estimate.
 
 use std::time::Duration;
 
@@ -12,8 +24,8 @@ use serde_json::{Value, json};
 
 use super::sse::SseDecoder;
 use super::{
-    ApiKey, ChatRequest, ChatResponse, ContentBlock, LanguageModel, LlmError, RetryPolicy, Usage,
-    retry_after, with_retries,
+    ApiKey, BilledUsage, ChatRequest, ChatResponse, ContentBlock, LanguageModel, LlmError,
+    RetryPolicy, Usage, estimate_tokens, retry_after, with_retries,
 };
 
 /// The API version header sent with every request.
@@ -83,7 +95,11 @@ impl AnthropicClient {
         request_body(&self.config.model, self.config.prompt_caching, request)
     }
 
-    async fn attempt(&self, body: &Value) -> Result<ChatResponse, (LlmError, Option<Duration>)> {
+    async fn attempt(
+        &self,
+        body: &Value,
+        body_chars: usize,
+    ) -> Result<ChatResponse, (LlmError, Option<Duration>)> {
         let url = format!("{}/v1/messages", self.config.base_url.trim_end_matches('/'));
         let response = self
             .http
@@ -103,22 +119,29 @@ impl AnthropicClient {
         }
         let mut stream = response.bytes_stream();
         let mut decoder = SseDecoder::default();
-        let mut assembler = Assembler::default();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| (LlmError::Transport(without_url(&e)), None))?;
-            for event in decoder.push(&chunk) {
-                if assembler
-                    .event(&event.event, &event.data)
-                    .map_err(|e| (e, None))?
-                {
-                    return assembler.finish().map_err(|e| (e, None));
+        let mut assembler = Assembler::new(body_chars);
+        let read = async {
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| LlmError::Transport(without_url(&e)))?;
+                for event in decoder.push(&chunk) {
+                    if assembler.event(&event.event, &event.data)? {
+                        return Ok(());
+                    }
                 }
             }
-        }
-        Err((
-            LlmError::Transport("stream ended before message_stop".to_owned()),
-            None,
-        ))
+            Err(LlmError::Transport(
+                "stream ended before message_stop".to_owned(),
+            ))
+        };
+        let outcome = read.await.and_then(|()| assembler.finish());
+        outcome.map_err(|error| {
+            // Whatever failed, what the provider billed so far is charged.
+            let billed = assembler.billed_so_far();
+            (
+                LlmError::with_billed(error, &self.config.model, billed),
+                None,
+            )
+        })
     }
 }
 
@@ -133,10 +156,11 @@ impl LanguageModel for AnthropicClient {
     ) -> BoxFuture<'a, Result<ChatResponse, LlmError>> {
         Box::pin(async move {
             let body = self.request_body(&request);
-            let (mut response, attempts) =
-                with_retries(&self.config.retry, || self.attempt(&body)).await?;
-            response.attempts = attempts;
-            Ok(response)
+            let body_chars = body.to_string().chars().count();
+            with_retries(&self.config.model, &self.config.retry, || {
+                self.attempt(&body, body_chars)
+            })
+            .await
         })
     }
 }
@@ -181,11 +205,27 @@ pub fn request_body(model: &str, caching: bool, request: &ChatRequest<'_>) -> Va
     let mut messages: Vec<Value> = request
         .messages
         .iter()
-        .map(|m| json!({ "role": m.role, "content": m.content }))
+        .map(|m| {
+            // Thinking goes back verbatim (signature and all) and in place. A thinking
+            // block without a signature (cut by max_tokens before the signature came)
+            // cannot be verified and would be refused: it stays in the conversation and
+            // the transcript, and is left out here.
+            let content: Vec<&ContentBlock> = m
+                .content
+                .iter()
+                .filter(|b| !matches!(b, ContentBlock::Thinking { signature, .. } if signature.is_empty()))
+                .collect();
+            json!({ "role": m.role, "content": content })
+        })
         .collect();
     if caching
         && let Some(last) = messages.last_mut()
-        && let Some(block) = last["content"].as_array_mut().and_then(|c| c.last_mut())
+        && let Some(block) = last["content"].as_array_mut().and_then(|c| {
+            // Thinking blocks cannot carry cache_control.
+            c.iter_mut()
+                .rev()
+                .find(|b| !matches!(b["type"].as_str(), Some("thinking" | "redacted_thinking")))
+        })
     {
         block["cache_control"] = cache_control();
     }
@@ -219,7 +259,19 @@ enum Partial {
         json: String,
         input: Value,
     },
+    Thinking {
+        thinking: String,
+        signature: String,
+    },
+    RedactedThinking(String),
     Other,
+}
+
+/// Which usage fields the stream has reported.
+#[derive(Debug, Default, Clone, Copy)]
+struct Reported {
+    input: bool,
+    output: bool,
 }
 
 /// Builds a message from stream events.
@@ -228,8 +280,14 @@ struct Assembler {
     model: String,
     blocks: Vec<(usize, Partial)>,
     usage: Usage,
+    reported: Reported,
     stop_reason: Option<String>,
     started: bool,
+    /// Characters of the request body (for an estimate of the input when the
+    /// stream reports none).
+    request_chars: usize,
+    /// Characters of output streamed so far: text, thinking, tool input.
+    streamed_chars: usize,
 }
 
 fn protocol(what: impl Into<String>) -> LlmError {
@@ -240,12 +298,14 @@ fn u64_of(v: &Value) -> Option<u64> {
     v.as_u64()
 }
 
-fn merge_usage(usage: &mut Usage, v: &Value) {
+fn merge_usage(usage: &mut Usage, reported: &mut Reported, v: &Value) {
     if let Some(n) = u64_of(&v["input_tokens"]) {
         usage.input_tokens = n;
+        reported.input = true;
     }
     if let Some(n) = u64_of(&v["output_tokens"]) {
         usage.output_tokens = n;
+        reported.output = true;
     }
     if let Some(n) = u64_of(&v["cache_creation_input_tokens"]) {
         usage.cache_creation_input_tokens = n;
@@ -256,6 +316,50 @@ fn merge_usage(usage: &mut Usage, v: &Value) {
 }
 
 impl Assembler {
+    fn new(request_chars: usize) -> Assembler {
+        Assembler {
+            request_chars,
+            ..Assembler::default()
+        }
+    }
+
+    /// Usage for a message that ended (or failed) here: what the stream reported,
+    /// the output raised to an estimate of the streamed text when that is larger, the
+    /// input estimated from the request when never reported. Returns the usage and
+    /// how many of its tokens are estimates.
+    fn usage_so_far(&self) -> (Usage, u64) {
+        let mut usage = self.usage;
+        let mut estimated = 0;
+        if !self.reported.input {
+            usage.input_tokens = estimate_tokens(self.request_chars);
+            estimated += usage.input_tokens;
+        }
+        let streamed = estimate_tokens(self.streamed_chars);
+        if streamed > usage.output_tokens {
+            estimated += streamed - usage.output_tokens;
+            usage.output_tokens = streamed;
+        }
+        (usage, estimated)
+    }
+
+    /// What a failed attempt was billed: nothing before `message_start`, else the
+    /// input and the output so far ([`Assembler::usage_so_far`]); nothing when that
+    /// is zero tokens.
+    fn billed_so_far(&self) -> BilledUsage {
+        if !self.started {
+            return BilledUsage::default();
+        }
+        let (usage, estimated_tokens) = self.usage_so_far();
+        if usage.is_zero() {
+            return BilledUsage::default();
+        }
+        BilledUsage {
+            usage,
+            estimated_tokens,
+            attempts: 1,
+        }
+    }
+
     /// Handles one event; `Ok(true)` at `message_stop`.
     fn event(&mut self, name: &str, data: &str) -> Result<bool, LlmError> {
         let v: Value = serde_json::from_str(data)
@@ -270,7 +374,7 @@ impl Assembler {
                     .to_owned();
                 // Usage in message_start counts the input; message_delta's
                 // usage is cumulative and overrides the fields it carries.
-                merge_usage(&mut self.usage, &v["message"]["usage"]);
+                merge_usage(&mut self.usage, &mut self.reported, &v["message"]["usage"]);
             }
             "content_block_start" => {
                 let index = self.index(&v)?;
@@ -289,6 +393,16 @@ impl Assembler {
                         json: String::new(),
                         input: block.get("input").cloned().unwrap_or_else(|| json!({})),
                     },
+                    Some("thinking") => Partial::Thinking {
+                        thinking: block["thinking"].as_str().unwrap_or("").to_owned(),
+                        signature: block["signature"].as_str().unwrap_or("").to_owned(),
+                    },
+                    Some("redacted_thinking") => Partial::RedactedThinking(
+                        block["data"]
+                            .as_str()
+                            .ok_or_else(|| protocol("redacted_thinking without data"))?
+                            .to_owned(),
+                    ),
                     _ => Partial::Other,
                 };
                 self.blocks.push((index, partial));
@@ -302,12 +416,22 @@ impl Assembler {
                     .find(|(i, _)| *i == index)
                     .map(|(_, p)| p)
                     .ok_or_else(|| protocol(format!("delta for unknown block {index}")))?;
+                let field = |name: &str| delta[name].as_str().unwrap_or("");
                 match (delta["type"].as_str(), partial) {
                     (Some("text_delta"), Partial::Text(text)) => {
-                        *text += delta["text"].as_str().unwrap_or("");
+                        *text += field("text");
+                        self.streamed_chars += field("text").chars().count();
                     }
                     (Some("input_json_delta"), Partial::ToolUse { json, .. }) => {
-                        *json += delta["partial_json"].as_str().unwrap_or("");
+                        *json += field("partial_json");
+                        self.streamed_chars += field("partial_json").chars().count();
+                    }
+                    (Some("thinking_delta"), Partial::Thinking { thinking, .. }) => {
+                        *thinking += field("thinking");
+                        self.streamed_chars += field("thinking").chars().count();
+                    }
+                    (Some("signature_delta"), Partial::Thinking { signature, .. }) => {
+                        *signature += field("signature");
                     }
                     (_, Partial::Other) => {}
                     (other, _) => {
@@ -331,7 +455,7 @@ impl Assembler {
                 if let Some(reason) = v["delta"]["stop_reason"].as_str() {
                     self.stop_reason = Some(reason.to_owned());
                 }
-                merge_usage(&mut self.usage, &v["usage"]);
+                merge_usage(&mut self.usage, &mut self.reported, &v["usage"]);
             }
             "message_stop" => return Ok(true),
             "ping" => {}
@@ -354,11 +478,19 @@ impl Assembler {
             .ok_or_else(|| protocol("event without index"))
     }
 
-    fn finish(self) -> Result<ChatResponse, LlmError> {
+    /// The message, at `message_stop`. On an error the caller charges
+    /// [`Assembler::billed_so_far`]: a message without usage is such an error.
+    fn finish(&mut self) -> Result<ChatResponse, LlmError> {
         if !self.started {
             return Err(protocol("message_stop before message_start"));
         }
-        let mut blocks = self.blocks;
+        if !(self.reported.input && self.reported.output) {
+            return Err(protocol(
+                "the message reports no token usage (usage.input_tokens, usage.output_tokens); \
+                 aar counts every call against the budget and charges an estimate instead",
+            ));
+        }
+        let mut blocks = std::mem::take(&mut self.blocks);
         blocks.sort_by_key(|(i, _)| *i);
         let content = blocks
             .into_iter()
@@ -367,15 +499,24 @@ impl Assembler {
                 Partial::ToolUse {
                     id, name, input, ..
                 } => Some(ContentBlock::ToolUse { id, name, input }),
+                Partial::Thinking {
+                    thinking,
+                    signature,
+                } => Some(ContentBlock::Thinking {
+                    thinking,
+                    signature,
+                }),
+                Partial::RedactedThinking(data) => Some(ContentBlock::RedactedThinking { data }),
                 Partial::Other => None,
             })
             .collect();
         Ok(ChatResponse {
-            model: self.model,
+            model: self.model.clone(),
             content,
-            stop_reason: self.stop_reason,
+            stop_reason: self.stop_reason.clone(),
             usage: self.usage,
             attempts: 1,
+            failed_attempts: BilledUsage::default(),
         })
     }
 }
@@ -474,5 +615,274 @@ mod tests {
             "{e:?}"
         );
         assert!(e.is_some_and(|e| e.retryable()));
+    }
+
+    fn feed(a: &mut Assembler, events: &[(&str, &str)]) -> Result<bool, LlmError> {
+        let mut done = false;
+        for (name, data) in events {
+            done = a.event(name, data)?;
+        }
+        Ok(done)
+    }
+
+    #[test]
+    fn thinking_and_redacted_thinking_are_kept_with_their_signature() {
+        let events = [
+            (
+                "message_start",
+                r#"{"type":"message_start","message":{"id":"msg_2","type":"message","role":"assistant","content":[],"model":"claude-x","stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":50,"output_tokens":1}}}"#,
+            ),
+            (
+                "content_block_start",
+                r#"{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":"","signature":""}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"Let me list "}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"the files."}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds"}}"#,
+            ),
+            (
+                "content_block_stop",
+                r#"{"type":"content_block_stop","index":0}"#,
+            ),
+            (
+                "content_block_start",
+                r#"{"type":"content_block_start","index":1,"content_block":{"type":"redacted_thinking","data":"EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIwxtE3rAFBa8cr3qpP"}}"#,
+            ),
+            (
+                "content_block_stop",
+                r#"{"type":"content_block_stop","index":1}"#,
+            ),
+            (
+                "content_block_start",
+                r#"{"type":"content_block_start","index":2,"content_block":{"type":"tool_use","id":"toolu_9","name":"shell","input":{}}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":"{\"command\":\"ls\"}"}}"#,
+            ),
+            (
+                "content_block_stop",
+                r#"{"type":"content_block_stop","index":2}"#,
+            ),
+            (
+                "message_delta",
+                r#"{"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":80}}"#,
+            ),
+            ("message_stop", r#"{"type":"message_stop"}"#),
+        ];
+        let mut a = Assembler::default();
+        assert!(feed(&mut a, &events).unwrap_or_else(|e| panic!("{e}")));
+        let r = a.finish().unwrap_or_else(|e| panic!("{e}"));
+        let thinking = ContentBlock::Thinking {
+            thinking: "Let me list the files.".into(),
+            signature: "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds".into(),
+        };
+        let redacted = ContentBlock::RedactedThinking {
+            data: "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIwxtE3rAFBa8cr3qpP".into(),
+        };
+        let tool = ContentBlock::ToolUse {
+            id: "toolu_9".into(),
+            name: "shell".into(),
+            input: json!({"command": "ls"}),
+        };
+        assert_eq!(
+            r.content,
+            vec![thinking.clone(), redacted.clone(), tool.clone()]
+        );
+        assert_eq!(r.usage.output_tokens, 80);
+
+        // Sent back verbatim and in place, in the API's own block format; a thinking
+        // block cut before its signature is left out; the cache breakpoint skips
+        // thinking.
+        assert_eq!(
+            serde_json::to_value(&thinking).unwrap_or_default(),
+            json!({"type": "thinking", "thinking": "Let me list the files.",
+                   "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds"})
+        );
+        let unsigned = ContentBlock::Thinking {
+            thinking: "cut".into(),
+            signature: String::new(),
+        };
+        let messages = vec![
+            crate::llm::Message::user_text("go"),
+            crate::llm::Message {
+                role: crate::llm::Role::Assistant,
+                content: vec![thinking, redacted, tool],
+            },
+            crate::llm::Message {
+                role: crate::llm::Role::User,
+                content: vec![ContentBlock::ToolResult {
+                    tool_use_id: "toolu_9".into(),
+                    content: "a.txt".into(),
+                    is_error: false,
+                }],
+            },
+            crate::llm::Message {
+                role: crate::llm::Role::Assistant,
+                content: vec![ContentBlock::text("ok"), unsigned],
+            },
+        ];
+        let body = request_body(
+            "claude-x",
+            true,
+            &ChatRequest {
+                system: "s",
+                messages: &messages,
+                tools: &[],
+                max_tokens: 100,
+            },
+        );
+        let assistant = &body["messages"][1]["content"];
+        assert_eq!(assistant[0]["type"], "thinking");
+        assert_eq!(
+            assistant[0]["signature"],
+            "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds"
+        );
+        assert_eq!(assistant[0]["thinking"], "Let me list the files.");
+        assert_eq!(assistant[1]["type"], "redacted_thinking");
+        assert_eq!(assistant[2]["type"], "tool_use");
+        let last = body["messages"][3]["content"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(last.len(), 1, "the unsigned thinking is not sent: {last:?}");
+        assert_eq!(last[0]["cache_control"]["type"], "ephemeral");
+        let only_thinking = vec![crate::llm::Message {
+            role: crate::llm::Role::Assistant,
+            content: vec![
+                ContentBlock::text("t"),
+                ContentBlock::RedactedThinking { data: "x".into() },
+            ],
+        }];
+        let body = request_body(
+            "claude-x",
+            true,
+            &ChatRequest {
+                system: "s",
+                messages: &only_thinking,
+                tools: &[],
+                max_tokens: 100,
+            },
+        );
+        let blocks = &body["messages"][0]["content"];
+        assert_eq!(blocks[0]["cache_control"]["type"], "ephemeral");
+        assert!(blocks[1].get("cache_control").is_none(), "{blocks}");
+    }
+
+    const START: &str = r#"{"type":"message_start","message":{"id":"msg_3","type":"message","role":"assistant","content":[],"model":"claude-x","stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":1200,"cache_creation_input_tokens":0,"cache_read_input_tokens":3000,"output_tokens":1}}}"#;
+
+    #[test]
+    fn a_stream_cut_after_message_start_is_billed_its_input_and_output_so_far() {
+        let mut a = Assembler::new(999);
+        assert_eq!(a.billed_so_far(), BilledUsage::default(), "nothing yet");
+        let forty = "x".repeat(40);
+        let delta = format!(
+            r#"{{"type":"content_block_delta","index":0,"delta":{{"type":"text_delta","text":"{forty}"}}}}"#
+        );
+        let e = feed(
+            &mut a,
+            &[
+                ("message_start", START),
+                (
+                    "content_block_start",
+                    r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+                ),
+                ("content_block_delta", &delta),
+                (
+                    "error",
+                    r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+                ),
+            ],
+        )
+        .err();
+        assert!(matches!(&e, Some(LlmError::Api { kind, .. }) if kind == "overloaded_error"));
+        // Input as reported; output: 40 characters streamed ~ 10 tokens, 9 more than
+        // message_start's 1, so 9 are estimated.
+        assert_eq!(
+            a.billed_so_far(),
+            BilledUsage {
+                usage: Usage {
+                    input_tokens: 1200,
+                    output_tokens: 10,
+                    cache_creation_input_tokens: 0,
+                    cache_read_input_tokens: 3000,
+                },
+                estimated_tokens: 9,
+                attempts: 1,
+            }
+        );
+        // A later message_delta usage that is larger wins and is not an estimate.
+        feed(
+            &mut a,
+            &[(
+                "message_delta",
+                r#"{"type":"message_delta","delta":{"stop_reason":null},"usage":{"output_tokens":25}}"#,
+            )],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let billed = a.billed_so_far();
+        assert_eq!(
+            (billed.usage.output_tokens, billed.estimated_tokens),
+            (25, 0)
+        );
+        // The error keeps the cause and carries the bill.
+        let e = LlmError::with_billed(
+            LlmError::Transport("reset".into()),
+            "claude-sonnet-4-5",
+            billed,
+        );
+        assert_eq!(e.billed(), billed);
+        assert!(matches!(e.cause(), LlmError::Transport(_)));
+        assert!(e.retryable());
+        assert!(e.to_string().contains("billed"), "{e}");
+    }
+
+    #[test]
+    fn a_message_without_usage_is_an_error_carrying_an_estimate() {
+        let mut a = Assembler::new(400);
+        let done = feed(
+            &mut a,
+            &[
+                (
+                    "message_start",
+                    r#"{"type":"message_start","message":{"id":"m","type":"message","role":"assistant","content":[],"model":"claude-x"}}"#,
+                ),
+                (
+                    "content_block_start",
+                    r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+                ),
+                (
+                    "content_block_delta",
+                    r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"twelve chars"}}"#,
+                ),
+                ("message_stop", r#"{"type":"message_stop"}"#),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(done);
+        let e = a.finish().err();
+        assert!(
+            matches!(&e, Some(LlmError::Protocol(m)) if m.contains("usage")),
+            "{e:?}"
+        );
+        assert!(!e.is_some_and(|e| e.retryable()));
+        // 400 request characters ~ 100 tokens in, 12 streamed ~ 3 out, all estimated.
+        let billed = a.billed_so_far();
+        assert_eq!(
+            (
+                billed.usage.input_tokens,
+                billed.usage.output_tokens,
+                billed.estimated_tokens
+            ),
+            (100, 3, 103)
+        );
     }
 }

@@ -6,6 +6,14 @@
 //!
 //! The conversation types here are the Anthropic ones (content blocks); the
 //! OpenAI client translates.
+//!
+//! Accounting: every token a provider bills reaches the ledger. A response
+//! that reports no usage is an error that carries an estimate (about four
+//! characters a token, flagged as estimated), never a free call; an attempt
+//! that fails after the provider started billing (an Anthropic stream cut by
+//! an `error` event or a dropped connection after `message_start`) is charged
+//! what it was billed, whether a retry then succeeds
+//! ([`ChatResponse::failed_attempts`]) or the call fails ([`LlmError::Billed`]).
 
 pub mod anthropic;
 pub mod openai;
@@ -45,6 +53,20 @@ pub enum ContentBlock {
         name: String,
         /// Arguments (a JSON object).
         input: serde_json::Value,
+    },
+    /// The model's extended thinking (Anthropic). Kept as received and sent back
+    /// unchanged: the API checks the signature, and requires the thinking of the
+    /// turn that called a tool to precede that tool call in the next request.
+    Thinking {
+        /// The (summarized) thinking text.
+        thinking: String,
+        /// The signature the API verifies.
+        signature: String,
+    },
+    /// Thinking the API encrypted (Anthropic); sent back unchanged.
+    RedactedThinking {
+        /// The encrypted thinking.
+        data: String,
     },
     /// The result of a tool call.
     ToolResult {
@@ -141,6 +163,11 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// Whether every count is zero.
+    pub fn is_zero(&self) -> bool {
+        self.total() == 0
+    }
+
     /// All four kinds added.
     pub fn total(&self) -> u64 {
         self.input_tokens
@@ -167,6 +194,39 @@ impl Usage {
     }
 }
 
+/// Tokens billed for attempts that failed (a stream cut after the provider
+/// started billing, a response without usage).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BilledUsage {
+    /// The tokens, in the four kinds.
+    pub usage: Usage,
+    /// How many of them are estimates (about four characters a token of what was
+    /// sent or streamed) because the provider did not report them.
+    pub estimated_tokens: u64,
+    /// How many failed attempts were billed.
+    pub attempts: u32,
+}
+
+impl BilledUsage {
+    /// Nothing billed.
+    pub fn is_zero(&self) -> bool {
+        self.usage.is_zero() && self.attempts == 0
+    }
+
+    /// Adds `other`.
+    pub fn add(&mut self, other: &BilledUsage) {
+        self.usage.add(&other.usage);
+        self.estimated_tokens = self.estimated_tokens.saturating_add(other.estimated_tokens);
+        self.attempts = self.attempts.saturating_add(other.attempts);
+    }
+}
+
+/// Tokens in `chars` characters of text or JSON, estimated at four characters a
+/// token (rounded up): the estimate used where a provider reports no usage.
+pub fn estimate_tokens(chars: usize) -> u64 {
+    (chars as u64).div_ceil(4)
+}
+
 /// One response.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatResponse {
@@ -180,6 +240,9 @@ pub struct ChatResponse {
     pub usage: Usage,
     /// How many attempts it took (1 when the first succeeded).
     pub attempts: u32,
+    /// What earlier attempts of this call that failed after the provider had
+    /// started billing cost (zero when none did); charged besides `usage`.
+    pub failed_attempts: BilledUsage,
 }
 
 /// Why a request failed.
@@ -204,11 +267,60 @@ pub enum LlmError {
     /// No API key configured.
     #[error("no API key: {0}")]
     NoKey(String),
+    /// The call failed after the provider had billed for it (a stream cut after
+    /// `message_start`, a response without usage): `error` says why, `billed`
+    /// is what the failed attempts cost, to be charged to the ledger.
+    #[error("{error} (billed: {} tokens in {} failed attempt(s), {} of them estimated)",
+        billed.usage.total(), billed.attempts, billed.estimated_tokens)]
+    Billed {
+        /// The model, as configured (the one the ledger prices).
+        model: String,
+        /// What was billed.
+        billed: BilledUsage,
+        /// The failure.
+        error: Box<LlmError>,
+    },
 }
 
 impl LlmError {
+    /// What the failed attempts behind this error were billed (zero when nothing).
+    pub fn billed(&self) -> BilledUsage {
+        match self {
+            LlmError::Billed { billed, .. } => *billed,
+            _ => BilledUsage::default(),
+        }
+    }
+
+    /// The failure itself, without the billing around it.
+    pub fn cause(&self) -> &LlmError {
+        match self {
+            LlmError::Billed { error, .. } => error.cause(),
+            other => other,
+        }
+    }
+
+    fn into_cause(self) -> LlmError {
+        match self {
+            LlmError::Billed { error, .. } => error.into_cause(),
+            other => other,
+        }
+    }
+
+    /// `error` with `billed` attached (as is when nothing was billed).
+    pub(crate) fn with_billed(error: LlmError, model: &str, billed: BilledUsage) -> LlmError {
+        if billed.is_zero() {
+            return error;
+        }
+        LlmError::Billed {
+            model: model.to_owned(),
+            billed,
+            error: Box::new(error.into_cause()),
+        }
+    }
+
     fn retryable(&self) -> bool {
         match self {
+            LlmError::Billed { error, .. } => error.retryable(),
             LlmError::Api { status, kind, .. } => {
                 matches!(status, 408 | 429 | 500 | 502 | 503 | 504 | 529)
                     || matches!(
@@ -343,23 +455,43 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Durati
 
 /// Runs `attempt` until it succeeds, fails with a non-retryable error, or
 /// runs out of attempts. `attempt` returns the error and the server's
-/// `retry-after`, if any.
+/// `retry-after`, if any. What failed attempts were billed
+/// ([`LlmError::billed`]) is added up: into the response's `failed_attempts`
+/// when one succeeds, into the [`LlmError::Billed`] returned (for `model`)
+/// when none does.
 pub(crate) async fn with_retries<F, Fut>(
+    model: &str,
     policy: &RetryPolicy,
     mut attempt: F,
-) -> Result<(ChatResponse, u32), LlmError>
+) -> Result<ChatResponse, LlmError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<ChatResponse, (LlmError, Option<Duration>)>>,
 {
     let mut n = 0u32;
+    let mut billed = BilledUsage::default();
     loop {
         n += 1;
         match attempt().await {
-            Ok(response) => return Ok((response, n)),
+            Ok(mut response) => {
+                response.attempts = n;
+                response.failed_attempts.add(&billed);
+                return Ok(response);
+            }
             Err((error, after)) => {
+                let cost = error.billed();
+                if !cost.is_zero() {
+                    tracing::debug!(
+                        %model,
+                        tokens = cost.usage.total(),
+                        estimated = cost.estimated_tokens,
+                        "a failed LLM attempt was billed"
+                    );
+                }
+                billed.add(&cost);
+                let error = error.into_cause();
                 if !error.retryable() || n >= policy.max_attempts.max(1) {
-                    return Err(error);
+                    return Err(LlmError::with_billed(error, model, billed));
                 }
                 let delay = policy.delay(n - 1, after);
                 tracing::warn!(%error, attempt = n, delay_ms = delay.as_millis() as u64, "LLM request failed; retrying");
@@ -402,5 +534,98 @@ mod tests {
             policy.delay(4, Some(Duration::from_millis(300))),
             Duration::from_millis(300)
         );
+    }
+
+    fn response() -> ChatResponse {
+        ChatResponse {
+            model: "m".into(),
+            content: vec![],
+            stop_reason: None,
+            usage: Usage::default(),
+            attempts: 1,
+            failed_attempts: BilledUsage::default(),
+        }
+    }
+
+    fn cut(input: u64, estimated: u64) -> LlmError {
+        LlmError::with_billed(
+            LlmError::Api {
+                status: 0,
+                kind: "overloaded_error".into(),
+                message: "Overloaded".into(),
+            },
+            "claude-x",
+            BilledUsage {
+                usage: Usage {
+                    input_tokens: input,
+                    output_tokens: estimated,
+                    ..Usage::default()
+                },
+                estimated_tokens: estimated,
+                attempts: 1,
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn billed_failed_attempts_add_up_whether_a_retry_succeeds_or_not() {
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+        };
+        // Two cut streams, then an answer: the answer carries both bills.
+        let script = std::sync::Mutex::new(vec![Ok(response()), Err(cut(20, 2)), Err(cut(10, 1))]);
+        let next = || {
+            let step = script.lock().map(|mut s| s.pop()).ok().flatten();
+            async move {
+                step.unwrap_or_else(|| Ok(response()))
+                    .map_err(|e| (e, None))
+            }
+        };
+        let r = with_retries("claude-x", &policy, next)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.attempts, 3);
+        assert_eq!(r.failed_attempts.usage.input_tokens, 30);
+        assert_eq!(r.failed_attempts.estimated_tokens, 3);
+        assert_eq!(r.failed_attempts.attempts, 2);
+
+        // Three cut streams: the error carries all three bills and the last cause.
+        let script = std::sync::Mutex::new(vec![Err(cut(5, 0)), Err(cut(20, 2)), Err(cut(10, 1))]);
+        let next = || {
+            let step = script.lock().map(|mut s| s.pop()).ok().flatten();
+            async move {
+                step.unwrap_or_else(|| Ok(response()))
+                    .map_err(|e| (e, None))
+            }
+        };
+        let e = with_retries("claude-x", &policy, next).await.err();
+        let Some(LlmError::Billed {
+            model,
+            billed,
+            error,
+        }) = e
+        else {
+            panic!("{e:?}");
+        };
+        assert_eq!(model, "claude-x");
+        assert_eq!((billed.usage.input_tokens, billed.attempts), (35, 3));
+        assert!(
+            matches!(*error, LlmError::Api { .. }),
+            "not nested: {error:?}"
+        );
+
+        // Nothing billed: the plain error.
+        let once = RetryPolicy {
+            max_attempts: 1,
+            ..policy
+        };
+        let e = with_retries("claude-x", &once, || async {
+            Err((LlmError::Transport("refused".into()), None))
+        })
+        .await
+        .err();
+        assert!(matches!(e, Some(LlmError::Transport(_))), "{e:?}");
     }
 }

@@ -1,6 +1,12 @@
 //! OpenAI-compatible chat completions (`POST {base}/chat/completions`), with
 //! function calling; for OpenAI itself or a local model server (vLLM,
-//! llama.cpp, Ollama). Not streamed: one JSON answer per request.
+//! llama.cpp, Ollama). Not streamed: one JSON answer per request, whose
+//! `usage` is part of the body (a streamed request would need
+//! `stream_options: {"include_usage": true}` to get usage at all).
+//!
+//! A response without usage is an error that carries an estimate of what it
+//! cost ([`LlmError::Billed`], about four characters a token of the request
+//! and the answer), so it is charged and flagged, never counted as free.
 
 use std::time::Duration;
 
@@ -8,8 +14,8 @@ use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 
 use super::{
-    ApiKey, ChatRequest, ChatResponse, ContentBlock, LanguageModel, LlmError, RetryPolicy, Role,
-    Usage, retry_after, with_retries,
+    ApiKey, BilledUsage, ChatRequest, ChatResponse, ContentBlock, LanguageModel, LlmError,
+    RetryPolicy, Role, Usage, estimate_tokens, retry_after, with_retries,
 };
 
 /// Configuration of [`OpenAiClient`].
@@ -58,7 +64,11 @@ impl OpenAiClient {
         Ok(OpenAiClient { config, http })
     }
 
-    async fn attempt(&self, body: &Value) -> Result<ChatResponse, (LlmError, Option<Duration>)> {
+    async fn attempt(
+        &self,
+        body: &Value,
+        body_chars: usize,
+    ) -> Result<ChatResponse, (LlmError, Option<Duration>)> {
         let url = format!(
             "{}/chat/completions",
             self.config.base_url.trim_end_matches('/')
@@ -95,7 +105,24 @@ impl OpenAiClient {
                 after,
             ));
         }
-        parse_response(&v).map_err(|e| (e, None))
+        parse_response(&v).map_err(|e| {
+            // A response without usage: charge an estimate, then fail.
+            let billed = match &e {
+                ParseError::NoUsage(estimate) => {
+                    let mut billed = *estimate;
+                    if v["usage"]["prompt_tokens"].as_u64().is_none() {
+                        billed.usage.input_tokens = estimate_tokens(body_chars);
+                        billed.estimated_tokens += billed.usage.input_tokens;
+                    }
+                    billed
+                }
+                ParseError::Protocol(_) => BilledUsage::default(),
+            };
+            (
+                LlmError::with_billed(e.into(), &self.config.model, billed),
+                None,
+            )
+        })
     }
 }
 
@@ -110,16 +137,25 @@ impl LanguageModel for OpenAiClient {
     ) -> BoxFuture<'a, Result<ChatResponse, LlmError>> {
         Box::pin(async move {
             let body = request_body_for(&self.config.base_url, &self.config.model, &request);
-            let (mut response, attempts) =
-                with_retries(&self.config.retry, || self.attempt(&body)).await?;
-            response.attempts = attempts;
-            Ok(response)
+            let body_chars = body.to_string().chars().count();
+            with_retries(&self.config.model, &self.config.retry, || {
+                self.attempt(&body, body_chars)
+            })
+            .await
         })
     }
 }
 
 /// Whether the server is OpenAI's own API, which takes `max_completion_tokens`; other
 /// OpenAI-compatible servers (llama.cpp, vLLM, ...) take `max_tokens`.
+///
+/// Why one name per server and not both everywhere: OpenAI deprecates `max_tokens`
+/// and refuses it outright for its reasoning (o-series, gpt-5) models, so its own
+/// API gets only `max_completion_tokens`. Every OpenAI-compatible server takes
+/// `max_tokens` (llama.cpp's and Ollama's servers, vLLM, TGI), while support for the
+/// newer name varies by server and version; and some servers validate bodies
+/// strictly and refuse fields they do not know, so sending both names could break
+/// a local server that works with one. Local servers therefore get `max_tokens`.
 pub fn wants_max_completion_tokens(base_url: &str) -> bool {
     base_url
         .split_once("://")
@@ -172,7 +208,10 @@ pub fn request_body(model: &str, request: &ChatRequest<'_>) -> Value {
                             json!({ "role": "tool", "tool_call_id": tool_use_id, "content": content }),
                         ),
                         ContentBlock::Text { text: t } => text += t,
-                        ContentBlock::ToolUse { .. } => {}
+                        // Anthropic's thinking has no chat-completions form.
+                        ContentBlock::ToolUse { .. }
+                        | ContentBlock::Thinking { .. }
+                        | ContentBlock::RedactedThinking { .. } => {}
                     }
                 }
                 if !text.is_empty() {
@@ -198,12 +237,39 @@ pub fn request_body(model: &str, request: &ChatRequest<'_>) -> Value {
     body
 }
 
+/// Why a response could not be read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ParseError {
+    /// It does not follow the protocol.
+    #[error("{0}")]
+    Protocol(String),
+    /// It reports no usage: an estimate of what it cost (the output from its
+    /// text and tool calls, the input from `prompt_tokens` when given, else 0 for
+    /// the caller to estimate from the request).
+    #[error("the response reports no token usage")]
+    NoUsage(BilledUsage),
+}
+
+impl From<ParseError> for LlmError {
+    fn from(e: ParseError) -> LlmError {
+        match e {
+            ParseError::Protocol(m) => LlmError::Protocol(m),
+            ParseError::NoUsage(_) => LlmError::Protocol(
+                "the response reports no token usage (usage.prompt_tokens, \
+                 usage.completion_tokens); aar counts every call against the budget and \
+                 charges an estimate instead of counting it as free"
+                    .to_owned(),
+            ),
+        }
+    }
+}
+
 /// The first choice as content blocks; usage split into uncached and cached input.
-pub fn parse_response(v: &Value) -> Result<ChatResponse, LlmError> {
+pub fn parse_response(v: &Value) -> Result<ChatResponse, ParseError> {
     let choice = &v["choices"][0];
     let message = &choice["message"];
     if message.is_null() {
-        return Err(LlmError::Protocol("no choices[0].message".to_owned()));
+        return Err(ParseError::Protocol("no choices[0].message".to_owned()));
     }
     let mut content = Vec::new();
     if let Some(text) = message["content"].as_str()
@@ -214,10 +280,10 @@ pub fn parse_response(v: &Value) -> Result<ChatResponse, LlmError> {
     for call in message["tool_calls"].as_array().into_iter().flatten() {
         let id = call["id"]
             .as_str()
-            .ok_or_else(|| LlmError::Protocol("tool call without id".to_owned()))?;
+            .ok_or_else(|| ParseError::Protocol("tool call without id".to_owned()))?;
         let name = call["function"]["name"]
             .as_str()
-            .ok_or_else(|| LlmError::Protocol("tool call without name".to_owned()))?;
+            .ok_or_else(|| ParseError::Protocol("tool call without name".to_owned()))?;
         let arguments = call["function"]["arguments"].as_str().unwrap_or("{}");
         // A model that writes bad JSON gets the raw text back as the input, so
         // the tool reports the problem instead of the loop failing.
@@ -231,15 +297,31 @@ pub fn parse_response(v: &Value) -> Result<ChatResponse, LlmError> {
     }
     let usage = &v["usage"];
     // Every call is counted against the budget: a response that does not say what it
-    // cost is refused, never counted as free.
+    // cost is an error carrying an estimate, never counted as free.
     let (Some(prompt), Some(completion)) = (
         usage["prompt_tokens"].as_u64(),
         usage["completion_tokens"].as_u64(),
     ) else {
-        return Err(LlmError::Protocol(
-            "the response reports no token usage (usage.prompt_tokens, usage.completion_tokens);              aar counts every call against the budget and does not count one as free"
-                .to_owned(),
-        ));
+        let mut estimate = BilledUsage {
+            attempts: 1,
+            ..BilledUsage::default()
+        };
+        if let Some(prompt) = usage["prompt_tokens"].as_u64() {
+            estimate.usage.input_tokens = prompt;
+        }
+        estimate.usage.output_tokens = match usage["completion_tokens"].as_u64() {
+            Some(completion) => completion,
+            None => {
+                let chars = message["content"].as_str().map_or(0, |t| t.chars().count())
+                    + message["tool_calls"].as_array().map_or(0, |calls| {
+                        Value::from(calls.clone()).to_string().chars().count()
+                    });
+                let tokens = estimate_tokens(chars);
+                estimate.estimated_tokens += tokens;
+                tokens
+            }
+        };
+        return Err(ParseError::NoUsage(estimate));
     };
     let cached = usage["prompt_tokens_details"]["cached_tokens"]
         .as_u64()
@@ -262,6 +344,7 @@ pub fn parse_response(v: &Value) -> Result<ChatResponse, LlmError> {
             cache_read_input_tokens: cached,
         },
         attempts: 1,
+        failed_attempts: BilledUsage::default(),
     })
 }
 
@@ -346,12 +429,31 @@ mod tests {
             }]
         );
 
-        // No usage: an error, not a free call.
+        // No usage: an error carrying an estimate, not a free call.
         let mut silent = response.clone();
         silent["usage"] = Value::Null;
+        let Err(ParseError::NoUsage(estimate)) = parse_response(&silent) else {
+            panic!("no usage must be an error");
+        };
+        let calls_chars = response["choices"][0]["message"]["tool_calls"]
+            .to_string()
+            .chars()
+            .count() as u64;
+        assert_eq!(estimate.usage.output_tokens, calls_chars.div_ceil(4));
+        assert_eq!(estimate.usage.input_tokens, 0, "left to the caller");
+        assert_eq!(estimate.estimated_tokens, calls_chars.div_ceil(4));
         assert!(
-            matches!(parse_response(&silent), Err(LlmError::Protocol(m)) if m.contains("usage"))
+            LlmError::from(ParseError::NoUsage(estimate))
+                .to_string()
+                .contains("usage")
         );
+        // Reported prompt tokens are kept; only the missing count is estimated.
+        silent["usage"] = json!({"prompt_tokens": 90});
+        let Err(ParseError::NoUsage(estimate)) = parse_response(&silent) else {
+            panic!("half a usage must be an error");
+        };
+        assert_eq!(estimate.usage.input_tokens, 90);
+        assert_eq!(estimate.estimated_tokens, estimate.usage.output_tokens);
     }
 
     #[test]

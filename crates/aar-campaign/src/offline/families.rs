@@ -1,0 +1,174 @@
+//! The method families the offline researcher writes as code: Python methods over the
+//! training-plan API (`aar features` in, `aar run-method --plan` out), each with the
+//! knobs it reads from a `config.json` beside it.
+
+use serde_json::{Map, Value, json};
+
+/// One family: a Python method and the values each of its knobs may take (the first
+/// is the default).
+#[derive(Debug, PartialEq)]
+pub struct Family {
+    /// Short name (directory names, claims, findings).
+    pub name: &'static str,
+    /// What it does, for findings.
+    pub summary: &'static str,
+    /// The method's source (`method.py`).
+    pub script: &'static str,
+    /// Knob name and its values, the default first.
+    pub knobs: &'static [(&'static str, &'static [f64])],
+}
+
+/// Every family, vanilla (the reference point) first.
+pub const FAMILIES: &[Family] = &[
+    Family {
+        name: "vanilla",
+        summary: "vanilla W2S through a training plan (the weak teacher's hard labels)",
+        script: aar_oversight::template::TEMPLATE_FILES[1].1,
+        knobs: &[],
+    },
+    Family {
+        name: "confidence",
+        summary: "weak labels weighted by the teacher's confidence |2p-1|^power, rows under \
+                  a floor dropped",
+        script: include_str!("methods/confidence.py"),
+        knobs: &[
+            ("power", &[1.0, 2.0, 0.5, 4.0]),
+            ("floor", &[0.0, 0.1, 0.2]),
+        ],
+    },
+    Family {
+        name: "bootstrap",
+        summary: "two rounds: vanilla, then targets mixing the weak labels with the \
+                  student's own round-1 predictions (beta weak + (1 - beta) student)",
+        script: include_str!("methods/bootstrap.py"),
+        knobs: &[("beta", &[0.5, 0.3, 0.7]), ("hard", &[1.0, 0.0])],
+    },
+    Family {
+        name: "elicit",
+        summary: "the strong model's own zero-shot labels (no weak label), mixed with the \
+                  weak labels (alpha weak + (1 - alpha) elicited)",
+        script: include_str!("methods/elicit.py"),
+        knobs: &[("alpha", &[0.0, 0.3, 0.5])],
+    },
+    Family {
+        name: "logconf",
+        summary: "the auxiliary-confidence loss (Burns et al.) through a plan",
+        script: include_str!("methods/logconf.py"),
+        knobs: &[
+            ("aux_coef", &[0.5, 0.75, 0.25]),
+            ("warmup_frac", &[0.2, 0.1, 0.5]),
+        ],
+    },
+];
+
+/// The family named `name`.
+pub fn family(name: &str) -> Option<&'static Family> {
+    FAMILIES.iter().find(|f| f.name == name)
+}
+
+/// The order a direction tries the families in (vanilla, the reference, first for all).
+pub fn order_for(direction: &str) -> Vec<&'static Family> {
+    let names: &[&str] = match direction {
+        "data-selection" | "data-reweighting" => {
+            &["confidence", "bootstrap", "logconf", "elicit"]
+        }
+        "unsupervised-elicitation" => &["elicit", "bootstrap", "logconf", "confidence"],
+        "distillation" => &["bootstrap", "logconf", "elicit", "confidence"],
+        "noisy-channel" => &["logconf", "confidence", "bootstrap", "elicit"],
+        _ => &["logconf", "elicit", "bootstrap", "confidence"],
+    };
+    std::iter::once("vanilla")
+        .chain(names.iter().copied())
+        .filter_map(family)
+        .collect()
+}
+
+impl Family {
+    /// The default configuration: each knob at its first value.
+    pub fn default_config(&self) -> Value {
+        let config: Map<String, Value> = self
+            .knobs
+            .iter()
+            .map(|(name, values)| ((*name).to_owned(), json!(values[0])))
+            .collect();
+        Value::Object(config)
+    }
+
+    /// `config` with one knob moved to another of its values (`pick` chooses among
+    /// indices); `None` for a family without knobs.
+    pub fn vary(&self, config: &Value, mut pick: impl FnMut(usize) -> usize) -> Option<Value> {
+        if self.knobs.is_empty() {
+            return None;
+        }
+        let (name, values) = self.knobs[pick(self.knobs.len())];
+        let current = config[name].as_f64();
+        let others: Vec<f64> = values
+            .iter()
+            .copied()
+            .filter(|v| Some(*v) != current)
+            .collect();
+        let mut out = config.clone();
+        out[name] = json!(*others.get(pick(others.len().max(1)))?);
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_direction_starts_with_vanilla_and_tries_every_family_once() {
+        for direction in aar_agents::directions::DIRECTIONS {
+            let order = order_for(direction.name);
+            assert_eq!(order[0].name, "vanilla");
+            let mut names: Vec<_> = order.iter().map(|f| f.name).collect();
+            names.sort_unstable();
+            let mut all: Vec<_> = FAMILIES.iter().map(|f| f.name).collect();
+            all.sort_unstable();
+            assert_eq!(names, all, "{}", direction.name);
+        }
+    }
+
+    #[test]
+    fn a_variation_changes_exactly_one_knob_within_its_values() {
+        let family = family("confidence").unwrap();
+        let base = family.default_config();
+        assert_eq!(base, json!({"power": 1.0, "floor": 0.0}));
+        for seed in 0..6 {
+            let mut n = seed;
+            let varied = family
+                .vary(&base, |len| {
+                    n += 1;
+                    n % len
+                })
+                .unwrap();
+            let changed: Vec<_> = family
+                .knobs
+                .iter()
+                .filter(|(k, _)| varied[*k] != base[*k])
+                .collect();
+            assert_eq!(changed.len(), 1, "{varied}");
+            let (k, values) = changed[0];
+            assert!(values.contains(&varied[*k].as_f64().unwrap()));
+        }
+        assert!(
+            super::family("vanilla")
+                .unwrap()
+                .vary(&json!({}), |_| 0)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn every_script_reads_its_config_and_follows_the_contract() {
+        for family in FAMILIES {
+            for needle in ["AAR_INPUT", "AAR_OUTPUT", "AAR_SEED", "run-method"] {
+                assert!(family.script.contains(needle), "{}: {needle}", family.name);
+            }
+            if !family.knobs.is_empty() {
+                assert!(family.script.contains("config.json"), "{}", family.name);
+            }
+        }
+    }
+}
