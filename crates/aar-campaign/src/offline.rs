@@ -1131,7 +1131,7 @@ mod tests {
     async fn a_new_best_above_vanilla_is_posted_checked_uploaded_and_entered() {
         let mut r = researcher(0);
         r.vanilla.insert("sst".into(), 0.3);
-        let input = until_evaluate(&mut r, "confidence", "".into()).await;
+        let input = until_evaluate(&mut r, "knn", "".into()).await;
         let task = input["task"].as_str().unwrap().to_owned();
         r.vanilla.insert(task.clone(), 0.3);
         assert_eq!(
@@ -1152,7 +1152,7 @@ mod tests {
             "{command}"
         );
         let dir = command.split_whitespace().nth(4).unwrap().to_owned();
-        assert!(dir.contains("-confidence-"), "{dir}");
+        assert!(dir.contains("-knn-"), "{dir}");
         let (tool, upload) = next_call(&mut r, "ok").await;
         assert_eq!(
             (tool.as_str(), &upload["path"]),
@@ -1169,7 +1169,7 @@ mod tests {
     #[tokio::test]
     async fn a_best_not_above_vanilla_is_not_entered() {
         let mut r = researcher(0);
-        let input = until_evaluate(&mut r, "confidence", "".into()).await;
+        let input = until_evaluate(&mut r, "knn", "".into()).await;
         r.vanilla
             .insert(input["task"].as_str().unwrap().to_owned(), 0.5);
         assert_eq!(
@@ -1225,10 +1225,10 @@ mod tests {
                    "body": format!("x\n{METHOD_MARKER}{line}")})
         };
         let answer = json!({"posts": [
-            post(5, "r7", "sst", json!({"family": "bootstrap", "config": {"beta": 0.3}, "pgr": 0.5})),
+            post(5, "r7", "sst", json!({"family": "self_training", "config": {"beta": 0.3}, "pgr": 0.5})),
             post(6, "r7", "fever", json!({"family": "vanilla", "config": {}, "pgr": 0.4})),
-            post(7, "r0", "sst", json!({"family": "logconf", "config": {}, "pgr": 0.6})),
-            post(8, "r7", "sst", json!({"family": "bootstrap", "config": 3, "pgr": 0.5})),
+            post(7, "r0", "sst", json!({"family": "knn", "config": {}, "pgr": 0.6})),
+            post(8, "r7", "sst", json!({"family": "self_training", "config": 3, "pgr": 0.5})),
             json!({"post_id": 9, "task": "sst", "body": format!("{METHOD_MARKER}not json")}),
         ]});
         r.after_forum(&answer.to_string());
@@ -1240,7 +1240,7 @@ mod tests {
             .collect();
         assert_eq!(
             queued,
-            vec![("fever", "bootstrap", Some(5))],
+            vec![("fever", "self_training", Some(5))],
             "its own post and malformed ones ignored"
         );
         assert_eq!(r.queue[0].config, json!({"beta": 0.3}));

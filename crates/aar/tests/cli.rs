@@ -520,6 +520,13 @@ fn up_runs_a_short_tiny_campaign_and_reports_all_three_test_sets() {
     let relayed = relayed_activity(&campaign.join("server.db"));
     let _ = std::fs::remove_dir_all(&campaign);
     assert!(out.status.success(), "aar up failed: {}", stderr(&out));
+    // Piped, not a terminal: plain text, no colour codes.
+    assert!(
+        !stderr(&out).is_empty() && !stderr(&out).contains('\x1b'),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stdout(&out).contains('\x1b'));
     // The dashboard: a login link on the console, every researcher's transcript and
     // status relayed to the server.
     assert!(

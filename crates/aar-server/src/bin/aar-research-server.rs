@@ -55,6 +55,8 @@ fn config() -> Result<ServerConfig, String> {
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(env_or("RUST_LOG", "warn"))
+        // Colour only on a terminal (tracing's default writer is stdout).
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let config = match config() {
         Ok(c) => c,
