@@ -161,6 +161,8 @@ pub struct OfflineResearcher {
     rng: u64,
     /// Failed runs in a row: the researcher backs off instead of spinning.
     failures: u32,
+    /// Where in the task list this researcher starts (its seed).
+    first_task: u64,
 }
 
 impl OfflineResearcher {
@@ -195,6 +197,7 @@ impl OfflineResearcher {
             calls: 0,
             rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
             failures: 0,
+            first_task: seed,
         }
     }
 
@@ -233,10 +236,17 @@ impl OfflineResearcher {
         }
     }
 
-    /// Every family of the direction's order on every task, vanilla first.
+    /// Every family of the direction's order on every task, vanilla first. Each
+    /// researcher starts on another task (its tasks rotated by its seed), so researchers
+    /// that start together do not race for the same first claim.
     fn seed_queue(&mut self) {
+        let mut tasks = self.tasks.clone();
+        if !tasks.is_empty() {
+            let rotation = (self.first_task % tasks.len() as u64) as usize;
+            tasks.rotate_left(rotation);
+        }
         for family in families::order_for(self.direction.name) {
-            for task in &self.tasks {
+            for task in &tasks {
                 self.queue.push_back(Candidate {
                     task: task.clone(),
                     family,
@@ -898,7 +908,8 @@ mod tests {
             &format!("r{index}"),
             aar_agents::directions::for_agent(index),
             "/h",
-            index as u64 + 1,
+            // Seed 0 starts on the first task; 0, 2, 4 start on different ones of three.
+            index as u64 * 2,
             Instant::now() + Duration::from_secs(3600),
         )
     }
@@ -1040,6 +1051,26 @@ mod tests {
         // Vanilla is the reference, never an entry: the next call is more research.
         let (tool, _) = next_call(&mut r, r#"{"post_id": 8}"#).await;
         assert_ne!(tool, "shell", "no method check for vanilla");
+    }
+
+    #[test]
+    fn researchers_start_on_different_tasks() {
+        let first: Vec<String> = (0..3)
+            .map(|i| {
+                let mut r = researcher(i);
+                r.tasks = vec!["a".into(), "b".into(), "c".into()];
+                r.seed_queue();
+                assert_eq!(
+                    r.queue.len(),
+                    3 * families::order_for(r.direction.name).len()
+                );
+                r.queue[0].task.clone()
+            })
+            .collect();
+        let mut distinct = first.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 3, "{first:?}");
     }
 
     #[tokio::test]
