@@ -481,4 +481,85 @@ mod tests {
             assert!(!wants_max_completion_tokens(other), "{other}");
         }
     }
+
+    /// Answers of a real llama-server (llama.cpp as vendored in llama-cpp-python 0.3.36, `--jinja`,
+    /// Qwen2.5-Coder-1.5B-Instruct; captured by `scripts/llm-live`): 32-character call ids,
+    /// `content` empty or text beside the calls, the reused prompt prefix under
+    /// `prompt_tokens_details.cached_tokens` (part of `prompt_tokens`), and its own `timings`.
+    #[test]
+    fn reads_llama_server_answers() {
+        let call_only = r#"{"choices":[{"finish_reason":"tool_calls","index":0,"message":{"role":"assistant","content":"","tool_calls":[{"type":"function","function":{"name":"shell","arguments":"{\"command\": \"ls\"}"},"id":"5vtf6Ao149pnlMU4Hb2UeCCtHMVWpH7x"}]}}],"created":1796019783,"model":"qwen2.5-coder-1.5b-instruct","system_fingerprint":"b0-unknown","object":"chat.completion","usage":{"completion_tokens":20,"prompt_tokens":164,"total_tokens":184,"prompt_tokens_details":{"cached_tokens":163}},"id":"chatcmpl-NmYlbUFxyHDhsAvHLFtl7HauiJ9zQtEt","timings":{"cache_n":163,"prompt_n":1,"prompt_ms":170.136,"prompt_per_token_ms":170.136,"prompt_per_second":5.877650820520055,"predicted_n":20,"predicted_ms":2090.758,"predicted_per_token_ms":110.0398947368421,"predicted_per_second":9.087613200571276}}"#;
+        let r = parse_response(&serde_json::from_str(call_only).unwrap_or(Value::Null))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            r.content,
+            vec![ContentBlock::ToolUse {
+                id: "5vtf6Ao149pnlMU4Hb2UeCCtHMVWpH7x".into(),
+                name: "shell".into(),
+                input: json!({"command": "ls"}),
+            }]
+        );
+        assert_eq!(r.stop_reason.as_deref(), Some("tool_use"));
+        assert_eq!(r.model, "qwen2.5-coder-1.5b-instruct");
+        assert_eq!(
+            r.usage,
+            Usage {
+                input_tokens: 1,
+                output_tokens: 20,
+                cache_creation_input_tokens: 0,
+                cache_read_input_tokens: 163,
+            }
+        );
+
+        let text_and_call = r#"{"choices":[{"finish_reason":"tool_calls","index":0,"message":{"role":"assistant","content":"To consider whether the strong model already knows the answers without being told, you can use the following function call:\n\n","tool_calls":[{"type":"function","function":{"name":"notebook_update","arguments":"{\"content\": \"Let's start by checking if the strong model already knows the answers without being told.\", \"mode\": \"append\"}"},"id":"XyLT3zNBmKbNXhfWEWh47XhVPknEoWjf"}]}}],"created":1796020770,"model":"qwen2.5-coder-1.5b-instruct","system_fingerprint":"b0-unknown","object":"chat.completion","usage":{"completion_tokens":117,"prompt_tokens":2666,"total_tokens":2783,"prompt_tokens_details":{"cached_tokens":5}},"id":"chatcmpl-7SvrAqHvWq9tg50J4espksQj76yJmlKn","timings":{"cache_n":5,"prompt_n":2661,"prompt_ms":139844.009,"prompt_per_token_ms":52.55317888012025,"prompt_per_second":19.02834464649823,"predicted_n":117,"predicted_ms":18400.047,"predicted_per_token_ms":158.6210948275862,"predicted_per_second":6.304331722630926}}"#;
+        let r = parse_response(&serde_json::from_str(text_and_call).unwrap_or(Value::Null))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            matches!(&r.content[..], [ContentBlock::Text { text }, ContentBlock::ToolUse { id, name, input }]
+                if text.starts_with("To consider") && id == "XyLT3zNBmKbNXhfWEWh47XhVPknEoWjf"
+                    && name == "notebook_update" && input["mode"] == "append"),
+            "{:?}",
+            r.content
+        );
+        assert_eq!(
+            (
+                r.usage.input_tokens,
+                r.usage.cache_read_input_tokens,
+                r.usage.output_tokens
+            ),
+            (2661, 5, 117)
+        );
+
+        // The next request carries the call under the server's id, then its result.
+        let messages = vec![
+            Message {
+                role: Role::Assistant,
+                content: r.content.clone(),
+            },
+            Message {
+                role: Role::User,
+                content: vec![ContentBlock::ToolResult {
+                    tool_use_id: "XyLT3zNBmKbNXhfWEWh47XhVPknEoWjf".into(),
+                    content: "appended".into(),
+                    is_error: false,
+                }],
+            },
+        ];
+        let body = request_body(
+            "qwen2.5-coder-1.5b-instruct",
+            &ChatRequest {
+                system: "sys",
+                messages: &messages,
+                tools: &[],
+                max_tokens: 4096,
+            },
+        );
+        let call = &body["messages"][1]["tool_calls"][0];
+        assert_eq!(call["id"], "XyLT3zNBmKbNXhfWEWh47XhVPknEoWjf");
+        assert_eq!(call["function"]["name"], "notebook_update");
+        assert_eq!(
+            body["messages"][2],
+            json!({"role": "tool", "tool_call_id": "XyLT3zNBmKbNXhfWEWh47XhVPknEoWjf", "content": "appended"})
+        );
+    }
 }
