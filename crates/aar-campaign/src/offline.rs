@@ -395,15 +395,23 @@ impl OfflineResearcher {
                 continue;
             };
             if family.name == "vanilla" {
-                self.vanilla.insert(post.task.clone(), post.pgr);
+                // Forum text is anyone's: the lowest vanilla claimed, so a forged high one
+                // cannot keep this researcher's methods off the leaderboard.
+                let reference = self.vanilla.entry(post.task.clone()).or_insert(post.pgr);
+                *reference = reference.min(post.pgr);
                 continue;
             }
+            // Only the family's own knobs at its own values: a post cannot make this
+            // researcher run an arbitrary configuration (a huge number of rounds, say).
+            let Some(config) = family.checked_config(&post.config) else {
+                continue;
+            };
             for task in self.tasks.clone() {
                 if task != post.task {
                     self.queue.push_front(Candidate {
                         task,
                         family,
-                        config: post.config.clone(),
+                        config: config.clone(),
                         builds_on: Some(post.post_id),
                     });
                 }
@@ -1256,10 +1264,13 @@ mod tests {
                    "body": format!("x\n{METHOD_MARKER}{line}")})
         };
         let answer = json!({"posts": [
-            post(5, "r7", "sst", json!({"family": "self_training", "config": {"beta": 0.3}, "pgr": 0.5})),
+            post(5, "r7", "sst", json!({"family": "self_training", "config": {"beta": 0.0}, "pgr": 0.5})),
             post(6, "r7", "fever", json!({"family": "vanilla", "config": {}, "pgr": 0.4})),
             post(7, "r0", "sst", json!({"family": "knn", "config": {}, "pgr": 0.6})),
             post(8, "r7", "sst", json!({"family": "self_training", "config": 3, "pgr": 0.5})),
+            post(10, "r8", "sst", json!({"family": "self_training", "config": {"rounds": 1e9}, "pgr": 0.9})),
+            post(11, "r8", "sst", json!({"family": "knn", "config": {"k": 30.0, "evil": 1}, "pgr": 0.9})),
+            post(12, "r8", "fever", json!({"family": "vanilla", "config": {}, "pgr": 9.0})),
             json!({"post_id": 9, "task": "sst", "body": format!("{METHOD_MARKER}not json")}),
         ]});
         r.after_forum(&answer.to_string());
@@ -1272,9 +1283,13 @@ mod tests {
         assert_eq!(
             queued,
             vec![("fever", "self_training", Some(5))],
-            "its own post and malformed ones ignored"
+            "its own post, malformed ones and configurations off the family's grid ignored"
         );
-        assert_eq!(r.queue[0].config, json!({"beta": 0.3}));
+        assert_eq!(
+            r.queue[0].config,
+            json!({"rounds": 1.0, "beta": 0.0, "threshold": 1.0, "head_lr": 0.0}),
+            "the posted knob over the family's defaults"
+        );
     }
 
     #[test]

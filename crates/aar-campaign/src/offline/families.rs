@@ -111,6 +111,26 @@ impl Family {
         Value::Object(config)
     }
 
+    /// `config` if it names only this family's knobs, each at one of its values (missing
+    /// knobs take their defaults); `None` otherwise.
+    pub fn checked_config(&self, config: &Value) -> Option<Value> {
+        let given = config.as_object()?;
+        let known = |key: &String| self.knobs.iter().any(|(name, _)| name == key);
+        if !given.keys().all(known) {
+            return None;
+        }
+        let mut out = self.default_config();
+        for (name, values) in self.knobs {
+            if let Some(value) = given.get(*name) {
+                if !values.contains(&value.as_f64()?) {
+                    return None;
+                }
+                out[*name] = value.clone();
+            }
+        }
+        Some(out)
+    }
+
     /// `config` with one knob moved to another of its values (`pick` chooses among
     /// indices); `None` for a family without knobs.
     pub fn vary(&self, config: &Value, mut pick: impl FnMut(usize) -> usize) -> Option<Value> {
