@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod metrics;
+pub mod noise;
 mod task;
 pub mod text;
 

@@ -373,6 +373,23 @@ pub struct Preset {
     pub seeds: Vec<u64>,
     /// The seed the task splits are drawn with.
     pub build_seed: u64,
+    /// Tasks never served to researchers: the generalization gate runs the top entries'
+    /// methods on them, each with its own weak and ceiling baselines.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_out: Vec<TaskSpec>,
+    /// A second weak teacher and student the generalization gate runs methods under
+    /// (on every task that does not name its own learners).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub second_pair: Option<ModelPair>,
+}
+
+/// A weak teacher and a strong student, as one unit the gate can swap in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelPair {
+    /// The weak teacher.
+    pub weak: LearnerSpec,
+    /// The strong student (and ceiling).
+    pub strong: LearnerSpec,
 }
 
 /// Names of the built-in presets.
@@ -487,6 +504,8 @@ impl Preset {
                 strong: minilm(HeadSpec::STUDENT),
                 seeds: vec![0, 1, 2, 3, 4],
                 build_seed: 0,
+                held_out: Vec::new(),
+                second_pair: None,
             }),
             "tiny" => Ok(Preset {
                 name: "tiny".into(),
@@ -499,6 +518,8 @@ impl Preset {
                 strong: minilm(HeadSpec::STUDENT),
                 seeds: vec![0, 1, 2, 3, 4],
                 build_seed: 0,
+                held_out: Vec::new(),
+                second_pair: None,
             }),
             "gpu" => Ok(Preset {
                 name: "gpu".into(),
@@ -513,6 +534,8 @@ impl Preset {
                 strong: lora(aar_assets::manifest::QWEN_CODER_15B, 2),
                 seeds: vec![0, 1, 2, 3, 4],
                 build_seed: 0,
+                held_out: Vec::new(),
+                second_pair: None,
             }),
             "paper" => Ok(Preset {
                 name: "paper".into(),
@@ -528,6 +551,8 @@ impl Preset {
                 strong: paper_lora("models/Qwen3-4B-Base"),
                 seeds: vec![42, 43, 44, 45, 46],
                 build_seed: 0,
+                held_out: Vec::new(),
+                second_pair: None,
             }),
             other => Err(TestbedError::UnknownPreset {
                 name: other.into(),
