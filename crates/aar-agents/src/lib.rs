@@ -6,6 +6,8 @@
 //! - [`sandbox`]: one shell command under bubblewrap: its own read-write
 //!   workspace, read-only task data, cache and aar tools, no network, no
 //!   environment, limits on wall time, memory, processes, disk and output.
+//! - [`gpu`]: the host's NVIDIA device nodes and driver libraries, bound into
+//!   sandboxes that ask for a GPU.
 //! - [`llm`]: the Anthropic Messages API (streaming, tool use, prompt caching,
 //!   retries) and OpenAI-compatible chat completions behind one trait.
 //! - [`server_client`]: a typed client of the research server's HTTP API.
@@ -35,6 +37,7 @@ pub mod accounting;
 pub mod agent;
 pub mod cgroup;
 pub mod directions;
+pub mod gpu;
 pub mod llm;
 pub mod sandbox;
 pub mod server_client;

@@ -165,6 +165,9 @@ pub struct SandboxConfig {
     pub prlimit: PathBuf,
     /// The util-linux `setpriv` binary.
     pub setpriv: PathBuf,
+    /// The host's GPUs, for a sandbox that asked for one ([`crate::gpu`]): their nodes
+    /// are bound in and no address-space limit is set.
+    pub gpu: Option<crate::gpu::GpuDevices>,
 }
 
 impl SandboxConfig {
@@ -185,6 +188,7 @@ impl SandboxConfig {
             bwrap: PathBuf::from("bwrap"),
             prlimit: PathBuf::from("prlimit"),
             setpriv: PathBuf::from("setpriv"),
+            gpu: None,
         }
     }
 }
@@ -437,6 +441,15 @@ impl Sandbox {
                 source,
             })?;
         }
+        if config.gpu.is_some() && crate::cgroup::Hierarchy::get().is_none() {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    "GPU sandboxes get no memory limit on this host: without control groups \
+                     the only limit is an address-space one, which CUDA cannot start under"
+                );
+            });
+        }
         Ok(Sandbox { config, python })
     }
 
@@ -614,7 +627,11 @@ impl Sandbox {
             }
             None => {
                 let mut cmd = Command::new(&c.prlimit);
-                cmd.arg(format!("--as={}", l.memory_bytes));
+                // CUDA reserves far more address space than it touches: a GPU sandbox
+                // without a control group has no memory limit (said once at start-up).
+                if c.gpu.is_none() {
+                    cmd.arg(format!("--as={}", l.memory_bytes));
+                }
                 cmd
             }
         };
@@ -651,7 +668,7 @@ impl Sandbox {
             cmd.args(["--setenv", "PYTHONDONTWRITEBYTECODE", "1"]);
             cmd.args(["--setenv", "PYTHONNOUSERSITE", "1"]);
         }
-        for (name, value) in &c.env {
+        for (name, value) in c.gpu.iter().flat_map(|g| &g.env).chain(&c.env) {
             cmd.arg("--setenv").arg(name).arg(value);
         }
         cmd.args(["--ro-bind", "/usr", "/usr"]);
@@ -677,6 +694,9 @@ impl Sandbox {
             cmd.args(["--ro-bind-try", etc, etc]);
         }
         cmd.args(["--proc", "/proc", "--dev", "/dev"]);
+        if let Some(gpu) = &c.gpu {
+            cmd.args(gpu.bwrap_args());
+        }
         cmd.arg("--size")
             .arg(l.tmp_bytes.to_string())
             .args(["--tmpfs", "/tmp"]);

@@ -162,3 +162,34 @@ fn a_base_interpreter_out_of_the_sandbox_uids_reach_is_an_error_naming_it() {
         assert!(err.contains(&part), "{err}");
     }
 }
+
+/// A sandbox that asks for the GPU sees it: torch inside finds CUDA and multiplies on
+/// the device, and the sandbox has no address-space limit (CUDA could not start under
+/// one). Run on a host with an NVIDIA GPU:
+/// `cargo test -p aar-agents --test it gpu_sandbox -- --ignored`.
+#[tokio::test]
+#[ignore = "needs an NVIDIA GPU and its driver"]
+async fn gpu_sandbox_runs_torch_on_cuda() {
+    let gpu = aar_agents::gpu::GpuDevices::detect()
+        .expect("no NVIDIA device nodes under /dev: this test needs a GPU host");
+    let venv = project_venv();
+    let root = tempdir();
+    let mut config = SandboxConfig::new(root.path().join("ws"), 0);
+    config.python_venv = Some(venv);
+    config.gpu = Some(gpu);
+    config.limits = Limits {
+        wall_time: Duration::from_secs(300),
+        ..Limits::default()
+    };
+    let sb = Sandbox::new(config).unwrap();
+    let script = "ulimit -v; python3 -c 'import torch; x = torch.ones(512, 512, device=\"cuda\"); \
+                  print(torch.cuda.device_count(), float((x @ x).sum()))'";
+    let out = sb.run(script, None).await.unwrap();
+    assert!(out.success(), "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.first(), Some(&"unlimited"), "{out:?}");
+    let fields: Vec<&str> = lines[1].split_whitespace().collect();
+    assert!(fields[0].parse::<usize>().unwrap() >= 1, "{out:?}");
+    // 512 x 512 ones squared: every entry is 512, summed over 512^2 entries.
+    assert_eq!(fields[1].parse::<f64>().unwrap(), 512.0f64.powi(3));
+}
