@@ -73,6 +73,12 @@ pub enum PolicyError {
 pub trait Policy: Send {
     /// The next assistant message for `turn`.
     fn step<'a>(&'a mut self, turn: Turn<'a>) -> BoxFuture<'a, Result<PolicyStep, PolicyError>>;
+
+    /// The model a step is billed to, for policies that call a priced model: a step
+    /// cut off at the wall-time budget is charged an estimate against it.
+    fn billed_model(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// A policy that asks a language model.
@@ -98,6 +104,10 @@ impl LlmPolicy {
 }
 
 impl Policy for LlmPolicy {
+    fn billed_model(&self) -> Option<&str> {
+        Some(self.model.model())
+    }
+
     fn step<'a>(&'a mut self, turn: Turn<'a>) -> BoxFuture<'a, Result<PolicyStep, PolicyError>> {
         Box::pin(async move {
             let response = self
@@ -347,7 +357,20 @@ impl Agent {
                 messages: &self.messages,
                 tools: &self.specs,
             };
-            let decided = match self.policy.step(turn).await {
+            let stepped = match self.ledger.time_left(&self.config.name) {
+                Some(left) => tokio::time::timeout(left, self.policy.step(turn)).await,
+                None => Ok(self.policy.step(turn).await),
+            };
+            let Ok(stepped) = stepped else {
+                // The campaign's end does not wait for a slow model: the call is dropped
+                // (its connection closed) and charged what it was sent, estimated.
+                self.record_cut_call()?;
+                match self.ledger.check(&self.config.name) {
+                    Err(budget) => return self.finish(Outcome::Budget(budget), steps, sessions),
+                    Ok(()) => continue,
+                }
+            };
+            let decided = match stepped {
                 Ok(decided) => decided,
                 Err(error) => {
                     // A call that failed after the provider billed it is charged
@@ -442,6 +465,28 @@ impl Agent {
             })?;
             self.step += 1;
         }
+    }
+
+    /// Charges an LLM call cut off at the wall-time budget: the prompt it was sent, at
+    /// four characters a token, flagged as estimated (the provider's count never came).
+    fn record_cut_call(&mut self) -> Result<(), AgentError> {
+        let Some(model) = self.policy.billed_model().map(str::to_owned) else {
+            return Ok(());
+        };
+        let sent = self.config.system_prompt.len()
+            + serde_json::to_string(&self.messages).map_or(0, |m| m.len())
+            + serde_json::to_string(&self.specs).map_or(0, |s| s.len());
+        let tokens = crate::llm::estimate_tokens(sent);
+        let billed = BilledUsage {
+            usage: Usage {
+                input_tokens: tokens,
+                ..Default::default()
+            },
+            estimated_tokens: tokens,
+            attempts: 1,
+        };
+        tracing::info!(agent = %self.config.name, %model, "an LLM call was cut off at the wall-time budget");
+        self.record_failed(&model, &billed)
     }
 
     /// Charges what failed LLM attempts were billed, and writes it to the transcript

@@ -60,6 +60,11 @@ pub enum Reply {
         /// The error event's type; `None` drops the connection.
         error: Option<String>,
     },
+    /// No answer for this long (a slow local model), then a 500.
+    Stall {
+        /// How long the request hangs.
+        seconds: u64,
+    },
 }
 
 impl Reply {
@@ -222,6 +227,10 @@ async fn messages(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: S
         );
     };
     match reply {
+        Reply::Stall { seconds } => {
+            tokio::time::sleep(std::time::Duration::from_secs(seconds)).await;
+            json_response(500, &error_body("api_error", "stalled"))
+        }
         Reply::HttpError {
             status,
             kind,

@@ -498,3 +498,72 @@ async fn an_openai_answer_without_usage_fails_with_an_estimate() {
     assert_eq!(billed.usage.output_tokens, 4);
     assert_eq!(billed.estimated_tokens, billed.usage.total());
 }
+
+/// The campaign's end does not wait for a slow model: a call that hangs past a 2 s
+/// wall-time budget is dropped at the budget, the agent stops on it, and the call is
+/// charged what it was sent (estimated, flagged) rather than nothing.
+#[tokio::test]
+async fn the_wall_time_budget_cuts_a_hanging_llm_call() {
+    use aar_agents::accounting::{Budget, Budgets, Ledger, PriceTable};
+    use aar_agents::agent::{Agent, AgentConfig, LlmPolicy, Outcome};
+    use aar_agents::tools::{Notebook, ToolLimits, Toolbox};
+
+    let root = crate::support::tempdir();
+    let mock = MockAnthropic::start(vec![Reply::Stall { seconds: 60 }])
+        .await
+        .unwrap();
+    let state_dir = root.path().join("agents/r0");
+    let tools = Toolbox::new(
+        crate::support::sandbox(root.path(), 0, crate::support::limits()),
+        None,
+        Notebook::new(state_dir.join("notebook.md"), 4096),
+        ToolLimits::default(),
+    )
+    .unwrap();
+    let config = AgentConfig::new("r0", state_dir, aar_agents::directions::for_agent(0));
+    let budgets = Budgets {
+        per_agent: Budget {
+            wall_time: Some(Duration::from_secs(2)),
+            ..Budget::default()
+        },
+        campaign: Budget::default(),
+    };
+    let ledger = Ledger::open(
+        &root.path().join("ledger.json"),
+        PriceTable::default(),
+        budgets,
+    )
+    .unwrap();
+    let mut agent = Agent::new(
+        config,
+        Box::new(LlmPolicy::new(
+            Arc::new(client(&mock, "claude-sonnet-4-5")),
+            1000,
+        )),
+        tools,
+        ledger.clone(),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let summary = agent.run().await.unwrap();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "ran {took:?}");
+    assert!(matches!(summary.outcome, Outcome::Budget(_)), "{summary:?}");
+    assert_eq!(mock.received().len(), 1);
+    let totals = ledger.agent_totals("r0");
+    assert_eq!((totals.llm_calls, totals.failed_llm_calls), (0, 1));
+    // The request's JSON body, at four characters a token, bounds the estimate: the
+    // estimate counts the system prompt, messages and tools the agent sent.
+    let sent = mock.received()[0].body.to_string().len() as u64;
+    assert!(
+        totals.estimated_tokens > sent / 8 && totals.estimated_tokens <= sent / 4 + 1,
+        "estimated {} tokens for a {sent}-byte request",
+        totals.estimated_tokens
+    );
+    assert_eq!(totals.usage.input_tokens, totals.estimated_tokens);
+    assert!(totals.cost_nanodollars > 0);
+    assert_eq!(
+        transcript_charges(&agent),
+        (totals.usage.total(), totals.cost_nanodollars)
+    );
+}
