@@ -378,6 +378,10 @@ impl Agent {
                     if let PolicyError::Llm(LlmError::Billed { model, billed, .. }) = &error {
                         self.record_failed(model, billed)?;
                     }
+                    if self.recover_from_overflow(&error)? {
+                        sessions += 1;
+                        continue;
+                    }
                     return Err(error.into());
                 }
             };
@@ -465,6 +469,28 @@ impl Agent {
             })?;
             self.step += 1;
         }
+    }
+
+    /// A request that did not fit the model's window (a local server's window is often
+    /// far below the configured one) starts a fresh session, and the window is taken to
+    /// be no larger than the last request that fitted, so sessions turn over before
+    /// the next overflow. A session that overflows on its first request cannot shrink.
+    fn recover_from_overflow(&mut self, error: &PolicyError) -> Result<bool, AgentError> {
+        let PolicyError::Llm(llm) = error else {
+            return Ok(false);
+        };
+        if !llm.is_context_overflow() || self.last_context == 0 {
+            return Ok(false);
+        }
+        tracing::warn!(
+            agent = %self.config.name,
+            fitted = self.last_context,
+            configured = self.config.context_tokens,
+            "the model's context window is smaller than configured; starting a fresh session"
+        );
+        self.config.context_tokens = self.config.context_tokens.min(self.last_context);
+        self.begin_session("context_overflow")?;
+        Ok(true)
     }
 
     /// Charges an LLM call cut off at the wall-time budget: the prompt it was sent, at

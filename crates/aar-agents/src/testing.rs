@@ -60,6 +60,9 @@ pub enum Reply {
         /// The error event's type; `None` drops the connection.
         error: Option<String>,
     },
+    /// 400 `invalid_request_error` "prompt is too long: ... > 200000 maximum", as
+    /// Anthropic refuses a request over the context window.
+    ContextOverflow,
     /// No answer for this long (a slow local model), then a 500.
     Stall {
         /// How long the request hangs.
@@ -227,6 +230,13 @@ async fn messages(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: S
         );
     };
     match reply {
+        Reply::ContextOverflow => json_response(
+            400,
+            &error_body(
+                "invalid_request_error",
+                "prompt is too long: 210345 tokens > 200000 maximum",
+            ),
+        ),
         Reply::Stall { seconds } => {
             tokio::time::sleep(std::time::Duration::from_secs(seconds)).await;
             json_response(500, &error_body("api_error", "stalled"))

@@ -283,6 +283,28 @@ pub enum LlmError {
 }
 
 impl LlmError {
+    /// Whether the provider refused the request for not fitting the model's context
+    /// window: Anthropic's `prompt is too long`, OpenAI's `context_length_exceeded`,
+    /// llama.cpp's `exceed_context_size_error`. The agent answers it with a fresh
+    /// session rather than stopping.
+    pub fn is_context_overflow(&self) -> bool {
+        match self {
+            LlmError::Api {
+                status: 400 | 413,
+                kind,
+                message,
+            } => {
+                let message = message.to_ascii_lowercase();
+                kind.contains("context")
+                    || message.contains("prompt is too long")
+                    || message.contains("context length")
+                    || message.contains("context size")
+            }
+            LlmError::Billed { error, .. } => error.is_context_overflow(),
+            _ => false,
+        }
+    }
+
     /// What the failed attempts behind this error were billed (zero when nothing).
     pub fn billed(&self) -> BilledUsage {
         match self {
@@ -504,6 +526,44 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn context_overflow_is_recognised_in_each_providers_words() {
+        let api = |status, kind: &str, message: &str| LlmError::Api {
+            status,
+            kind: kind.into(),
+            message: message.into(),
+        };
+        // llama.cpp's llama-server: its error type for a prompt over the slot's window.
+        let llama = api(
+            400,
+            "exceed_context_size_error",
+            "the request exceeds the available context size, try increasing it",
+        );
+        // OpenAI: the code travels as the kind when the type is absent.
+        let openai = api(
+            400,
+            "context_length_exceeded",
+            "This model's maximum context length is 128000 tokens.",
+        );
+        let anthropic = api(
+            400,
+            "invalid_request_error",
+            "prompt is too long: 210345 tokens > 200000 maximum",
+        );
+        for error in [&llama, &openai, &anthropic] {
+            assert!(error.is_context_overflow(), "{error}");
+        }
+        let billed = LlmError::Billed {
+            model: "m".into(),
+            billed: BilledUsage::default(),
+            error: Box::new(anthropic),
+        };
+        assert!(billed.is_context_overflow());
+        let other = api(400, "invalid_request_error", "tools.0.name: invalid");
+        assert!(!other.is_context_overflow());
+        assert!(!api(429, "rate_limit_error", "context size").is_context_overflow());
+    }
 
     #[test]
     fn key_debug_is_redacted() {

@@ -452,6 +452,80 @@ async fn a_fresh_session_near_the_context_limit_carries_the_notebook() {
     assert!(first.contains(directions::for_agent(0).text));
 }
 
+/// A model whose real window is smaller than configured (a local server's 32k slot
+/// against the default 200k) refuses a long request with a context-overflow error: the
+/// agent starts a fresh session carrying its notebook and goes on, instead of stopping.
+#[tokio::test]
+async fn a_context_overflow_starts_a_fresh_session() {
+    let root = tempdir();
+    let mock = MockAnthropic::start(vec![
+        Reply::message(
+            vec![tool_use(
+                "toolu_1",
+                "notebook_update",
+                json!({"content": "finding: soft labels at temperature 2 help"}),
+            )],
+            Usage {
+                input_tokens: 30_000,
+                output_tokens: 50,
+                ..Usage::default()
+            },
+        ),
+        Reply::ContextOverflow,
+        Reply::message(
+            vec![ContentBlock::text("done")],
+            Usage {
+                input_tokens: 900,
+                output_tokens: 5,
+                ..Usage::default()
+            },
+        ),
+    ])
+    .await
+    .unwrap();
+    let state_dir = root.path().join("agents/r2");
+    let tools = Toolbox::new(
+        sandbox(root.path(), 2, limits()),
+        None,
+        Notebook::new(state_dir.join("notebook.md"), 4096),
+        ToolLimits::default(),
+    )
+    .unwrap();
+    let mut config = AgentConfig::new("r2", state_dir.clone(), directions::for_agent(1));
+    config.continue_prompt = None;
+    let ledger = Ledger::open(
+        &root.path().join("ledger.json"),
+        PriceTable::default(),
+        Budgets::default(),
+    )
+    .unwrap();
+    let mut agent = Agent::new(
+        config,
+        Box::new(LlmPolicy::new(Arc::new(client(&mock, MODEL)), 1000)),
+        tools,
+        ledger,
+    )
+    .unwrap();
+    let summary = agent.run().await.unwrap();
+    assert_eq!(summary.outcome, Outcome::Finished);
+    assert_eq!(summary.sessions, 2);
+    let received = mock.received();
+    assert_eq!(received.len(), 3);
+    let messages = received[2].body["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 1, "not a fresh session: {messages:?}");
+    let first = messages[0]["content"][0]["text"].as_str().unwrap();
+    assert!(first.contains("soft labels at temperature 2"), "{first}");
+    let reasons: Vec<String> = Transcript::read(&state_dir.join("transcript.jsonl"))
+        .unwrap()
+        .into_iter()
+        .filter_map(|line| match line.event {
+            Event::SessionStart { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons, ["start", "context_overflow"]);
+}
+
 /// A policy that asks for one long shell command, then for a notebook read.
 struct LongCommand;
 
