@@ -100,6 +100,11 @@ impl ServerProcess {
         ServerProcess { child, addr }
     }
 
+    /// The server's process id (the load benchmark reads its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL, then reap.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
