@@ -29,6 +29,7 @@
 //! is remounted read-only, so the workspace and the size-limited `/tmp` are the only
 //! places a command can write.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -746,6 +747,15 @@ fn check_reachable(
     gid: u32,
     venv: &Path,
 ) -> Result<(), SandboxError> {
+    // Every verification run builds a sandbox over the same environment: one `setpriv`
+    // per (directory, uid) per process is enough, since nothing aar does changes the
+    // permissions above it.
+    static REACHABLE: std::sync::Mutex<BTreeSet<(PathBuf, u32, u32)>> =
+        std::sync::Mutex::new(BTreeSet::new());
+    let key = (dir.to_owned(), uid, gid);
+    if REACHABLE.lock().is_ok_and(|known| known.contains(&key)) {
+        return Ok(());
+    }
     let status = std::process::Command::new(setpriv)
         .arg(format!("--reuid={uid}"))
         .arg(format!("--regid={gid}"))
@@ -760,6 +770,9 @@ fn check_reachable(
             source,
         })?;
     if status.success() {
+        if let Ok(mut known) = REACHABLE.lock() {
+            known.insert(key);
+        }
         return Ok(());
     }
     Err(SandboxError::PythonVenv {
