@@ -538,9 +538,9 @@ mod tests {
         // the lower percentile mirrors it.
         let expected = (1.350 - 0.87) * (0.841_344_746 * 8.0 - 6.0) + 0.87;
         assert!(
-            (spread(&normal) - expected).abs() < 1e-9,
+            (spread(&values) - expected).abs() < 1e-9,
             "{}",
-            spread(&normal)
+            spread(&values)
         );
         // One replicate at 1e6 (a near-zero resampled gap) moves the spread by one
         // order statistic, not by a factor of a thousand.
