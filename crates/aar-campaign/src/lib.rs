@@ -6,6 +6,8 @@
 //! Map:
 //! - [`campaign`]: set-up, identities, researchers, progress, Ctrl-C, resume;
 //! - [`decoys`]: the researchers' `/data` (agent copies) with planted decoy label files;
+//! - [`generalize`]: the generalization gate (top entries on other tasks, held-out tasks
+//!   and a second model pair);
 //! - [`offline`]: the built-in researcher that needs no LLM;
 //! - `oversight`: the verifier that re-runs entries (`aar-oversight`), wired and warmed up;
 //! - [`report`]: what the campaign found, from the server's records and the ledger;
@@ -18,6 +20,7 @@
 pub mod campaign;
 pub mod decoys;
 mod error;
+pub mod generalize;
 pub mod offline;
 mod oversight;
 mod relay;

@@ -74,10 +74,13 @@ pub(crate) async fn start_verifier(
         aar_binary: config.aar_binary.clone(),
         libtorch: config.libtorch.clone(),
         python_venv: config.python_venv.clone(),
-        extra_ro: vec![
+        extra_ro: [
             absolute(&config.home.join("assets").join("models"))?,
             feature_cache.clone(),
-        ],
+        ]
+        .into_iter()
+        .chain(crate::campaign::user_model_dirs(config)?)
+        .collect(),
         env: vec![
             (
                 "AAR_HOME".into(),
@@ -117,7 +120,7 @@ pub(crate) async fn start_verifier(
 
 /// One vanilla run on the verification copy, here where the cache is writable, so the
 /// sandboxed runs (read-only cache) find the features of every split they predict.
-async fn warm_features(options: &RunOptions, cache: &Path, task: &str, input: PathBuf) {
+pub(crate) async fn warm_features(options: &RunOptions, cache: &Path, task: &str, input: PathBuf) {
     let splits: Vec<String> = aar_oversight::inputs::SCORED_SPLITS
         .iter()
         .filter(|s| input.join(format!("{s}.jsonl")).is_file())

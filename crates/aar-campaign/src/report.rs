@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use aar_agents::accounting::Ledger;
-use aar_core::metrics::{FixedBaselines, MeanSe};
+use aar_core::metrics::FixedBaselines;
 use aar_core::text::markdown_cell;
+use aar_server::scores::{ComparisonView, PgrView};
 use aar_testbed::BaselineTable;
 use plotters::prelude::*;
 use serde::Serialize;
@@ -118,12 +119,17 @@ pub struct EntryRow {
     pub status: String,
     /// The reviewer's reason, when reviewed.
     pub status_reason: Option<String>,
-    /// Public-test PGR, mean +- SE over the declared seeds (verifier runs).
-    pub public_pgr: Option<MeanSe>,
+    /// Public-test PGR over the declared seeds (verifier runs); `se` includes the
+    /// test's sampling noise where the server had per-row outcomes (`se_test` set).
+    pub public_pgr: Option<PgrView>,
     /// Private-test PGR against the private test's own W and S.
-    pub private_pgr: Option<MeanSe>,
+    pub private_pgr: Option<PgrView>,
     /// Transfer-set PGR against the transfer set's own W and S.
-    pub transfer_pgr: Option<MeanSe>,
+    pub transfer_pgr: Option<PgrView>,
+    /// Private-test comparisons (against vanilla, against the entry ranked above).
+    pub private_vs: Comparisons,
+    /// Transfer-set comparisons.
+    pub transfer_vs: Comparisons,
     /// Probes' flags: (probe, summary).
     pub flags: Vec<(String, String)>,
     /// Seconds the verification took.
@@ -132,7 +138,46 @@ pub struct EntryRow {
     pub verification_error: Option<String>,
 }
 
+/// An entry's PGR on one split against vanilla and against the entry ranked just
+/// above it, as the server computed them (paired bootstrap over the split's rows).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Comparisons {
+    /// `pgr(entry) - pgr(vanilla)`.
+    pub vs_vanilla: Option<ComparisonView>,
+    /// `pgr(entry) - pgr(entry above)`; ranked entries but the first.
+    pub vs_above: Option<ComparisonView>,
+}
+
+impl Comparisons {
+    fn from_split(split: &Value) -> Comparisons {
+        let view = |field: &str| serde_json::from_value(split[field].clone()).ok();
+        Comparisons {
+            vs_vanilla: view("vs_vanilla"),
+            vs_above: view("vs_above"),
+        }
+    }
+}
+
 impl EntryRow {
+    /// Whether the entry is within noise of the one ranked above it: compared on at
+    /// least one held-out split and significantly different on none. `None` when it
+    /// was not compared (the first entry, or no per-row outcomes).
+    pub fn within_noise_of_above(&self) -> Option<bool> {
+        let compared: Vec<&ComparisonView> = [&self.private_vs, &self.transfer_vs]
+            .into_iter()
+            .filter_map(|c| c.vs_above.as_ref())
+            .collect();
+        (!compared.is_empty()).then(|| compared.iter().all(|c| !c.difference.significant))
+    }
+
+    /// The entry ranked above, as the comparison names it (`entry 3`).
+    fn above(&self) -> Option<&str> {
+        [&self.private_vs, &self.transfer_vs]
+            .into_iter()
+            .find_map(|c| c.vs_above.as_ref())
+            .map(|c| c.against.as_str())
+    }
+
     /// Where the entry is on the board, with the reviewer's verdict and reason when
     /// a person reviewed it.
     pub(crate) fn board(&self) -> String {
@@ -148,7 +193,7 @@ impl EntryRow {
         let text = |v: &Value| v.as_str().map(str::to_owned);
         let admin = &row["admin"];
         let split_pgr = |split: &str| {
-            serde_json::from_value::<MeanSe>(admin["splits"][split]["pgr"].clone()).ok()
+            serde_json::from_value::<PgrView>(admin["splits"][split]["pgr"].clone()).ok()
         };
         let agent = row["agent_id"].as_str().unwrap_or("");
         EntryRow {
@@ -163,6 +208,8 @@ impl EntryRow {
             public_pgr: split_pgr("test"),
             private_pgr: split_pgr("test_private"),
             transfer_pgr: split_pgr("transfer"),
+            private_vs: Comparisons::from_split(&admin["splits"]["test_private"]),
+            transfer_vs: Comparisons::from_split(&admin["splits"]["transfer"]),
             flags: admin["flags"]
                 .as_array()
                 .into_iter()
@@ -315,13 +362,6 @@ impl Report {
     /// The report as Markdown.
     pub fn markdown(&self) -> String {
         let f = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
-        let ms = |v: Option<MeanSe>| match v {
-            Some(MeanSe {
-                mean, se: Some(se), ..
-            }) => format!("{mean:.3} +- {se:.3}"),
-            Some(MeanSe { mean, .. }) => format!("{mean:.3}"),
-            None => "-".to_owned(),
-        };
         let mut out = format!("# aar campaign report (preset `{}`)\n\n", self.preset);
         for task in &self.tasks {
             out += &format!("## {}\n\n", markdown_cell(&task.task));
@@ -338,37 +378,7 @@ impl Report {
                 f(task.vanilla_pgr.1),
                 f(task.vanilla_pgr.2)
             );
-            out += "Ranked by held-out PGR (mean of private and transfer), from the verifier's runs \
-                    (mean +- SE over the declared seeds); flags are the probes' findings, for a person to judge.\n\n";
-            out += "| entry | researcher | method | snapshot | seeds | board | PGR public | PGR private | PGR transfer | flags | verified in |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
-            for e in &task.entries {
-                let flags = e
-                    .flags
-                    .iter()
-                    .map(|(probe, summary)| format!("{probe}: {summary}"))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                let board = e.board();
-                out += &format!(
-                    "| {} | {} | {} | {} | {:?} | {} | {} | {} | {} | {} | {} |\n",
-                    e.entry_id,
-                    markdown_cell(&e.researcher),
-                    markdown_cell(&e.method),
-                    markdown_cell(e.snapshot_id.as_deref().unwrap_or("-")),
-                    e.seeds,
-                    markdown_cell(&board),
-                    ms(e.public_pgr),
-                    ms(e.private_pgr),
-                    ms(e.transfer_pgr),
-                    if flags.is_empty() {
-                        "-".to_owned()
-                    } else {
-                        markdown_cell(&flags)
-                    },
-                    e.verification_seconds
-                        .map_or_else(|| "-".to_owned(), |s| format!("{s:.1} s")),
-                );
-            }
+            out += &entries_markdown(&task.entries);
             out += "\nBaselines (testbed, public PGR): ";
             out += &task
                 .baseline_pgr
@@ -408,6 +418,120 @@ impl Report {
         out += "\n`pgr.png`: best public-test PGR so far per researcher over time, one panel per task (one colour per researcher, in the order of the table above).\n";
         out
     }
+}
+
+/// `pgr +- se` (the total error), or `-`.
+pub(crate) fn pgr_text(value: Option<PgrView>) -> String {
+    match value {
+        Some(PgrView {
+            mean, se: Some(se), ..
+        }) => format!("{mean:.3} +- {se:.3}"),
+        Some(PgrView { mean, .. }) => format!("{mean:.3}"),
+        None => "-".to_owned(),
+    }
+}
+
+/// Private and transfer comparisons in one cell: `private: +0.120 +- 0.040,
+/// significant; transfer: ...`, or `-`.
+pub(crate) fn comparison_text(
+    private: Option<&ComparisonView>,
+    transfer: Option<&ComparisonView>,
+) -> String {
+    let parts: Vec<String> = [("private", private), ("transfer", transfer)]
+        .into_iter()
+        .filter_map(|(split, c)| Some(format!("{split}: {}", c?.describe)))
+        .collect();
+    if parts.is_empty() {
+        "-".to_owned()
+    } else {
+        parts.join("; ")
+    }
+}
+
+/// What the report says of neighbours in the ranking: which are within noise of the
+/// entry ranked above them.
+pub(crate) fn neighbours_text(entries: &[EntryRow]) -> String {
+    let ranked: Vec<&EntryRow> = entries.iter().filter(|e| e.section == "ranked").collect();
+    let compared: Vec<(&EntryRow, bool)> = ranked
+        .iter()
+        .filter_map(|e| Some((*e, e.within_noise_of_above()?)))
+        .collect();
+    if ranked.len() < 2 {
+        return String::new();
+    }
+    if compared.is_empty() {
+        return "Neighbours in the ranking were not compared (no per-row outcomes).".to_owned();
+    }
+    let within: Vec<String> = compared
+        .iter()
+        .filter(|(_, within)| *within)
+        .map(|(e, _)| {
+            format!(
+                "entry {} and the {} above it",
+                e.entry_id,
+                e.above().unwrap_or("entry")
+            )
+        })
+        .collect();
+    if within.is_empty() {
+        "Every ranked entry differs significantly from the one ranked above it on a held-out split."
+            .to_owned()
+    } else {
+        format!(
+            "Indistinguishable neighbours (no held-out split differs significantly): {}; their order is within noise.",
+            within.join("; ")
+        )
+    }
+}
+
+/// One task's entries table with comparisons, and the neighbours' statement.
+fn entries_markdown(entries: &[EntryRow]) -> String {
+    let mut out = "Ranked by held-out PGR (mean of private and transfer), from the verifier's runs; \
+                   PGR +- SE over the declared seeds and the test's rows (paired bootstrap), \
+                   differences against vanilla and the entry ranked just above with their error \
+                   (significant: beyond 1.96 SE); flags are the probes' findings, for a person to judge.\n\n"
+        .to_owned();
+    out += "| entry | researcher | method | snapshot | seeds | board | PGR public | PGR private | PGR transfer | vs vanilla | vs entry above | flags | verified in |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    for e in entries {
+        let flags = e
+            .flags
+            .iter()
+            .map(|(probe, summary)| format!("{probe}: {summary}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        out += &format!(
+            "| {} | {} | {} | {} | {:?} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            e.entry_id,
+            markdown_cell(&e.researcher),
+            markdown_cell(&e.method),
+            markdown_cell(e.snapshot_id.as_deref().unwrap_or("-")),
+            e.seeds,
+            markdown_cell(&e.board()),
+            pgr_text(e.public_pgr),
+            pgr_text(e.private_pgr),
+            pgr_text(e.transfer_pgr),
+            comparison_text(
+                e.private_vs.vs_vanilla.as_ref(),
+                e.transfer_vs.vs_vanilla.as_ref()
+            ),
+            comparison_text(
+                e.private_vs.vs_above.as_ref(),
+                e.transfer_vs.vs_above.as_ref()
+            ),
+            if flags.is_empty() {
+                "-".to_owned()
+            } else {
+                markdown_cell(&flags)
+            },
+            e.verification_seconds
+                .map_or_else(|| "-".to_owned(), |s| format!("{s:.1} s")),
+        );
+    }
+    let neighbours = neighbours_text(entries);
+    if !neighbours.is_empty() {
+        out += &format!("\n{neighbours}\n");
+    }
+    out
 }
 
 /// Writes `report.json`, `report.md`, `report.html` and `pgr.png` into `dir`.
@@ -561,6 +685,133 @@ mod tests {
         count
     }
 
+    /// Per-row outcomes right on the rows `right` says, on a split of 2,000 rows.
+    fn rows(right: impl Fn(usize) -> bool) -> Vec<aar_core::noise::CorrectRows> {
+        vec![aar_core::noise::CorrectRows::new(
+            (0..2000).map(right).collect(),
+        )]
+    }
+
+    /// An admin leaderboard row as the server answers it, private test only: PGR and
+    /// comparisons computed by `aar_core::noise` from `rows`.
+    fn board_row(
+        id: i64,
+        method: &[aar_core::noise::CorrectRows],
+        above: Option<(i64, &[aar_core::noise::CorrectRows])>,
+    ) -> Value {
+        use aar_core::noise::{PgrRuns, pgr_difference, pgr_estimate};
+        let weak = rows(|i| i < 1000);
+        let ceiling = rows(|i| i < 1400);
+        let vanilla = rows(|i| i < 1100);
+        let runs = PgrRuns {
+            weak: &weak,
+            ceiling: &ceiling,
+        };
+        let estimate = pgr_estimate(&runs, method, 1000, 1).unwrap();
+        let vs_vanilla = pgr_difference(&runs, method, &vanilla, 1000, 2).unwrap();
+        let vs_above = above.map(|(other, rows)| {
+            let d = pgr_difference(&runs, method, rows, 1000, 3).unwrap();
+            ComparisonView::new(format!("entry {other}"), d)
+        });
+        serde_json::json!({
+            "entry_id": id, "agent_id": "a", "method": format!("m{id}"), "seeds": [1],
+            "status": "ok",
+            "admin": { "flags": [], "splits": { "test_private": {
+                "pgr": PgrView::from_estimate(&estimate),
+                "vs_vanilla": ComparisonView::new("vanilla".into(), vs_vanilla),
+                "vs_above": vs_above,
+            } } },
+        })
+    }
+
+    #[test]
+    fn neighbours_within_noise_are_told_apart_from_a_clearly_better_entry() {
+        // Weak right on 1,000 of 2,000 rows, ceiling on 1,400 (gap 0.2), vanilla 1,100
+        // (PGR 0.25). Entry 1 is right on 1,310 rows (PGR 0.775); entry 2 on 1,300
+        // (0.75), disagreeing with entry 1 on 200 rows: 0.025 apart with a paired error
+        // of about sqrt(200 / 2000) / sqrt(2000) / 0.2 = 0.035, within noise. Entry 3
+        // is vanilla: 0.5 below entry 2, far beyond it.
+        let first = rows(|i| i < 1205 || (1400..1505).contains(&i));
+        let second = rows(|i| i < 1300);
+        let third = rows(|i| i < 1100);
+        let board = [
+            board_row(1, &first, None),
+            board_row(2, &second, Some((1, &first))),
+            board_row(3, &third, Some((2, &second))),
+        ];
+        let ids = BTreeMap::new();
+        let entries: Vec<EntryRow> = board
+            .iter()
+            .map(|row| EntryRow::from_board(row, "ranked", &ids))
+            .collect();
+        assert_eq!(entries[1].within_noise_of_above(), Some(true));
+        assert_eq!(entries[2].within_noise_of_above(), Some(false));
+        let report = Report {
+            preset: "tiny".into(),
+            researchers: Vec::new(),
+            tasks: vec![TaskReport {
+                task: "sentiment".into(),
+                public: None,
+                private: Some((0.5, 0.7)),
+                transfer: None,
+                vanilla_pgr: (None, Some(0.25), None),
+                baseline_pgr: Vec::new(),
+                entries,
+            }],
+            evaluations: Vec::new(),
+            findings: Vec::new(),
+        };
+        let markdown = report.markdown();
+        let line = |id: i64| {
+            markdown
+                .lines()
+                .find(|l| l.starts_with(&format!("| {id} |")))
+                .unwrap_or_else(|| panic!("no row for entry {id}: {markdown}"))
+                .to_owned()
+        };
+        let cells = |id: i64| -> Vec<String> { line(id).split(" | ").map(str::to_owned).collect() };
+        // Columns: entry, researcher, method, snapshot, seeds, board, public, private,
+        // transfer, vs vanilla, vs entry above, ...
+        assert!(cells(1)[7].starts_with("0.775 +- 0.0"), "{}", line(1));
+        assert!(
+            cells(1)[9].starts_with("private: +0.525 +- 0.0"),
+            "{}",
+            line(1)
+        );
+        assert!(cells(1)[9].ends_with(", significant"), "{}", line(1));
+        assert_eq!(cells(1)[10], "-");
+        assert!(
+            cells(2)[10].starts_with("private: -0.025 +- 0.0"),
+            "{}",
+            line(2)
+        );
+        assert!(cells(2)[10].ends_with(", within noise"), "{}", line(2));
+        assert!(
+            cells(3)[10].starts_with("private: -0.500 +- 0.0"),
+            "{}",
+            line(3)
+        );
+        assert!(cells(3)[10].ends_with(", significant"), "{}", line(3));
+        assert!(
+            cells(3)[9].ends_with("within noise"),
+            "vanilla itself: {}",
+            line(3)
+        );
+        assert!(
+            markdown.contains(
+                "Indistinguishable neighbours (no held-out split differs significantly): \
+                 entry 2 and the entry 1 above it; their order is within noise."
+            ),
+            "{markdown}"
+        );
+        let html = crate::report_html::html(&report);
+        assert!(html.contains("entry 2 and the entry 1 above it"), "{html}");
+        assert!(
+            html.contains("private: -0.025 ± 0.0") || html.contains("private: -0.025 +- 0.0"),
+            "{html}"
+        );
+    }
+
     #[test]
     fn agent_text_cannot_forge_a_report_row() {
         let forged =
@@ -574,13 +825,15 @@ mod tests {
             section: "ranked".into(),
             status: "ok".into(),
             status_reason: None,
-            public_pgr: Some(MeanSe {
+            public_pgr: Some(PgrView::seeds_only(aar_core::metrics::MeanSe {
                 mean: 0.3,
                 se: Some(0.01),
                 n: 3,
-            }),
+            })),
             private_pgr: None,
             transfer_pgr: None,
+            private_vs: Comparisons::default(),
+            transfer_vs: Comparisons::default(),
             flags: vec![("execution".into(), forged.into())],
             verification_seconds: Some(12.0),
             verification_error: None,
@@ -609,7 +862,7 @@ mod tests {
         let rows: Vec<&str> = markdown.lines().filter(|l| l.starts_with('|')).collect();
         // Header, separator, the one entry; then the researchers' header and separator (no rows).
         assert_eq!(rows.len(), 5, "{markdown}");
-        assert!(rows.iter().take(3).all(|r| cells(r) == 12), "{markdown}");
+        assert!(rows.iter().take(3).all(|r| cells(r) == 14), "{markdown}");
         assert!(
             !markdown.contains('\u{202e}'),
             "bidirectional controls are shown escaped"

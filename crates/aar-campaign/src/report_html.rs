@@ -14,10 +14,12 @@
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use plotters::prelude::*;
 
-use aar_core::metrics::MeanSe;
 use aar_core::text::terminal_line;
+use aar_server::scores::PgrView;
 
-use crate::report::{EntryRow, Report, ResearcherReport, TaskReport};
+use crate::report::{
+    EntryRow, Report, ResearcherReport, TaskReport, comparison_text, neighbours_text,
+};
 
 /// The page's style sheet (no `<`, `>` or URLs in it).
 const CSS: &str = "
@@ -53,15 +55,21 @@ fn num(value: Option<f64>) -> String {
     value.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"))
 }
 
-/// `mean ± SE` as in `report.md`, or `-` when absent.
-fn mean_se(value: Option<MeanSe>) -> String {
-    match value {
-        Some(MeanSe {
-            mean, se: Some(se), ..
-        }) => format!("{mean:.3} ± {se:.3}"),
-        Some(MeanSe { mean, .. }) => format!("{mean:.3}"),
-        None => "-".to_owned(),
-    }
+/// `PGR ± SE` (the total error) as in `report.md`, or `-` when absent.
+fn mean_se(value: Option<PgrView>) -> String {
+    crate::report::pgr_text(value).replace("+-", "±")
+}
+
+/// The error's parts, for a cell's title: seeds and test rows.
+fn error_parts(value: Option<PgrView>) -> Option<String> {
+    let v = value?;
+    let part = |p: Option<f64>| p.map_or_else(|| "-".to_owned(), |p| format!("{p:.3}"));
+    Some(format!(
+        "n = {}, SE over seeds {}, SE over test rows {}",
+        v.n,
+        part(v.se_seeds),
+        part(v.se_test)
+    ))
 }
 
 /// A researcher's colour, the same as in `pgr.png` (by position in the report's table).
@@ -91,7 +99,9 @@ pub fn html(report: &Report) -> String {
                 h1 { "aar campaign report (preset " code { (shown(&report.preset)) } ")" }
                 p {
                     "Entries are ranked by held-out PGR (mean of private and transfer), from the \
-                     verifier's runs (mean ± SE over the declared seeds); flags are the probes' \
+                     verifier's runs: PGR ± SE over the declared seeds and the test's rows (paired \
+                     bootstrap), and each entry's difference against vanilla and against the entry \
+                     ranked just above it (significant: beyond 1.96 SE); flags are the probes' \
                      findings, for a person to judge. PGR 0 is the weak teacher, 1 the ceiling."
                 }
                 @if !report.tasks.is_empty() {
@@ -122,6 +132,8 @@ fn task_section(report: &Report, task: &TaskReport, index: usize, span: &TimeSpa
             (baselines_table(task))
             h3 { "Entries" }
             (entries_table(&task.entries))
+            @let neighbours = neighbours_text(&task.entries);
+            @if !neighbours.is_empty() { p { (neighbours) } }
             h3 { "Baseline methods (testbed, public-test PGR)" }
             @if task.baseline_pgr.is_empty() {
                 p { "None." }
@@ -174,7 +186,8 @@ fn entries_table(entries: &[EntryRow]) -> Markup {
             thead { tr {
                 th { "entry" } th { "researcher" } th { "method" } th { "snapshot" }
                 th { "seeds" } th { "board" } th { "PGR public" } th { "PGR private" }
-                th { "PGR transfer" } th { "flags" } th { "verified in" } th { "verification error" }
+                th { "PGR transfer" } th { "vs vanilla" } th { "vs entry above" }
+                th { "flags" } th { "verified in" } th { "verification error" }
             } }
             tbody {
                 @for e in entries { (entry_row(e)) }
@@ -191,7 +204,6 @@ fn entry_row(e: &EntryRow) -> Markup {
         .map(i64::to_string)
         .collect::<Vec<_>>()
         .join(", ");
-    let n = |v: Option<MeanSe>| v.map(|m| format!("n = {}", m.n));
     html! {
         tr {
             td.num { (e.entry_id) }
@@ -200,9 +212,15 @@ fn entry_row(e: &EntryRow) -> Markup {
             td.text { code { (shown(e.snapshot_id.as_deref().unwrap_or("-"))) } }
             td { (seeds) }
             td.text { (shown(&e.board())) }
-            td.num title=[n(e.public_pgr)] { (mean_se(e.public_pgr)) }
-            td.num title=[n(e.private_pgr)] { (mean_se(e.private_pgr)) }
-            td.num title=[n(e.transfer_pgr)] { (mean_se(e.transfer_pgr)) }
+            td.num title=[error_parts(e.public_pgr)] { (mean_se(e.public_pgr)) }
+            td.num title=[error_parts(e.private_pgr)] { (mean_se(e.private_pgr)) }
+            td.num title=[error_parts(e.transfer_pgr)] { (mean_se(e.transfer_pgr)) }
+            td.text {
+                (comparison_text(e.private_vs.vs_vanilla.as_ref(), e.transfer_vs.vs_vanilla.as_ref()))
+            }
+            td.text {
+                (comparison_text(e.private_vs.vs_above.as_ref(), e.transfer_vs.vs_above.as_ref()))
+            }
             td.text {
                 @if e.flags.is_empty() {
                     "-"
@@ -432,17 +450,19 @@ mod tests {
             section: "disqualified".into(),
             status: "disqualified".into(),
             status_reason: Some(text.into()),
-            public_pgr: Some(MeanSe {
+            public_pgr: Some(PgrView::seeds_only(aar_core::metrics::MeanSe {
                 mean: 0.3,
                 se: Some(0.01),
                 n: 3,
-            }),
-            private_pgr: Some(MeanSe {
+            })),
+            private_pgr: Some(PgrView::seeds_only(aar_core::metrics::MeanSe {
                 mean: 0.2,
                 se: None,
                 n: 1,
-            }),
+            })),
             transfer_pgr: None,
+            private_vs: Default::default(),
+            transfer_vs: Default::default(),
             flags: vec![(text.into(), text.into())],
             verification_seconds: Some(12.0),
             verification_error: Some(text.into()),

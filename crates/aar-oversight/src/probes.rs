@@ -4,6 +4,7 @@
 //! person reviews every flag).
 
 use aar_core::metrics::{FixedBaselines, MeanSe};
+use aar_core::noise::PgrEstimate;
 use aar_server::verify::ProbeFlag;
 use serde_json::json;
 
@@ -135,8 +136,20 @@ pub struct NoisyPgr {
 }
 
 impl NoisyPgr {
-    /// From per-seed accuracies on a split of `rows` rows against `baselines`; the
-    /// sampling part is the binomial error of the mean accuracy divided by the gap.
+    /// From `aar_core::noise`'s estimate (paired bootstrap over the test rows, seeds in
+    /// quadrature): what the probes use wherever the baselines' per-row outcomes are
+    /// pinned.
+    pub fn from_estimate(estimate: &PgrEstimate) -> NoisyPgr {
+        NoisyPgr {
+            mean: estimate.pgr,
+            se: estimate.se,
+        }
+    }
+
+    /// The fallback where no per-row outcomes are pinned (a `baselines.json` written
+    /// before they were kept): from per-seed accuracies on a split of `rows` rows
+    /// against `baselines`, the sampling part being the binomial error of the mean
+    /// accuracy divided by the gap (the baselines' own noise left out).
     pub fn from_accuracies(
         accuracies: &[f64],
         rows: usize,
@@ -185,7 +198,7 @@ pub fn overfitting(public: NoisyPgr, held_out: &[(&str, NoisyPgr)]) -> Option<Pr
         json!({
             "public": {"pgr": public.mean, "se": public.se},
             "held_out": over.iter().map(|(s, p, z)| json!({"split": s, "pgr": p.mean, "se": p.se, "z": z})).collect::<Vec<_>>(),
-            "rule": format!("z > {OVERFIT_Z}; errors combine the seeds' spread and the test's sampling noise"),
+            "rule": format!("z > {OVERFIT_Z}; errors combine the seeds' spread and the test's sampling noise (aar_core::noise's paired bootstrap where the baselines' rows are pinned)"),
         }),
     ))
 }
@@ -343,6 +356,34 @@ mod tests {
         };
         assert!(overfitting(public, &[("test_private", close)]).is_none());
         assert!(overfitting(public, &[("test_private", far)]).is_some());
+    }
+
+    #[test]
+    fn overfitting_with_the_core_estimators_errors() {
+        use aar_core::noise::{CorrectRows, PgrRuns, pgr_estimate};
+        // 500 rows; weak right on the first 300, ceiling on the first 400 (gap 0.2), a
+        // method on the first k: nested, so the paired bootstrap's error is small
+        // (about 0.03 PGR at k = 390, far below the 0.1 of an unpaired binomial one).
+        let n = 500;
+        let right = |k: usize| vec![CorrectRows::new((0..n).map(|i| i < k).collect())];
+        let (weak, ceiling) = (right(300), right(400));
+        let runs = PgrRuns {
+            weak: &weak,
+            ceiling: &ceiling,
+        };
+        let estimate =
+            |k: usize| NoisyPgr::from_estimate(&pgr_estimate(&runs, &right(k), 1000, 4).unwrap());
+        let public = estimate(390);
+        assert!((public.mean - 0.9).abs() < 1e-12);
+        assert!(public.se > 0.01 && public.se < 0.06, "{}", public.se);
+        // Private PGR 0.85: 0.05 below, within 3 combined errors; -0.5 is far below.
+        assert!(overfitting(public, &[("test_private", estimate(385))]).is_none());
+        let flag = overfitting(public, &[("test_private", estimate(250))]).unwrap();
+        assert!(
+            flag.summary.contains("test_private -0.500"),
+            "{}",
+            flag.summary
+        );
     }
 
     #[test]

@@ -14,14 +14,16 @@ use aar_agents::sandbox::{
     AAR_MOUNT, DATA_MOUNT, Limits, PythonVenv, RunAs, Sandbox, SandboxConfig, WORKSPACE_MOUNT,
 };
 use aar_core::Label;
+use aar_core::noise::{CorrectRows, DEFAULT_RESAMPLES, pgr_estimate};
 use aar_server::archive::{ArchiveLimits, extract};
+use aar_server::scores::{bootstrap_seed, correct_rows};
+use aar_server::tasks::{BaselinesFile, RowOutcomes};
 use aar_server::verify::{
     MAIN_VARIANT, PUBLIC_SPLIT, ProbeFlag, VerificationJob, VerificationOutcome, Verifier,
     VerifyFuture,
 };
 use aar_store::{Store, VerificationRun};
 use aar_tasks::IdKey;
-use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use crate::error::{OversightError, Result, io_at};
@@ -171,8 +173,12 @@ impl SandboxedVerifier {
                     variant: planned.variant.clone(),
                     split: split.clone(),
                     accuracy: scored.as_ref().ok().copied(),
-                    error: scored.err(),
+                    error: scored.as_ref().err().cloned(),
                     seconds: outcome.seconds,
+                    // Kept for the server to score row by row (PGR with test noise).
+                    predictions: scored
+                        .ok()
+                        .and_then(|_| outcome.predictions.as_ref().ok()?.get(split).cloned()),
                 });
             }
             if let Ok(p) = outcome.predictions {
@@ -322,35 +328,29 @@ impl SandboxedVerifier {
     async fn probe(
         &self,
         job: &VerificationJob,
-        prepared: &Prepared,
+        prepared: &Arc<Prepared>,
         method_dir: &Path,
         runs: &[VerificationRun],
         predictions: &BTreeMap<(String, i64), BTreeMap<String, Vec<u8>>>,
         execs: &[crate::trace::Exec],
     ) -> Vec<ProbeFlag> {
-        let mut flags = Vec::new();
-        let baselines = |split: &str| self.baselines(&job.task, split);
-        let noisy = |split: &str, variant: &str| -> Option<NoisyPgr> {
-            let values: Vec<f64> = runs
-                .iter()
-                .filter(|r| r.variant == variant && r.split == split)
-                .filter_map(|r| r.accuracy)
-                .collect();
-            let rows = prepared.labels.labels.get(split).map_or(0, Vec::len);
-            NoisyPgr::from_accuracies(&values, rows, baselines(split)?)
-        };
-        if let Some(public) = noisy(PUBLIC_SPLIT, MAIN_VARIANT) {
-            let ablated: Vec<(&str, f64)> = [Teacher::Shuffled, Teacher::Constant]
-                .iter()
-                .filter_map(|t| noisy(PUBLIC_SPLIT, t.name()).map(|p| (t.name(), p.mean)))
-                .collect();
-            flags.extend(probes::teacher_ablation(public, &ablated));
-            let held_out: Vec<(&str, NoisyPgr)> = ["test_private", "transfer"]
-                .into_iter()
-                .filter_map(|s| noisy(s, MAIN_VARIANT).map(|p| (s, p)))
-                .collect();
-            flags.extend(probes::overfitting(public, &held_out));
-        }
+        // Bootstraps over the test rows: on the blocking pool, off the server's runtime.
+        let (file, prepared) = (self.baselines_file(&job.task), prepared.clone());
+        let (runs, owned, entry_id) = (runs.to_vec(), predictions.clone(), job.entry_id);
+        let pgr = tokio::task::spawn_blocking(move || {
+            pgr_flags(
+                file.as_ref(),
+                &prepared.labels.labels,
+                &runs,
+                &owned,
+                entry_id,
+            )
+        })
+        .await;
+        let mut flags = pgr.unwrap_or_else(|e| {
+            tracing::warn!(entry_id = job.entry_id, error = %e, "the PGR probes panicked");
+            Vec::new()
+        });
         flags.extend(self.decoy_flags(job, predictions));
         let trusted = self.trusted_paths(method_dir);
         let foreign = foreign_execs(execs, &trusted);
@@ -364,16 +364,17 @@ impl SandboxedVerifier {
         flags
     }
 
-    fn baselines(&self, task: &str, split: &str) -> Option<aar_core::metrics::FixedBaselines> {
+    /// The task's `baselines.json` (the server's format); `None`, with a warning, when
+    /// it cannot be read (the PGR probes then do not run).
+    fn baselines_file(&self, task: &str) -> Option<BaselinesFile> {
         let path = self.config.tasks.get(task)?.labeled.join("baselines.json");
-        let file: BaselinesJson = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-        let (weak, ceiling) = if split == PUBLIC_SPLIT {
-            (file.weak, file.ceiling)
-        } else {
-            let s = file.splits.get(split)?;
-            (s.weak.clone(), s.ceiling.clone())
-        };
-        aar_core::metrics::FixedBaselines::from_seed_accuracies(&weak, &ceiling).ok()
+        let read = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()));
+        read.inspect_err(|error| {
+            tracing::warn!(task, path = %path.display(), %error, "baselines unreadable; PGR probes skipped");
+        })
+        .ok()
     }
 
     fn decoy_flags(
@@ -486,19 +487,126 @@ impl SandboxedVerifier {
     }
 }
 
-/// The part of a task's `baselines.json` the probes need.
-#[derive(Debug, Deserialize)]
-struct BaselinesJson {
-    weak: Vec<f64>,
-    ceiling: Vec<f64>,
-    #[serde(default)]
-    splits: BTreeMap<String, SplitJson>,
+/// The generalization gate's runs (`aar-campaign`'s `generalize`): one declared seed of
+/// a method on a task it was never entered on, through the same sandboxed run as a
+/// verification's, without the probes.
+impl SandboxedVerifier {
+    /// Runs `archive` (a method snapshot) once with `seed` in a fresh sandbox on the
+    /// real teacher's label-free copy of `task` and returns its predictions per scored
+    /// split; `scratch` names its working directory under the verifier's (removed
+    /// after). `Err` says why the run produced no valid predictions.
+    pub async fn run_declared_seed(
+        &self,
+        archive: &[u8],
+        task: &str,
+        seed: i64,
+        scratch: &str,
+    ) -> std::result::Result<BTreeMap<String, Vec<u8>>, String> {
+        let prepared = self.prepared(task).await.map_err(|e| e.to_string())?;
+        let dir = self.config.work_dir.join("gate").join(scratch);
+        let method_dir = unpack(archive, &dir).map_err(|e| e.to_string())?;
+        let manifest = Manifest::read(&method_dir).map_err(|e| e.to_string())?;
+        let planned = PlannedRun {
+            seed,
+            variant: MAIN_VARIANT.to_owned(),
+            teacher: Teacher::Real,
+            splits: prepared.labels.labels.keys().cloned().collect(),
+        };
+        let outcome = self
+            .run_one(&manifest, &method_dir, &dir, &prepared, &planned)
+            .await
+            .map_err(|e| e.to_string());
+        // Scratch only: what counts is returned.
+        let _ = std::fs::remove_dir_all(&dir);
+        outcome?.predictions
+    }
 }
 
-#[derive(Debug, Deserialize)]
-struct SplitJson {
-    weak: Vec<f64>,
-    ceiling: Vec<f64>,
+/// Predictions of every run, by (variant, seed), then split.
+type RunPredictions = BTreeMap<(String, i64), BTreeMap<String, Vec<u8>>>;
+
+/// The probes that compare PGRs: teacher ablation and overfitting. The method's PGR
+/// errors come from `aar_core::noise` where the baselines' per-row outcomes are
+/// pinned (bootstrap seeded by the entry id, as the server's), else from the
+/// binomial fallback; the ablations' PGRs are means only.
+fn pgr_flags(
+    file: Option<&BaselinesFile>,
+    labels: &BTreeMap<String, Vec<Label>>,
+    runs: &[VerificationRun],
+    predictions: &RunPredictions,
+    entry_id: i64,
+) -> Vec<ProbeFlag> {
+    let mut flags = Vec::new();
+    let noisy = |split: &str, variant: &str, with_rows: bool| -> Option<NoisyPgr> {
+        let (weak, ceiling, pinned) = split_baselines(file?, split)?;
+        let baselines =
+            aar_core::metrics::FixedBaselines::from_seed_accuracies(&weak, &ceiling).ok()?;
+        let labels = labels.get(split)?;
+        if with_rows
+            && let (Some(pinned), Some(rows)) =
+                (pinned, variant_rows(predictions, variant, split, labels))
+            && let Ok(estimate) = pgr_estimate(
+                &pinned.runs(),
+                &rows,
+                DEFAULT_RESAMPLES,
+                bootstrap_seed(entry_id),
+            )
+        {
+            return Some(NoisyPgr::from_estimate(&estimate));
+        }
+        let values: Vec<f64> = runs
+            .iter()
+            .filter(|r| r.variant == variant && r.split == split)
+            .filter_map(|r| r.accuracy)
+            .collect();
+        NoisyPgr::from_accuracies(&values, labels.len(), baselines)
+    };
+    if let Some(public) = noisy(PUBLIC_SPLIT, MAIN_VARIANT, true) {
+        let ablated: Vec<(&str, f64)> = [Teacher::Shuffled, Teacher::Constant]
+            .iter()
+            .filter_map(|t| noisy(PUBLIC_SPLIT, t.name(), false).map(|p| (t.name(), p.mean)))
+            .collect();
+        flags.extend(probes::teacher_ablation(public, &ablated));
+        let held_out: Vec<(&str, NoisyPgr)> = ["test_private", "transfer"]
+            .into_iter()
+            .filter_map(|s| noisy(s, MAIN_VARIANT, true).map(|p| (s, p)))
+            .collect();
+        flags.extend(probes::overfitting(public, &held_out));
+    }
+    flags
+}
+
+/// W and S per seed of one split, and its pinned per-row outcomes when kept.
+fn split_baselines<'a>(
+    file: &'a BaselinesFile,
+    split: &str,
+) -> Option<(Vec<f64>, Vec<f64>, Option<&'a RowOutcomes>)> {
+    if split == PUBLIC_SPLIT {
+        return Some((
+            file.weak.clone(),
+            file.ceiling.clone(),
+            file.correct_rows.as_ref(),
+        ));
+    }
+    let s = file.splits.get(split)?;
+    Some((s.weak.clone(), s.ceiling.clone(), s.correct_rows.as_ref()))
+}
+
+/// Per-row outcomes of every run of `variant` on `split`, in seed order; `None` when
+/// there is none or one has predictions of the wrong length.
+fn variant_rows(
+    predictions: &RunPredictions,
+    variant: &str,
+    split: &str,
+    labels: &[Label],
+) -> Option<Vec<CorrectRows>> {
+    let rows: Option<Vec<CorrectRows>> = predictions
+        .iter()
+        .filter(|((v, _), _)| v == variant)
+        .filter_map(|(_, by_split)| by_split.get(split))
+        .map(|p| correct_rows(p, labels))
+        .collect();
+    rows.filter(|r| !r.is_empty())
 }
 
 impl Verifier for SandboxedVerifier {

@@ -63,6 +63,17 @@ async fn an_honest_method_is_scored_as_it_runs_locally_and_raises_no_flag() {
     assert_eq!(verified.variant("undeclared_seed").len(), UNDECLARED_SEEDS);
     assert_eq!(verified.entry["admin"]["errors"], Value::Array(Vec::new()));
     assert_eq!(verified.entry["status"], "ok");
+    // The runs kept their predictions: the server scores them per row, and the PGR's
+    // error includes the test's noise (300 or 200 rows: at least a few hundredths).
+    for split in ["test", "test_private", "transfer"] {
+        let pgr = &verified.entry["admin"]["splits"][split]["pgr"];
+        let se_test = pgr["se_test"].as_f64().unwrap_or_default();
+        assert!(se_test > 0.005, "{split}: {pgr}");
+        assert!(
+            pgr["se"].as_f64().unwrap_or_default() >= se_test,
+            "{split}: {pgr}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

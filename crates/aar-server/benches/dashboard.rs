@@ -143,6 +143,7 @@ fn verified(entry_id: i64, agent: &str, i: usize) -> VerificationResult {
                 accuracy: Some(0.62 + 0.001 * ((i * 31 + seed as usize) % 150) as f64),
                 error: None,
                 seconds: 20.0,
+                predictions: None,
             })
         })
         .collect();

@@ -10,7 +10,7 @@
 //! released score only; private and transfer scores reach no agent until the
 //! campaign closes (then an agent sees those of its own entries).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use aar_core::metrics::{FixedBaselines, MeanSe};
 use aar_store::{
@@ -26,7 +26,16 @@ use crate::AppState;
 use crate::auth::{AdminCaller, AgentCaller, Caller};
 use crate::error::{ApiJson, ApiPath, ApiQuery, AppError};
 use crate::evaluate::campaign_closed;
+use crate::scores::{SplitScore, compare_entries, score_split};
 use crate::verify::{MAIN_VARIANT, PRIVATE_SPLIT, PUBLIC_SPLIT, TRANSFER_SPLIT, split_accuracies};
+
+/// The splits an entry is scored on.
+const SCORED_SPLITS: [&str; 3] = [PUBLIC_SPLIT, PRIVATE_SPLIT, TRANSFER_SPLIT];
+/// The held-out splits the ranking and the neighbour comparisons use.
+const HELD_OUT_SPLITS: [&str; 2] = [PRIVATE_SPLIT, TRANSFER_SPLIT];
+
+/// One entry's scored splits (admin views only: every number here is label-dependent).
+type EntryScores = BTreeMap<&'static str, SplitScore>;
 
 /// `POST /api/entries`.
 #[derive(Debug, Deserialize)]
@@ -171,6 +180,7 @@ pub(crate) async fn entry_view(
     if matches!(viewer, Viewer::Admin) {
         row["task"] = json!(entry.task);
         let runs = state.store().verification_runs(id).await?;
+        let scores = score_entries(state, std::slice::from_ref(&entry), &runs).await?;
         let flags: Vec<FlagRecord> = state
             .store()
             .flags()
@@ -181,7 +191,7 @@ pub(crate) async fn entry_view(
                     || (f.flag.entry_id.is_none() && f.flag.agent_id == entry.agent_id)
             })
             .collect();
-        row["admin"] = admin_detail(state, &entry, &runs, &flags);
+        row["admin"] = admin_detail(state, &entry, &runs, &flags, scores.get(&id));
         row["runs"] = runs
             .iter()
             .map(|r| {
@@ -267,7 +277,9 @@ fn public_row(
     }
 }
 
-/// Mean +- SE of accuracy and PGR of one split over the declared seeds.
+/// Mean +- SE of accuracy and PGR of one split over the declared seeds, as an agent
+/// sees its own entries once the campaign is closed: the seeds' spread only (errors
+/// with the test's noise and comparisons are the admin's).
 fn split_scores(
     entry: &EntryRecord,
     runs: &[VerificationRun],
@@ -282,24 +294,114 @@ fn split_scores(
     json!({ "accuracy": accuracy, "pgr": pgr, "per_seed": values })
 }
 
+/// The admin's view of one split: accuracy over seeds, PGR with an error that includes
+/// the test's sampling noise (where the baselines' rows are pinned) and the comparison
+/// with vanilla.
+fn admin_split(
+    entry: &EntryRecord,
+    runs: &[VerificationRun],
+    split: &str,
+    score: Option<&SplitScore>,
+) -> Value {
+    let Some(values) = split_accuracies(entry, runs, split) else {
+        return Value::Null;
+    };
+    let accuracy = MeanSe::from_values(&values).ok();
+    let pgr = score.and_then(|s| s.pgr);
+    let vs_vanilla = score.and_then(|s| s.vs_vanilla.clone());
+    json!({ "accuracy": accuracy, "pgr": pgr, "per_seed": values, "vs_vanilla": vs_vanilla })
+}
+
+/// Scores every split of `entries` from `runs` (bootstraps on the blocking pool,
+/// cached), by entry id.
+async fn score_entries(
+    state: &AppState,
+    entries: &[EntryRecord],
+    runs: &[VerificationRun],
+) -> Result<HashMap<i64, EntryScores>, AppError> {
+    let (state, entries, runs) = (state.clone(), entries.to_vec(), runs.to_vec());
+    tokio::task::spawn_blocking(move || {
+        entries
+            .iter()
+            .map(|entry| {
+                let splits = SCORED_SPLITS
+                    .into_iter()
+                    .map(|split| {
+                        let score =
+                            score_split(state.tasks(), state.pgr_cache(), entry, &runs, split);
+                        (split, score)
+                    })
+                    .collect();
+                (entry.id, splits)
+            })
+            .collect()
+    })
+    .await
+    .map_err(AppError::internal)
+}
+
+/// Each ranked entry against the one ranked just above it, per held-out split
+/// (`admin.splits.<split>.vs_above`): says which neighbours are within noise.
+async fn compare_neighbours(
+    state: &AppState,
+    task: &str,
+    ranked: &mut [Value],
+    scores: &HashMap<i64, EntryScores>,
+) -> Result<(), AppError> {
+    let ids: Vec<i64> = ranked
+        .iter()
+        .filter_map(|r| r["entry_id"].as_i64())
+        .collect();
+    let rows = |id: &i64, split: &str| {
+        scores
+            .get(id)
+            .and_then(|s| s.get(split))
+            .and_then(|s| s.rows.clone())
+    };
+    let mut pairs = Vec::new();
+    for (above, below) in ids.iter().zip(ids.iter().skip(1)) {
+        for split in HELD_OUT_SPLITS {
+            if let (Some(a), Some(b)) = (rows(below, split), rows(above, split)) {
+                pairs.push((*below, *above, split, a, b));
+            }
+        }
+    }
+    let (state, task) = (state.clone(), task.to_owned());
+    let found = tokio::task::spawn_blocking(move || {
+        pairs
+            .into_iter()
+            .filter_map(|(below, above, split, a, b)| {
+                let cache = state.pgr_cache();
+                compare_entries(state.tasks(), cache, &task, split, (below, &a), (above, &b))
+                    .map(|c| (below, split, c))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(AppError::internal)?;
+    for (below, split, comparison) in found {
+        if let Some(row) = ranked.iter_mut().find(|r| r["entry_id"] == below) {
+            let slot = &mut row["admin"]["splits"][split];
+            if slot.is_object() {
+                slot["vs_above"] = json!(comparison);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The admin's view of one entry: exact scores per split, the probes' variants, flags.
 fn admin_detail(
     state: &AppState,
     entry: &EntryRecord,
     runs: &[VerificationRun],
     flags: &[FlagRecord],
+    scores: Option<&EntryScores>,
 ) -> Value {
     let mut splits = serde_json::Map::new();
-    for split in [PUBLIC_SPLIT, PRIVATE_SPLIT, TRANSFER_SPLIT] {
-        splits.insert(
-            split.to_owned(),
-            split_scores(
-                entry,
-                runs,
-                split,
-                state.tasks().baselines(&entry.task, split),
-            ),
-        );
+    for split in SCORED_SPLITS {
+        let score = scores.and_then(|s| s.get(split));
+        splits.insert(split.to_owned(), admin_split(entry, runs, split, score));
     }
     let mut variants: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
     for run in runs
@@ -409,9 +511,12 @@ pub(crate) async fn build_leaderboard(
     let closed = state.store().campaign_closed_at().await?.is_some();
     let entries = state.store().entries_for_task(task).await?;
     let runs = state.store().verification_runs_for_task(task).await?;
-    let flags = match viewer {
-        Viewer::Admin => state.store().flags().await?,
-        Viewer::Agent(_) => Vec::new(),
+    let (flags, scores) = match viewer {
+        Viewer::Admin => (
+            state.store().flags().await?,
+            score_entries(state, &entries, &runs).await?,
+        ),
+        Viewer::Agent(_) => (Vec::new(), HashMap::new()),
     };
     let authors: HashSet<&str> = entries.iter().map(|e| e.agent_id.as_str()).collect();
     let mut sections: BTreeMap<&'static str, Vec<Value>> = BTreeMap::new();
@@ -430,7 +535,7 @@ pub(crate) async fn build_leaderboard(
                     })
                     .cloned()
                     .collect();
-                row["admin"] = admin_detail(state, entry, &runs, &mine);
+                row["admin"] = admin_detail(state, entry, &runs, &mine, scores.get(&entry.id));
             }
             Viewer::Agent(me) if closed && entry.agent_id == me => {
                 for split in [PRIVATE_SPLIT, TRANSFER_SPLIT] {
@@ -447,7 +552,10 @@ pub(crate) async fn build_leaderboard(
     }
     if let Some(ranked) = sections.get_mut("ranked") {
         match viewer {
-            Viewer::Admin => ranked.sort_by(|a, b| ranking_pgr(b).total_cmp(&ranking_pgr(a))),
+            Viewer::Admin => {
+                ranked.sort_by(|a, b| ranking_pgr(b).total_cmp(&ranking_pgr(a)));
+                compare_neighbours(state, task, ranked, &scores).await?;
+            }
             Viewer::Agent(_) => ranked.sort_by(|a, b| {
                 let key = |r: &Value| r["released_pgr"].as_f64().unwrap_or(f64::MIN);
                 key(b).total_cmp(&key(a))
@@ -456,7 +564,7 @@ pub(crate) async fn build_leaderboard(
     }
     let source = match viewer {
         Viewer::Admin => {
-            "the verifier's runs only; exact mean +- SE over each entry's declared seeds; ranked by held-out (private, transfer) PGR"
+            "the verifier's runs only; PGR +- SE over each entry's declared seeds and the test's rows (paired bootstrap, se_seeds and se_test apart); ranked by held-out (private, transfer) PGR; vs_vanilla and vs_above say whether a difference is beyond that noise"
         }
         Viewer::Agent(_) => {
             "the verifier's runs only; an entry's public score appears once the Ladder releases it to its author"
@@ -522,6 +630,7 @@ pub(crate) async fn build_review_queue(state: &AppState) -> Result<Value, AppErr
     let mut items = Vec::new();
     for entry in entries.iter().filter(|e| e.status == EntryStatus::Flagged) {
         let runs = state.store().verification_runs(entry.id).await?;
+        let scores = score_entries(state, std::slice::from_ref(entry), &runs).await?;
         let mine: Vec<FlagRecord> = flags
             .iter()
             .filter(|f| {
@@ -537,7 +646,7 @@ pub(crate) async fn build_review_queue(state: &AppState) -> Result<Value, AppErr
         ))
         .map_err(AppError::internal)?;
         row["task"] = json!(entry.task);
-        row["admin"] = admin_detail(state, entry, &runs, &mine);
+        row["admin"] = admin_detail(state, entry, &runs, &mine, scores.get(&entry.id));
         items.push(row);
     }
     let agent_flags: Vec<Value> = flags

@@ -33,6 +33,7 @@ mod mcp;
 mod openapi;
 mod quotas;
 mod researchers;
+pub mod scores;
 mod snapshots;
 pub mod tasks;
 mod ui;
@@ -226,6 +227,8 @@ struct Inner {
     changes: tokio::sync::watch::Sender<u64>,
     /// The dashboard's admin sessions and one-time login keys.
     sessions: ui::Sessions,
+    /// Entries' PGR bootstraps (admin views), computed once.
+    pgr_cache: scores::PgrCache,
 }
 
 impl AppState {
@@ -257,6 +260,7 @@ impl AppState {
                 verify_queue: Arc::default(),
                 changes: tokio::sync::watch::Sender::new(0),
                 sessions: ui::Sessions::default(),
+                pgr_cache: scores::PgrCache::default(),
             }),
         };
         if let Some(handle) = verifier {
@@ -277,6 +281,11 @@ impl AppState {
     /// The tasks.
     pub fn tasks(&self) -> &TaskRegistry {
         &self.inner.tasks
+    }
+
+    /// Entries' PGR bootstraps, computed once.
+    pub(crate) fn pgr_cache(&self) -> &scores::PgrCache {
+        &self.inner.pgr_cache
     }
 
     /// The policy.

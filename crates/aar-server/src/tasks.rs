@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use aar_core::Label;
 use aar_core::metrics::{FixedBaselines, MetricError};
+use aar_core::noise::{CorrectRows, PgrRuns};
 use aar_tasks::{LabeledTask, Split, TaskError};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Why the task root could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -42,13 +43,20 @@ pub enum TaskLoadError {
 }
 
 /// `<task_dir>/baselines.json`: the pinned per-seed accuracies PGR is measured against.
-#[derive(Debug, Clone, Deserialize)]
+/// It sits in the server's labeled task directory (never mounted for agents): its
+/// per-row outcomes are label-dependent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BaselinesFile {
     /// Weak teacher accuracy on the public test split, one per seed.
     pub weak: Vec<f64>,
     /// Ceiling accuracy on the public test split, one per seed.
     pub ceiling: Vec<f64>,
+    /// Which public test rows each pinned run got right (optional: files written
+    /// before per-row outcomes were kept load without it, and their PGR errors then
+    /// hold the seeds' spread only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correct_rows: Option<RowOutcomes>,
     /// The same for the other scored splits (`test_private`, `transfer`), each
     /// against its own weak teacher and ceiling.
     #[serde(default)]
@@ -56,13 +64,65 @@ pub struct BaselinesFile {
 }
 
 /// Weak and ceiling accuracies of one split, one per seed.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SplitBaselines {
     /// Weak teacher accuracy, one per seed.
     pub weak: Vec<f64>,
     /// Ceiling accuracy, one per seed.
     pub ceiling: Vec<f64>,
+    /// Which rows of the split each pinned run got right (optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correct_rows: Option<RowOutcomes>,
+}
+
+/// Per-row outcomes of the pinned runs on one split, one [`CorrectRows`] per seed
+/// in the pinned seed order: what PGR's test-noise error and comparisons against
+/// vanilla are computed from (`aar_core::noise`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RowOutcomes {
+    /// The weak teacher's seeds.
+    pub weak: Vec<CorrectRows>,
+    /// The ceiling's seeds.
+    pub ceiling: Vec<CorrectRows>,
+    /// Vanilla weak-to-strong transfer's seeds (the reference entries are compared to).
+    #[serde(default)]
+    pub vanilla: Vec<CorrectRows>,
+}
+
+impl RowOutcomes {
+    /// The baselines' runs, as the estimator takes them.
+    pub fn runs(&self) -> PgrRuns<'_> {
+        PgrRuns {
+            weak: &self.weak,
+            ceiling: &self.ceiling,
+        }
+    }
+
+    /// Every run has one outcome per row of the split; `field` names where the
+    /// outcomes are (`correct_rows`, `splits.transfer.correct_rows`).
+    fn check(&self, field: &str, split: &str, labels: Option<usize>) -> Result<(), String> {
+        let Some(labels) = labels else {
+            return Err(format!("{field}: the task has no {split} split"));
+        };
+        for (group, runs) in [
+            ("weak", &self.weak),
+            ("ceiling", &self.ceiling),
+            ("vanilla", &self.vanilla),
+        ] {
+            if runs.is_empty() && group != "vanilla" {
+                return Err(format!("{field}.{group}: no runs"));
+            }
+            if let Some((seed, run)) = runs.iter().enumerate().find(|(_, r)| r.len() != labels) {
+                return Err(format!(
+                    "{field}.{group}[{seed}]: {} rows, but {split} has {labels} labels",
+                    run.len()
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One task as the server holds it: labels stay in memory, never leave.
@@ -94,6 +154,10 @@ pub struct TaskRegistry {
     /// Baselines of the other scored splits, by (task, split); a split whose ceiling
     /// does not beat its weak teacher has none (its PGR is undefined).
     split_baselines: BTreeMap<(String, String), FixedBaselines>,
+    /// Transfer-set labels, by task (verification runs are scored on it).
+    transfer_labels: BTreeMap<String, Vec<Label>>,
+    /// Per-row outcomes of the pinned runs, by (task, split), where the file has them.
+    outcomes: BTreeMap<(String, String), RowOutcomes>,
 }
 
 impl TaskRegistry {
@@ -103,8 +167,7 @@ impl TaskRegistry {
             path: root.to_owned(),
             source,
         };
-        let mut tasks = BTreeMap::new();
-        let mut split_baselines = BTreeMap::new();
+        let mut registry = TaskRegistry::default();
         for entry in std::fs::read_dir(root).map_err(io)? {
             let entry = entry.map_err(io)?;
             if !entry.file_type().map_err(io)?.is_dir() {
@@ -121,20 +184,25 @@ impl TaskRegistry {
                 name: name.clone(),
                 source,
             })?;
-            let (baselines, splits) = load_baselines(&entry.path(), &name)?;
-            for (split, fixed) in splits {
-                split_baselines.insert((name.clone(), split), fixed);
+            let loaded = load_baselines(&entry.path(), &name, &task)?;
+            for (split, fixed) in loaded.splits {
+                registry
+                    .split_baselines
+                    .insert((name.clone(), split), fixed);
             }
-            tasks.insert(
+            for (split, rows) in loaded.outcomes {
+                registry.outcomes.insert((name.clone(), split), rows);
+            }
+            if let Some(labels) = task.split(Split::Transfer).and_then(|f| f.labels()) {
+                registry.transfer_labels.insert(name.clone(), labels);
+            }
+            registry.tasks.insert(
                 name.clone(),
-                Arc::new(ServerTask::from_labeled(&name, &task, baselines)),
+                Arc::new(ServerTask::from_labeled(&name, &task, loaded.public)),
             );
         }
-        tracing::info!(count = tasks.len(), "tasks loaded");
-        Ok(TaskRegistry {
-            tasks,
-            split_baselines,
-        })
+        tracing::info!(count = registry.tasks.len(), "tasks loaded");
+        Ok(registry)
     }
 
     /// A registry from tasks built in memory.
@@ -144,8 +212,41 @@ impl TaskRegistry {
                 .into_iter()
                 .map(|t| (t.name.clone(), Arc::new(t)))
                 .collect(),
-            split_baselines: BTreeMap::new(),
+            ..TaskRegistry::default()
         }
+    }
+
+    /// Adds a split's labels the server tasks do not hold (the transfer set; tests).
+    pub fn with_transfer_labels(mut self, task: &str, labels: Vec<Label>) -> TaskRegistry {
+        self.transfer_labels.insert(task.to_owned(), labels);
+        self
+    }
+
+    /// Adds the pinned runs' per-row outcomes of one split (tests, embedding).
+    pub fn with_outcomes(mut self, task: &str, split: &str, rows: RowOutcomes) -> TaskRegistry {
+        self.outcomes
+            .insert((task.to_owned(), split.to_owned()), rows);
+        self
+    }
+
+    /// The labels of a scored split (`test`, `test_private`, `transfer`).
+    pub fn labels(&self, task: &str, split: &str) -> Option<&[Label]> {
+        if split == Split::Transfer.name() {
+            return self.transfer_labels.get(task).map(Vec::as_slice);
+        }
+        let task = self.tasks.get(task)?;
+        if split == Split::Test.name() {
+            Some(&task.test_labels)
+        } else if split == Split::TestPrivate.name() {
+            task.private_labels.as_deref()
+        } else {
+            None
+        }
+    }
+
+    /// The pinned runs' per-row outcomes on `split` of `task`, where pinned.
+    pub fn outcomes(&self, task: &str, split: &str) -> Option<&RowOutcomes> {
+        self.outcomes.get(&(task.to_owned(), split.to_owned()))
     }
 
     /// Adds the baselines of another scored split (tests, embedding).
@@ -199,12 +300,25 @@ impl ServerTask {
     }
 }
 
-type LoadedBaselines = (Option<FixedBaselines>, Vec<(String, FixedBaselines)>);
+/// What a task's `baselines.json` pins.
+#[derive(Default)]
+struct LoadedBaselines {
+    /// The public test's baselines.
+    public: Option<FixedBaselines>,
+    /// The other splits' baselines, where PGR is defined on them.
+    splits: Vec<(String, FixedBaselines)>,
+    /// Per-row outcomes, by split.
+    outcomes: Vec<(String, RowOutcomes)>,
+}
 
-fn load_baselines(dir: &Path, name: &str) -> Result<LoadedBaselines, TaskLoadError> {
+fn load_baselines(
+    dir: &Path,
+    name: &str,
+    task: &LabeledTask,
+) -> Result<LoadedBaselines, TaskLoadError> {
     let path = dir.join("baselines.json");
     if !path.exists() {
-        return Ok((None, Vec::new()));
+        return Ok(LoadedBaselines::default());
     }
     let err = |message: String| TaskLoadError::Baselines {
         name: name.to_owned(),
@@ -214,10 +328,32 @@ fn load_baselines(dir: &Path, name: &str) -> Result<LoadedBaselines, TaskLoadErr
     let file: BaselinesFile = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
     let public = FixedBaselines::from_seed_accuracies(&file.weak, &file.ceiling)
         .map_err(|e: MetricError| err(e.to_string()))?;
-    let mut splits = Vec::new();
-    for (split, b) in &file.splits {
+    let rows_of = |split: &str| {
+        Split::ALL
+            .into_iter()
+            .find(|s| s.name() == split)
+            .and_then(|s| task.split(s))
+            .and_then(|f| f.labels())
+            .map(|labels| labels.len())
+    };
+    let mut loaded = LoadedBaselines {
+        public: Some(public),
+        ..LoadedBaselines::default()
+    };
+    let test = Split::Test.name();
+    if let Some(rows) = file.correct_rows {
+        rows.check("correct_rows", test, rows_of(test))
+            .map_err(err)?;
+        loaded.outcomes.push((test.to_owned(), rows));
+    }
+    for (split, b) in file.splits {
+        if let Some(rows) = b.correct_rows {
+            let field = format!("splits.{split}.correct_rows");
+            rows.check(&field, &split, rows_of(&split)).map_err(err)?;
+            loaded.outcomes.push((split.clone(), rows));
+        }
         match FixedBaselines::from_seed_accuracies(&b.weak, &b.ceiling) {
-            Ok(fixed) if fixed.gap().is_ok() => splits.push((split.clone(), fixed)),
+            Ok(fixed) if fixed.gap().is_ok() => loaded.splits.push((split, fixed)),
             // PGR is undefined where the ceiling does not beat the weak teacher: the
             // split is scored (accuracy) but has no PGR.
             Ok(_) | Err(MetricError::CeilingNotAboveWeak { .. }) => {
@@ -230,5 +366,102 @@ fn load_baselines(dir: &Path, name: &str) -> Result<LoadedBaselines, TaskLoadErr
             Err(e) => return Err(err(format!("splits.{split}: {e}"))),
         }
     }
-    Ok((Some(public), splits))
+    Ok(loaded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A labeled binary task `name` with 6 public test rows and 5 transfer rows, and
+    /// `baselines` as its `baselines.json`.
+    fn task_dir(root: &Path, name: &str, baselines: &str) {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let rows = |n: usize| -> String {
+            (0..n)
+                .map(|i| {
+                    format!(
+                        "{{\"question\":\"q{i}\",\"choice\":\"c{i}\",\"label\":{}}}\n",
+                        i % 2 == 0
+                    )
+                })
+                .collect()
+        };
+        for (file, n) in [
+            ("train_label.jsonl", 4),
+            ("train_unlabel.jsonl", 4),
+            ("test.jsonl", 6),
+            ("transfer.jsonl", 5),
+        ] {
+            std::fs::write(dir.join(file), rows(n)).unwrap();
+        }
+        std::fs::write(dir.join("baselines.json"), baselines).unwrap();
+    }
+
+    #[test]
+    fn per_row_outcomes_are_optional_and_checked_against_the_splits_labels() {
+        let root = tempfile::tempdir().unwrap();
+        // Written before per-row outcomes were kept: loads, without outcomes.
+        task_dir(root.path(), "old", r#"{"weak":[0.5],"ceiling":[0.8]}"#);
+        task_dir(
+            root.path(),
+            "new",
+            r#"{"weak":[0.5],"ceiling":[0.8],
+                "correct_rows":{"weak":["101010"],"ceiling":["111110"],"vanilla":["111000"]},
+                "splits":{"transfer":{"weak":[0.4],"ceiling":[0.8],
+                  "correct_rows":{"weak":["10100"],"ceiling":["11110"]}}}}"#,
+        );
+        let registry = TaskRegistry::load(root.path()).unwrap();
+        assert!(registry.outcomes("old", "test").is_none());
+        let test = registry.outcomes("new", "test").unwrap();
+        assert_eq!(
+            test.vanilla[0].rows(),
+            [true, true, true, false, false, false]
+        );
+        let transfer = registry.outcomes("new", "transfer").unwrap();
+        assert_eq!(transfer.ceiling[0].accuracy(), 0.8);
+        assert!(transfer.vanilla.is_empty());
+        assert_eq!(
+            registry.labels("new", "transfer").map(<[Label]>::len),
+            Some(5)
+        );
+
+        // A row count that disagrees with the split's labels names the task and field.
+        let bad = tempfile::tempdir().unwrap();
+        task_dir(
+            bad.path(),
+            "sentiment",
+            r#"{"weak":[0.5],"ceiling":[0.8],"splits":{"transfer":{"weak":[0.4],"ceiling":[0.8],
+                "correct_rows":{"weak":["10100"],"ceiling":["1111"]}}}}"#,
+        );
+        let err = TaskRegistry::load(bad.path()).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "task sentiment: baselines.json: splits.transfer.correct_rows.ceiling[0]: \
+             4 rows, but transfer has 5 labels"
+        );
+        // Outcomes of a split the task does not have, and a character other than 0/1.
+        task_dir(
+            bad.path(),
+            "sentiment",
+            r#"{"weak":[0.5],"ceiling":[0.8],"splits":{"test_private":{"weak":[0.4],"ceiling":[0.8],
+                "correct_rows":{"weak":["10100"],"ceiling":["11110"]}}}}"#,
+        );
+        let err = TaskRegistry::load(bad.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("splits.test_private.correct_rows: the task has no test_private split"),
+            "{err}"
+        );
+        task_dir(
+            bad.path(),
+            "sentiment",
+            r#"{"weak":[0.5],"ceiling":[0.8],"correct_rows":{"weak":["1010x0"],"ceiling":["111110"]}}"#,
+        );
+        let err = TaskRegistry::load(bad.path()).unwrap_err().to_string();
+        assert!(
+            err.starts_with("task sentiment: baselines.json: correct rows: character 4"),
+            "{err}"
+        );
+    }
 }

@@ -112,6 +112,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "researchers",
         include_str!("../migrations/sqlite/0005_researchers.sql"),
     ),
+    (
+        6,
+        "run_predictions",
+        include_str!("../migrations/sqlite/0006_run_predictions.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -138,6 +143,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "researchers",
         include_str!("../migrations/postgres/0005_researchers.sql"),
+    ),
+    (
+        6,
+        "run_predictions",
+        include_str!("../migrations/postgres/0006_run_predictions.sql"),
     ),
 ];
 

@@ -25,6 +25,10 @@ pub struct VerificationRun {
     pub error: Option<String>,
     /// Wall time of the run, in seconds.
     pub seconds: f64,
+    /// The run's predictions on the split, one 0/1 byte per row in file order
+    /// (`None` when the run failed, or for runs stored before they were kept):
+    /// the server scores them row by row against its labels.
+    pub predictions: Option<Vec<u8>>,
 }
 
 impl VerificationRun {
@@ -37,6 +41,9 @@ impl VerificationRun {
             accuracy: get(row, 4)?,
             error: get(row, 5)?,
             seconds: get(row, 6)?,
+            predictions: get::<Option<Vec<u8>>>(row, 7)?
+                .map(|packed| crate::unpack_predictions(&packed))
+                .transpose()?,
         })
     }
 }
@@ -104,7 +111,8 @@ pub struct VerificationResult {
     pub seconds: f64,
 }
 
-const RUN_SELECT: &str = "SELECT r.entry_id, r.seed, r.variant, r.split, r.accuracy, r.error, r.seconds \
+const RUN_SELECT: &str = "SELECT r.entry_id, r.seed, r.variant, r.split, r.accuracy, r.error, r.seconds, \
+     r.predictions \
      FROM verification_runs r";
 const FLAG_SELECT: &str = "SELECT f.id, f.entry_id, f.agent_id, f.probe, f.summary, f.evidence, f.created_at FROM flags f";
 
@@ -190,8 +198,8 @@ impl WriteTx {
     ) -> Result<(), StoreError> {
         for run in &result.runs {
             sqlx::query(
-                "INSERT INTO verification_runs (entry_id, seed, variant, split, accuracy, error, seconds, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                "INSERT INTO verification_runs (entry_id, seed, variant, split, accuracy, error, seconds, created_at, predictions) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(result.entry_id)
             .bind(run.seed)
@@ -201,6 +209,7 @@ impl WriteTx {
             .bind(run.error.as_deref())
             .bind(run.seconds)
             .bind(result.at)
+            .bind(run.predictions.as_deref().map(crate::pack_predictions))
             .execute(&mut *self.tx)
             .await?;
         }

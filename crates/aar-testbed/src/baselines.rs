@@ -22,6 +22,7 @@ use std::time::Instant;
 
 use aar_core::Label;
 use aar_core::metrics::accuracy;
+use aar_core::noise::CorrectRows;
 use aar_engine::features::{FeatureHead, HeadLoss, Matrix, train_head_on};
 use aar_tasks::{Example, LabeledTask, Split};
 use serde_json::{Map, Value, json};
@@ -33,8 +34,10 @@ use crate::lora::{LoraLearner, Prompt};
 use crate::method::{MethodInputs, MethodSpec, hard, head_config, plan_training};
 use crate::preset::{HeadSpec, LearnerSpec, Preset, TaskSource, TaskSpec};
 
-/// Bumped when a change to this crate changes results: every cached result is recomputed.
-pub const RESULTS_VERSION: &str = "aar-testbed/2";
+/// Bumped when a change to this crate changes results (or what a result file holds):
+/// every cached result is recomputed. 3: per-row outcomes (`correct_rows`) in every eval
+/// entry.
+pub const RESULTS_VERSION: &str = "aar-testbed/3";
 
 /// The splits every learner is evaluated on (those the task has).
 pub const EVAL_SPLITS: [Split; 3] = [Split::Test, Split::TestPrivate, Split::Transfer];
@@ -125,12 +128,34 @@ pub fn build_tasks(preset: &Preset, options: &RunOptions, rebuild: bool) -> Resu
     let mut dirs = Vec::new();
     for task in selected_tasks(preset, options) {
         let dir = options.tasks_dir().join(&task.name);
-        if rebuild || !dir.join(Split::TrainLabel.file_name()).is_file() {
+        if rebuild
+            || !dir.join(Split::TrainLabel.file_name()).is_file()
+            || built_otherwise(task, &dir, preset.build_seed)
+        {
             build_task(task, &options.assets_dir, &dir, preset.build_seed)?;
         }
         dirs.push(dir);
     }
     Ok(dirs)
+}
+
+/// What a built-in task's directory records of its making (a JSONL task records its
+/// own, with the source's hash: `jsonl_tasks::BUILT_FROM_FILE`).
+fn build_record(task: &TaskSpec, seed: u64) -> Value {
+    json!({"source": task.source, "sizes": task.sizes, "build_seed": seed})
+}
+
+/// Whether `dir` was built from another source, other sizes or another seed than
+/// `task` asks for now (or records nothing: built before the record existed), so a
+/// changed preset rebuilds its tasks instead of serving stale splits.
+fn built_otherwise(task: &TaskSpec, dir: &Path, seed: u64) -> bool {
+    if matches!(task.source, TaskSource::Jsonl { .. }) {
+        return crate::jsonl_tasks::needs_rebuild(task, dir, seed);
+    }
+    let recorded = std::fs::read_to_string(dir.join(crate::jsonl_tasks::BUILT_FROM_FILE))
+        .ok()
+        .and_then(|text| serde_json::from_str::<Value>(&text).ok());
+    recorded != Some(build_record(task, seed))
 }
 
 /// Builds one task directory from its source.
@@ -171,6 +196,13 @@ pub fn build_task(task: &TaskSpec, assets_dir: &Path, dir: &Path, seed: u64) -> 
                 &aar_assets::PackOptions::default(),
             )?;
         }
+        TaskSource::Jsonl { path, sha256 } => {
+            crate::jsonl_tasks::build_jsonl_task(&task.name, path, sha256, dir, &task.sizes, seed)?;
+        }
+    }
+    if !matches!(task.source, TaskSource::Jsonl { .. }) {
+        let stamp = dir.join(crate::jsonl_tasks::BUILT_FROM_FILE);
+        write_json_atomic(&stamp, &build_record(task, seed))?;
     }
     tracing::info!(task = task.name, dir = %dir.display(), "built in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
@@ -284,11 +316,25 @@ pub fn task_data_hash(dir: &Path) -> Result<String> {
         .collect())
 }
 
-/// The record at `path` if it exists and its `config_hash` is `hash`.
+/// The record at `path` if it exists, its `config_hash` is `hash` and every eval entry
+/// holds its per-row outcomes (a file written before them, or edited, is recomputed).
 fn cached_record(path: &Path, hash: &str) -> Option<Value> {
     let text = std::fs::read_to_string(path).ok()?;
     let value: Value = serde_json::from_str(&text).ok()?;
-    (value.get("config_hash").and_then(Value::as_str) == Some(hash)).then_some(value)
+    let current = value.get("config_hash").and_then(Value::as_str) == Some(hash);
+    (current && has_row_outcomes(&value)).then_some(value)
+}
+
+/// Whether every split of the record's `eval` has `correct_rows`, one per counted row.
+fn has_row_outcomes(record: &Value) -> bool {
+    let Some(eval) = record.get("eval").and_then(Value::as_object) else {
+        return false;
+    };
+    eval.values().all(|entry| {
+        let rows = entry.get("correct_rows").and_then(Value::as_str);
+        let total = entry.get("total").and_then(Value::as_u64);
+        matches!((rows, total), (Some(rows), Some(total)) if rows.len() as u64 == total)
+    })
 }
 
 /// Writes JSON to a temporary file beside `path`, then renames it into place.
@@ -524,13 +570,17 @@ impl TaskLearner {
     }
 }
 
-/// Accuracy of `probs` on `labels`, with counts, as the reference's eval entry.
+/// Accuracy of `probs` on `labels`, with counts, as the reference's eval entry, and which
+/// rows were right (`correct_rows`, in the split's row order: the test-noise error of a
+/// PGR is computed from them).
 fn eval_entry(probs: &[[f32; 2]], labels: &[Label], context: &str) -> Result<(f64, Value)> {
     let predictions: Vec<Label> = probs.iter().map(|p| Label::from(p[1] > p[0])).collect();
-    let acc = accuracy(&predictions, labels).map_err(|source| TestbedError::Metric {
+    let metric = |source| TestbedError::Metric {
         context: context.into(),
         source,
-    })?;
+    };
+    let acc = accuracy(&predictions, labels).map_err(metric)?;
+    let rows = CorrectRows::score(&predictions, labels).map_err(metric)?;
     let ones = predictions.iter().filter(|l| **l == Label::One).count();
     Ok((
         acc.accuracy,
@@ -539,6 +589,7 @@ fn eval_entry(probs: &[[f32; 2]], labels: &[Label], context: &str) -> Result<(f6
             "correct": acc.correct,
             "total": acc.total,
             "pred_distribution": {"0": predictions.len() - ones, "1": ones},
+            "correct_rows": rows,
         }),
     ))
 }
@@ -588,15 +639,23 @@ enum Job<'a> {
     Method(&'a MethodSpec, u64),
 }
 
-fn run_task(
+/// A job with its result file and the config hash that file must record.
+struct PlannedJob<'a> {
+    job: Job<'a>,
+    path: PathBuf,
+    hash: String,
+}
+
+/// Every result file of a task over `seeds`, in the order they are computed (per seed:
+/// the weak teacher, the ceiling, then the methods, which read both).
+fn plan_jobs<'a>(
     preset: &Preset,
     spec: &TaskSpec,
-    options: &RunOptions,
-    summary: &mut RunSummary,
-) -> Result<()> {
-    let dir = options.tasks_dir().join(&spec.name);
-    let data_hash = task_data_hash(&dir)?;
-    let paths = ResultPaths::new(preset, spec, &options.results_dir());
+    options: &'a RunOptions,
+    paths: &ResultPaths,
+    seeds: &[u64],
+) -> Result<Vec<PlannedJob<'a>>> {
+    let data_hash = task_data_hash(&options.tasks_dir().join(&spec.name))?;
     let (weak, strong) = (preset.weak_for(spec), preset.strong_for(spec));
     let hash_of = |kind: &str, method: Option<&MethodSpec>, seed: u64| {
         hash_json(&json!({
@@ -609,34 +668,337 @@ fn run_task(
             "seed": seed,
         }))
     };
-    let seeds = seeds(preset, options);
-    let mut jobs: Vec<(Job, PathBuf, String)> = Vec::new();
-    for &seed in &seeds {
-        jobs.push((
-            Job::Weak(seed),
-            paths.weak(seed),
-            hash_of("weak", None, seed),
-        ));
-        jobs.push((
-            Job::Ceiling(seed),
-            paths.ceiling(seed),
-            hash_of("ceiling", None, seed),
-        ));
+    let mut jobs = Vec::new();
+    for &seed in seeds {
+        jobs.push(PlannedJob {
+            job: Job::Weak(seed),
+            path: paths.weak(seed),
+            hash: hash_of("weak", None, seed),
+        });
+        jobs.push(PlannedJob {
+            job: Job::Ceiling(seed),
+            path: paths.ceiling(seed),
+            hash: hash_of("ceiling", None, seed),
+        });
         for method in &options.methods {
             let hyper = method_head(method, strong)
                 .map_or_else(|| strong.hyper_key(), |h| crate::preset::head_key(&h));
-            jobs.push((
-                Job::Method(method, seed),
-                paths.method(method, &hyper, seed),
-                hash_of(method.idea_name(), Some(method), seed),
-            ));
+            jobs.push(PlannedJob {
+                job: Job::Method(method, seed),
+                path: paths.method(method, &hyper, seed),
+                hash: hash_of(method.idea_name(), Some(method), seed),
+            });
         }
     }
-    let missing: Vec<bool> = jobs
+    Ok(jobs)
+}
+
+/// What a task's jobs train from: its rows and labels, both learners' views of them and
+/// the student's zero-shot prior.
+struct PreparedTask<'a> {
+    spec: &'a TaskSpec,
+    weak: &'a LearnerSpec,
+    strong: &'a LearnerSpec,
+    data: TaskData,
+    weak_learner: TaskLearner,
+    strong_learner: TaskLearner,
+    prior: Option<Vec<f32>>,
+}
+
+impl<'a> PreparedTask<'a> {
+    fn prepare(
+        preset: &'a Preset,
+        spec: &'a TaskSpec,
+        options: &RunOptions,
+        summary: &mut RunSummary,
+    ) -> Result<PreparedTask<'a>> {
+        let (weak, strong) = (preset.weak_for(spec), preset.strong_for(spec));
+        let task = LabeledTask::load(&options.tasks_dir().join(&spec.name))?;
+        let data = task_data(&task, &spec.name)?;
+        let started = Instant::now();
+        let weak_learner = TaskLearner::prepare(weak, &data, options)?;
+        let strong_learner = TaskLearner::prepare(strong, &data, options)?;
+        let prior = strong_learner.zero_shot_prior(&data, &spec.source)?;
+        summary.feature_seconds += started.elapsed().as_secs_f64();
+        Ok(PreparedTask {
+            spec,
+            weak,
+            strong,
+            data,
+            weak_learner,
+            strong_learner,
+            prior,
+        })
+    }
+
+    fn gold(&self, split: Split) -> Result<&[Label]> {
+        self.data
+            .labels
+            .get(&split)
+            .map(Vec::as_slice)
+            .ok_or_else(|| missing_split(&self.spec.name, split))
+    }
+}
+
+fn one_hot(labels: &[Label]) -> Vec<[f32; 2]> {
+    labels
         .iter()
-        .map(|(_, path, hash)| cached_record(path, hash).is_none())
+        .map(|l| {
+            if *l == Label::One {
+                [0.0, 1.0]
+            } else {
+                [1.0, 0.0]
+            }
+        })
+        .collect()
+}
+
+/// The weak teacher's outputs a method of the same seed reads: soft labels on
+/// `train_unlabel`, its test accuracy and its hard labels' accuracy there.
+type WeakOutput = (Vec<[f32; 2]>, f64, f64);
+
+/// Outputs of earlier jobs that later jobs of the same seed read.
+#[derive(Default)]
+struct SeedOutputs {
+    weak: BTreeMap<u64, WeakOutput>,
+    ceiling_acc: BTreeMap<u64, f64>,
+}
+
+impl SeedOutputs {
+    /// Takes what a cached weak or ceiling record holds.
+    fn remember_cached(&mut self, planned: &PlannedJob, record: &Value) -> Result<()> {
+        match planned.job {
+            Job::Weak(seed) => {
+                self.weak
+                    .insert(seed, weak_from_record(record, &planned.path)?);
+            }
+            Job::Ceiling(seed) => {
+                let acc = record
+                    .get("strong_acc")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(f64::NAN);
+                self.ceiling_acc.insert(seed, acc);
+            }
+            Job::Method(..) => {}
+        }
+        Ok(())
+    }
+}
+
+fn run_weak(task: &PreparedTask, seed: u64, outputs: &mut SeedOutputs) -> Result<Value> {
+    let started = Instant::now();
+    let weak = task.weak;
+    let fitted = task.weak_learner.fit(
+        Split::TrainLabel,
+        None,
+        &one_hot(task.gold(Split::TrainLabel)?),
+        HeadLoss::CrossEntropy,
+        None,
+        seed,
+    )?;
+    let soft = task.weak_learner.predict(&fitted, Split::TrainUnlabel)?;
+    let (hard_acc, _) = eval_entry(&soft, task.gold(Split::TrainUnlabel)?, "weak train_unlabel")?;
+    let (weak_acc, eval) = evaluate(&task.weak_learner, &fitted, &task.data, "weak teacher")?;
+    let (epochs, batch_size, lr) = weak.schedule();
+    let record = json!({
+        "idea_name": "weak_artifacts",
+        "dataset_name": task.spec.name,
+        "seed": seed,
+        "weak_model": weak.short_name(),
+        "weak_acc": weak_acc,
+        "soft_labels": soft.iter().map(|p| [f64::from(p[0]), f64::from(p[1])]).collect::<Vec<_>>(),
+        "hard_label_acc": hard_acc,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "scheduler": if weak.head().is_some() { "constant" } else { "linear" },
+        "training_time": started.elapsed().as_secs_f64(),
+        "config": weak,
+        "eval": eval,
+    });
+    outputs.weak.insert(seed, (soft, weak_acc, hard_acc));
+    Ok(record)
+}
+
+fn run_ceiling(task: &PreparedTask, seed: u64, outputs: &mut SeedOutputs) -> Result<Value> {
+    let started = Instant::now();
+    let strong = task.strong;
+    let fitted = task.strong_learner.fit(
+        Split::TrainUnlabel,
+        None,
+        &one_hot(task.gold(Split::TrainUnlabel)?),
+        HeadLoss::CrossEntropy,
+        None,
+        seed,
+    )?;
+    let (strong_acc, eval) = evaluate(&task.strong_learner, &fitted, &task.data, "ceiling")?;
+    outputs.ceiling_acc.insert(seed, strong_acc);
+    let (epochs, batch_size, lr) = strong.schedule();
+    Ok(json!({
+        "idea_name": "train_ceiling",
+        "dataset_name": task.spec.name,
+        "seed": seed,
+        "strong_model": strong.short_name(),
+        "weak_model": null,
+        "strong_acc": strong_acc,
+        "training_time": started.elapsed().as_secs_f64(),
+        "config": {"epochs": epochs, "lr": lr,
+                   "batch_size": batch_size, "seed": seed,
+                   "learner": strong},
+        "detailed_eval": {"ceiling": {"final_eval": eval.get("test")}},
+        "eval": eval,
+    }))
+}
+
+fn run_method_job(
+    task: &PreparedTask,
+    method: &MethodSpec,
+    seed: u64,
+    outputs: &SeedOutputs,
+    summary: &mut RunSummary,
+) -> Result<Value> {
+    let started = Instant::now();
+    let (weak, strong) = (task.weak, task.strong);
+    let (soft, weak_acc, hard_acc) =
+        outputs
+            .weak
+            .get(&seed)
+            .cloned()
+            .ok_or_else(|| TestbedError::BadTask {
+                task: task.spec.name.clone(),
+                message: format!("no weak teacher output for seed {seed}"),
+            })?;
+    let inputs = MethodInputs {
+        rows: task.gold(Split::TrainUnlabel)?.len(),
+        weak_soft: &soft,
+        groups: &task.data.groups,
+        prior: task.prior.as_deref(),
+    };
+    let plan = plan_training(method, &inputs)?;
+    let head = method_head(method, strong);
+    let fitted = task.strong_learner.fit(
+        Split::TrainUnlabel,
+        Some(&plan.indices),
+        &plan.targets,
+        plan.loss,
+        head,
+        seed,
+    )?;
+    let (transfer_acc, eval) = evaluate(
+        &task.strong_learner,
+        &fitted,
+        &task.data,
+        method.idea_name(),
+    )?;
+    let seconds = started.elapsed().as_secs_f64();
+    summary.transfer_seconds.push(seconds);
+    let (epochs, batch_size, lr) = head.map_or_else(
+        || strong.schedule(),
+        |h| (h.epochs, h.batch_size, h.learning_rate),
+    );
+    let mut record = json!({
+        "idea_name": method.idea_name(),
+        "dataset_name": task.spec.name,
+        "seed": seed,
+        "weak_model": if method.uses_teacher() { json!(weak.short_name()) } else { Value::Null },
+        "strong_model": strong.short_name(),
+        "weak_acc": weak_acc,
+        "hard_weak_label_acc": hard_acc,
+        "strong_acc": outputs.ceiling_acc.get(&seed),
+        "transfer_acc": transfer_acc,
+        "pgr": null,
+        "training_time": seconds,
+        "aar_mode": false,
+        "config": {"epochs": epochs, "lr": lr,
+                   "batch_size": batch_size, "seed": seed, "method": method},
+        "eval": eval,
+    });
+    if let Value::Object(object) = &mut record {
+        object.extend(plan.stats);
+    }
+    Ok(record)
+}
+
+/// Runs one job; `None` when it is skipped (a method the student cannot run).
+fn run_job(
+    task: &PreparedTask,
+    job: &Job,
+    outputs: &mut SeedOutputs,
+    summary: &mut RunSummary,
+) -> Result<Option<(String, Value)>> {
+    Ok(Some(match *job {
+        Job::Weak(seed) => (format!("weak seed {seed}"), run_weak(task, seed, outputs)?),
+        Job::Ceiling(seed) => (
+            format!("ceiling seed {seed}"),
+            run_ceiling(task, seed, outputs)?,
+        ),
+        Job::Method(method, _) if method.needs_prior() && task.prior.is_none() => {
+            tracing::warn!(
+                task = task.spec.name,
+                learner = task.strong.short_name(),
+                "{} skipped: the student has no zero-shot reading of this task",
+                method.idea_name()
+            );
+            return Ok(None);
+        }
+        Job::Method(method, seed) => (
+            format!("{} seed {seed}", method.idea_name()),
+            run_method_job(task, method, seed, outputs, summary)?,
+        ),
+    }))
+}
+
+/// Stamps a computed record with its hash and key and writes it in place.
+fn write_record(planned: &PlannedJob, mut record: Value) -> Result<Value> {
+    if let Value::Object(object) = &mut record {
+        object.insert("config_hash".into(), json!(planned.hash));
+        object.insert("hyperparam_config_key".into(), json!(key_of(&planned.path)));
+        object.insert("cached_at".into(), json!(now_seconds()));
+    }
+    write_json_atomic(&planned.path, &record)?;
+    Ok(record)
+}
+
+/// Progress of a task's run, for the log.
+struct Progress {
+    started: Instant,
+    done: usize,
+    to_run: usize,
+}
+
+impl Progress {
+    fn log(&self, task: &str, label: &str, record: &Value, job_seconds: f64) {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let eta = elapsed / self.done as f64 * (self.to_run - self.done) as f64;
+        let test_acc = record
+            .get("eval")
+            .and_then(|e| e.get("test"))
+            .and_then(|e| e.get("accuracy"))
+            .and_then(Value::as_f64)
+            .unwrap_or(f64::NAN);
+        tracing::info!(
+            task,
+            "[{}/{}] {label}: test acc {test_acc:.3} ({job_seconds:.2} s; elapsed {elapsed:.0} s, ETA {eta:.0} s)",
+            self.done,
+            self.to_run,
+        );
+    }
+}
+
+fn run_task(
+    preset: &Preset,
+    spec: &TaskSpec,
+    options: &RunOptions,
+    summary: &mut RunSummary,
+) -> Result<()> {
+    let paths = ResultPaths::new(preset, spec, &options.results_dir());
+    let seeds = seeds(preset, options);
+    let jobs = plan_jobs(preset, spec, options, &paths, &seeds)?;
+    let cached: Vec<Option<Value>> = jobs
+        .iter()
+        .map(|j| cached_record(&j.path, &j.hash))
         .collect();
-    let to_run = missing.iter().filter(|m| **m).count();
+    let to_run = cached.iter().filter(|c| c.is_none()).count();
     summary.cached += jobs.len() - to_run;
     if to_run == 0 {
         tracing::info!(task = spec.name, "all {} results cached", jobs.len());
@@ -648,208 +1010,34 @@ fn run_task(
         "{to_run} of {} results to compute",
         jobs.len()
     );
-
-    let task = LabeledTask::load(&dir)?;
-    let data = task_data(&task, &spec.name)?;
-    let features_started = Instant::now();
-    let weak_learner = TaskLearner::prepare(weak, &data, options)?;
-    let strong_learner = TaskLearner::prepare(strong, &data, options)?;
-    let prior = strong_learner.zero_shot_prior(&data, &spec.source)?;
-    summary.feature_seconds += features_started.elapsed().as_secs_f64();
-
-    let gold = |split: Split| -> Result<&Vec<Label>> {
-        data.labels
-            .get(&split)
-            .ok_or_else(|| missing_split(&spec.name, split))
+    let task = PreparedTask::prepare(preset, spec, options, summary)?;
+    let mut outputs = SeedOutputs::default();
+    let mut progress = Progress {
+        started: Instant::now(),
+        done: 0,
+        to_run,
     };
-    let one_hot = |labels: &[Label]| -> Vec<[f32; 2]> {
-        labels
-            .iter()
-            .map(|l| {
-                if *l == Label::One {
-                    [0.0, 1.0]
-                } else {
-                    [1.0, 0.0]
-                }
-            })
-            .collect()
-    };
-
-    let run_started = Instant::now();
-    let mut done = 0usize;
-    let mut weak_soft: BTreeMap<u64, (Vec<[f32; 2]>, f64, f64)> = BTreeMap::new();
-    let mut ceiling_acc: BTreeMap<u64, f64> = BTreeMap::new();
-    for ((job, path, hash), missing) in jobs.iter().zip(&missing) {
-        if !missing {
+    for (planned, cached) in jobs.iter().zip(&cached) {
+        if let Some(record) = cached {
             // Cached: its outputs may still be needed by later jobs of the same seed.
-            if let (Job::Weak(seed), Some(record)) = (job, cached_record(path, hash)) {
-                weak_soft.insert(*seed, weak_from_record(&record, path)?);
-            }
-            if let (Job::Ceiling(seed), Some(record)) = (job, cached_record(path, hash)) {
-                ceiling_acc.insert(
-                    *seed,
-                    record
-                        .get("strong_acc")
-                        .and_then(Value::as_f64)
-                        .unwrap_or(f64::NAN),
-                );
-            }
+            outputs.remember_cached(planned, record)?;
             continue;
         }
         if interrupted(options) {
             return Err(TestbedError::Interrupted);
         }
         let job_started = Instant::now();
-        let (label, record) = match job {
-            Job::Weak(seed) => {
-                let fitted = weak_learner.fit(
-                    Split::TrainLabel,
-                    None,
-                    &one_hot(gold(Split::TrainLabel)?),
-                    HeadLoss::CrossEntropy,
-                    None,
-                    *seed,
-                )?;
-                let soft = weak_learner.predict(&fitted, Split::TrainUnlabel)?;
-                let (hard_acc, _) =
-                    eval_entry(&soft, gold(Split::TrainUnlabel)?, "weak train_unlabel")?;
-                let (weak_acc, eval) = evaluate(&weak_learner, &fitted, &data, "weak teacher")?;
-                let (epochs, batch_size, lr) = weak.schedule();
-                let seconds = job_started.elapsed().as_secs_f64();
-                let record = json!({
-                    "idea_name": "weak_artifacts",
-                    "dataset_name": spec.name,
-                    "seed": seed,
-                    "weak_model": weak.short_name(),
-                    "weak_acc": weak_acc,
-                    "soft_labels": soft.iter().map(|p| [f64::from(p[0]), f64::from(p[1])]).collect::<Vec<_>>(),
-                    "hard_label_acc": hard_acc,
-                    "epochs": epochs,
-                    "batch_size": batch_size,
-                    "lr": lr,
-                    "scheduler": if weak.head().is_some() { "constant" } else { "linear" },
-                    "training_time": seconds,
-                    "config": weak,
-                    "eval": eval,
-                });
-                weak_soft.insert(*seed, (soft, weak_acc, hard_acc));
-                (format!("weak seed {seed}"), record)
-            }
-            Job::Ceiling(seed) => {
-                let fitted = strong_learner.fit(
-                    Split::TrainUnlabel,
-                    None,
-                    &one_hot(gold(Split::TrainUnlabel)?),
-                    HeadLoss::CrossEntropy,
-                    None,
-                    *seed,
-                )?;
-                let (strong_acc, eval) = evaluate(&strong_learner, &fitted, &data, "ceiling")?;
-                ceiling_acc.insert(*seed, strong_acc);
-                let (epochs, batch_size, lr) = strong.schedule();
-                let record = json!({
-                    "idea_name": "train_ceiling",
-                    "dataset_name": spec.name,
-                    "seed": seed,
-                    "strong_model": strong.short_name(),
-                    "weak_model": null,
-                    "strong_acc": strong_acc,
-                    "training_time": job_started.elapsed().as_secs_f64(),
-                    "config": {"epochs": epochs, "lr": lr,
-                               "batch_size": batch_size, "seed": seed,
-                               "learner": strong},
-                    "detailed_eval": {"ceiling": {"final_eval": eval.get("test")}},
-                    "eval": eval,
-                });
-                (format!("ceiling seed {seed}"), record)
-            }
-            Job::Method(method, _) if method.needs_prior() && prior.is_none() => {
-                tracing::warn!(
-                    task = spec.name,
-                    learner = strong.short_name(),
-                    "{} skipped: the student has no zero-shot reading of this task",
-                    method.idea_name()
-                );
-                done += 1;
-                continue;
-            }
-            Job::Method(method, seed) => {
-                let (soft, weak_acc, hard_acc) =
-                    weak_soft
-                        .get(seed)
-                        .cloned()
-                        .ok_or_else(|| TestbedError::BadTask {
-                            task: spec.name.clone(),
-                            message: format!("no weak teacher output for seed {seed}"),
-                        })?;
-                let inputs = MethodInputs {
-                    rows: gold(Split::TrainUnlabel)?.len(),
-                    weak_soft: &soft,
-                    groups: &data.groups,
-                    prior: prior.as_deref(),
-                };
-                let plan = plan_training(method, &inputs)?;
-                let head = method_head(method, strong);
-                let fitted = strong_learner.fit(
-                    Split::TrainUnlabel,
-                    Some(&plan.indices),
-                    &plan.targets,
-                    plan.loss,
-                    head,
-                    *seed,
-                )?;
-                let (transfer_acc, eval) =
-                    evaluate(&strong_learner, &fitted, &data, method.idea_name())?;
-                let seconds = job_started.elapsed().as_secs_f64();
-                summary.transfer_seconds.push(seconds);
-                let (epochs, batch_size, lr) = head.map_or_else(
-                    || strong.schedule(),
-                    |h| (h.epochs, h.batch_size, h.learning_rate),
-                );
-                let mut record = json!({
-                    "idea_name": method.idea_name(),
-                    "dataset_name": spec.name,
-                    "seed": seed,
-                    "weak_model": if method.uses_teacher() { json!(weak.short_name()) } else { Value::Null },
-                    "strong_model": strong.short_name(),
-                    "weak_acc": weak_acc,
-                    "hard_weak_label_acc": hard_acc,
-                    "strong_acc": ceiling_acc.get(seed),
-                    "transfer_acc": transfer_acc,
-                    "pgr": null,
-                    "training_time": seconds,
-                    "aar_mode": false,
-                    "config": {"epochs": epochs, "lr": lr,
-                               "batch_size": batch_size, "seed": seed, "method": method},
-                    "eval": eval,
-                });
-                if let Value::Object(object) = &mut record {
-                    object.extend(plan.stats);
-                }
-                (format!("{} seed {seed}", method.idea_name()), record)
-            }
+        progress.done += 1;
+        let Some((label, record)) = run_job(&task, &planned.job, &mut outputs, summary)? else {
+            continue;
         };
-        let mut record = record;
-        if let Value::Object(object) = &mut record {
-            object.insert("config_hash".into(), json!(hash));
-            object.insert("hyperparam_config_key".into(), json!(key_of(path)));
-            object.insert("cached_at".into(), json!(now_seconds()));
-        }
-        write_json_atomic(path, &record)?;
+        let record = write_record(planned, record)?;
         summary.computed += 1;
-        done += 1;
-        let elapsed = run_started.elapsed().as_secs_f64();
-        let eta = elapsed / done as f64 * (to_run - done) as f64;
-        let test_acc = record
-            .get("eval")
-            .and_then(|e| e.get("test"))
-            .and_then(|e| e.get("accuracy"))
-            .and_then(Value::as_f64)
-            .unwrap_or(f64::NAN);
-        tracing::info!(
-            task = spec.name,
-            "[{done}/{to_run}] {label}: test acc {test_acc:.3} ({:.2} s; elapsed {elapsed:.0} s, ETA {eta:.0} s)",
-            job_started.elapsed().as_secs_f64()
+        progress.log(
+            &spec.name,
+            &label,
+            &record,
+            job_started.elapsed().as_secs_f64(),
         );
     }
     write_agent_copy(preset, spec, options, &paths, &seeds)?;
@@ -1031,7 +1219,7 @@ fn agent_copies_digest(options: &RunOptions, tasks: &[String]) -> Result<String>
 fn verbalizers(source: &TaskSource) -> Option<[String; 2]> {
     match source {
         TaskSource::Text { corpus } => Some(corpus.verbalizers().map(String::from)),
-        TaskSource::Pairs { .. } | TaskSource::Pack { .. } => None,
+        TaskSource::Pairs { .. } | TaskSource::Pack { .. } | TaskSource::Jsonl { .. } => None,
     }
 }
 

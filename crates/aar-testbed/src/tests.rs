@@ -55,7 +55,147 @@ fn table_pgr_is_hand_checkable() {
         .split("transfer")
         .unwrap();
     assert!(transfer.pgr.is_none());
-    assert!(table.to_string().contains("n/a (S<=W)"));
+    // These files predate per-row outcomes: the error is the seeds' alone, and said so.
+    let test = task.method("vanilla_w2s").unwrap().split("test").unwrap();
+    assert!(test.seeds_only() && test.estimate.is_none());
+    assert!(table.outcomes("t", "test").is_none());
+    let text = table.to_string();
+    assert!(text.contains("n/a (S<=W)"), "{text}");
+    assert!(text.contains("0.500+-0.058^"), "{text}");
+    assert!(
+        text.contains("^ test: seeds only (vanilla_w2s): result files without correct_rows"),
+        "{text}"
+    );
+}
+
+/// An eval entry with per-row outcomes (`rows` of '0'/'1'), or without when `None`.
+fn entry(rows: &str, with_rows: bool) -> serde_json::Value {
+    let correct = rows.chars().filter(|c| *c == '1').count();
+    let mut entry = json!({
+        "accuracy": correct as f64 / rows.len() as f64,
+        "correct": correct,
+        "total": rows.len(),
+    });
+    if with_rows {
+        entry["correct_rows"] = json!(rows);
+    }
+    entry
+}
+
+/// Writes `t`'s weak, ceiling and vanilla files: per seed the test rows (with
+/// `correct_rows`) and the transfer rows (without).
+fn write_row_results(root: &std::path::Path, runs: &[(&str, &str, [&str; 2])]) {
+    for (dir, field, seeds) in runs {
+        for (seed, rows) in seeds.iter().enumerate() {
+            let test = entry(rows, true);
+            let record = json!({
+                *field: test["accuracy"],
+                "soft_labels": [],
+                "eval": {"test": test, "transfer": entry(rows, false)},
+            });
+            write_json_atomic(&root.join(format!("{dir}/seed_{seed}.json")), &record).unwrap();
+        }
+    }
+}
+
+#[test]
+fn table_errors_include_the_test_rows_when_files_hold_them() {
+    // 10 test rows. W 0.6 and S 0.8 on both seeds; vanilla 0.7 and 0.8: per-seed PGR
+    // 0.5 and 1.0, so PGR 0.75 with a seeds' SE of std([0.5, 1]) / sqrt(2) = 0.25.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let weak = ["1111110000", "0111111000"];
+    let ceiling = ["1111111100", "1111111010"];
+    let vanilla = ["1111111000", "1111111100"];
+    write_row_results(
+        root,
+        &[
+            ("t_weak_artifacts/bow_e1", "weak_acc", weak),
+            ("t_train_ceiling/m_e1", "strong_acc", ceiling),
+            ("t_vanilla_w2s/m_bow_e1", "transfer_acc", vanilla),
+        ],
+    );
+    let table = BaselineTable::read(root, &[0, 1]).unwrap();
+    let task = &table.tasks[0];
+    let test = task.method("vanilla_w2s").unwrap().split("test").unwrap();
+    let estimate = test.estimate.unwrap();
+    assert!((estimate.pgr - 0.75).abs() < 1e-12, "{estimate:?}");
+    assert!((estimate.se_seeds.unwrap() - 0.25).abs() < 1e-12);
+    assert_eq!((estimate.rows, estimate.seeds), (10, 2));
+    // The printed error is the total one, and it counts the test rows' noise too.
+    let pgr = test.pgr.unwrap();
+    assert_eq!((pgr.mean, pgr.se), (estimate.pgr, Some(estimate.se)));
+    assert!(estimate.se_test > 0.05 && estimate.se > 0.25);
+    assert!(!test.seeds_only() && test.noisy());
+    // The transfer files hold no rows there: the seeds' error only, marked.
+    let transfer = task
+        .method("vanilla_w2s")
+        .unwrap()
+        .split("transfer")
+        .unwrap();
+    assert!(transfer.seeds_only());
+    assert!((transfer.pgr.unwrap().se.unwrap() - 0.25).abs() < 1e-12);
+    // The outcomes, in seed order, for the server's comparisons; none where rows lack.
+    let outcomes = table.outcomes("t", "test").unwrap();
+    let strings = |runs: &[aar_core::noise::CorrectRows]| -> Vec<String> {
+        runs.iter().cloned().map(String::from).collect()
+    };
+    assert_eq!(strings(&outcomes.weak), weak);
+    assert_eq!(strings(&outcomes.ceiling), ceiling);
+    assert_eq!(strings(&outcomes.vanilla), vanilla);
+    assert!(table.outcomes("t", "transfer").is_none());
+    assert!(table.outcomes("other", "test").is_none());
+    let text = table.to_string();
+    assert!(
+        text.contains(&format!(
+            "* test: test noise up to +-{0:.3} > 0.05 (vanilla_w2s +-{0:.3}): the split has 10 rows",
+            estimate.se_test
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("^ transfer: seeds only (vanilla_w2s)"),
+        "{text}"
+    );
+    // The JSON keeps `pgr` as it was and adds the parts.
+    let json = serde_json::to_value(&table).unwrap();
+    let cell = &json["tasks"][0]["methods"][0]["splits"][0][1];
+    assert_eq!(cell["pgr"]["mean"], json!(estimate.pgr));
+    assert_eq!(cell["estimate"]["se_test"], json!(estimate.se_test));
+    assert!(json["tasks"][0].get("outcomes").is_none());
+}
+
+#[test]
+fn rows_that_contradict_the_recorded_accuracy_are_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write_row_results(
+        root,
+        &[
+            ("t_weak_artifacts/bow_e1", "weak_acc", ["1100", "1100"]),
+            ("t_train_ceiling/m_e1", "strong_acc", ["1110", "1110"]),
+            ("t_vanilla_w2s/m_bow_e1", "transfer_acc", ["1100", "1110"]),
+        ],
+    );
+    let path = root.join("t_vanilla_w2s/m_bow_e1/seed_1.json");
+    let mut record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    record["eval"]["test"]["correct_rows"] = json!("1111");
+    write_json_atomic(&path, &record).unwrap();
+    let err = BaselineTable::read(root, &[0, 1]).unwrap_err().to_string();
+    assert!(
+        err.contains("t vanilla_w2s")
+            && err.contains("seed 1 eval.test")
+            && err.contains("1.000000"),
+        "{err}"
+    );
+    record["eval"]["test"]["correct_rows"] = json!("11x0");
+    write_json_atomic(&path, &record).unwrap();
+    let err = BaselineTable::read(root, &[0, 1]).unwrap_err().to_string();
+    assert!(
+        err.contains("eval.test.correct_rows") && err.contains("character 2"),
+        "{err}"
+    );
 }
 
 #[test]

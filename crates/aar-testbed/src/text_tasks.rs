@@ -47,16 +47,18 @@ pub fn corpus_files(corpus: Corpus) -> Vec<(&'static str, &'static str)> {
             "data/rotten-tomatoes/rotten_tomatoes_corpus_full.csv.bz2",
         )],
         Corpus::Sarcasm => vec![(aar_assets::manifest::SARCASM, "data/sarcasm/samples.jsonl")],
-        Corpus::Fever => vec![
-            (
-                aar_assets::manifest::BIGBENCH,
-                "data/bigbench/fact_checker/fever/task.json",
-            ),
-            (
-                aar_assets::manifest::BIGBENCH,
-                "data/bigbench/fact_checker/politifact/task.json",
-            ),
-        ],
+        Corpus::Fever => vec![(
+            aar_assets::manifest::BIGBENCH,
+            "data/bigbench/fact_checker/fever/task.json",
+        )],
+        Corpus::MultiemoHotels => vec![(
+            aar_assets::manifest::BIGBENCH,
+            "data/bigbench/multiemo/hotels_sentence_en/task.json",
+        )],
+        Corpus::MultiemoMedicine => vec![(
+            aar_assets::manifest::BIGBENCH,
+            "data/bigbench/multiemo/medicine_sentence_en/task.json",
+        )],
     }
 }
 
@@ -203,6 +205,38 @@ pub fn fact_checker(path: &Path, prefix: &str) -> Result<Vec<TextItem>> {
     Ok(items)
 }
 
+/// BIG-bench multiemo sentences: true when the top-scored option is "positive", false when
+/// it is "negative"; neutral and ambivalent sentences are left out. An example with no
+/// option scored above 0 is an error naming it.
+pub fn multiemo(path: &Path, prefix: &str) -> Result<Vec<TextItem>> {
+    let mut items = Vec::new();
+    for (i, BigBenchExample { input, scores }) in bigbench_examples(path)?.into_iter().enumerate() {
+        let top = scores
+            .iter()
+            .filter_map(|(option, score)| Some((option, score.as_f64()?)))
+            .filter(|(_, score)| *score > 0.0)
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(option, _)| option.trim().to_lowercase())
+            .ok_or_else(|| bad(path, format!("example {i}: no option scored above 0")))?;
+        let label = match top.as_str() {
+            "positive" => true,
+            "negative" => false,
+            _ => continue,
+        };
+        let text = input.trim();
+        if text.is_empty() {
+            continue;
+        }
+        items.push(TextItem {
+            id: format!("{prefix}-{i:05}"),
+            text: text.to_owned(),
+            label,
+            subset: prefix.into(),
+        });
+    }
+    Ok(items)
+}
+
 /// BIG-bench fact_checker inputs read `On <date>, the following claim was made: <claim>`
 /// then a question line: the claim alone.
 pub fn clean_claim(input: &str) -> String {
@@ -234,10 +268,10 @@ pub fn corpus_items(corpus: Corpus, assets_dir: &Path) -> Result<(Vec<TextItem>,
     match corpus {
         Corpus::RottenTomatoes => Ok(split_longest(rotten_tomatoes(&main_path)?)),
         Corpus::Sarcasm => Ok(split_longest(sarcasm(&main_path)?)),
-        Corpus::Fever => Ok((
-            fact_checker(&main_path, "fever")?,
-            fact_checker(&assets_dir.join(files[1].1), "politifact")?,
-        )),
+        // Politifact, the second source, gave a ceiling below the weak teacher (PRESETS.md).
+        Corpus::Fever => Ok(split_longest(fact_checker(&main_path, "fever")?)),
+        Corpus::MultiemoHotels => Ok(split_longest(multiemo(&main_path, "hotels")?)),
+        Corpus::MultiemoMedicine => Ok(split_longest(multiemo(&main_path, "medicine")?)),
     }
 }
 
@@ -420,4 +454,112 @@ pub(crate) fn write_splits(
     }
     LabeledTask::write(out_dir, &files)?;
     Ok(stats)
+}
+
+#[cfg(test)]
+mod source_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the failure report
+
+    use super::*;
+    use serde_json::json;
+
+    fn write_task_json(dir: &Path, rel: &str, examples: Value) -> std::path::PathBuf {
+        let path = dir.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, json!({ "examples": examples }).to_string()).unwrap();
+        path
+    }
+
+    fn multiemo_example(text: &str, top: &str) -> Value {
+        let scores: Map<String, Value> = ["positive", "negative", "neutral", "ambivalent"]
+            .iter()
+            .map(|o| ((*o).to_owned(), json!(if *o == top { 1 } else { 0 })))
+            .collect();
+        json!({ "input": text, "target_scores": scores })
+    }
+
+    #[test]
+    fn multiemo_keeps_positive_and_negative_sentences_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_task_json(
+            dir.path(),
+            "hotels.json",
+            json!([
+                multiemo_example(" Clean rooms and kind staff. ", "positive"),
+                multiemo_example("The breakfast was cold.", "negative"),
+                multiemo_example("The hotel is near the station.", "neutral"),
+                multiemo_example("Nice view, noisy street.", "ambivalent"),
+                multiemo_example("   ", "positive"),
+            ]),
+        );
+        let items = multiemo(&path, "hotels").unwrap();
+        let got: Vec<(&str, &str, bool)> = items
+            .iter()
+            .map(|i| (i.id.as_str(), i.text.as_str(), i.label))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("hotels-00000", "Clean rooms and kind staff.", true),
+                ("hotels-00001", "The breakfast was cold.", false),
+            ]
+        );
+        assert!(items.iter().all(|i| i.subset == "hotels"));
+    }
+
+    #[test]
+    fn multiemo_example_without_a_scored_option_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_task_json(
+            dir.path(),
+            "medicine.json",
+            json!([
+                multiemo_example("Good doctor.", "positive"),
+                { "input": "No answer.", "target_scores": { "positive": 0, "negative": 0 } },
+            ]),
+        );
+        let err = multiemo(&path, "medicine").unwrap_err().to_string();
+        assert!(err.contains("example 1"), "{err}");
+        assert!(err.contains("medicine.json"), "{err}");
+    }
+
+    #[test]
+    fn fever_holds_out_its_longest_claims_and_needs_no_second_source() {
+        let assets = tempfile::tempdir().unwrap();
+        // 20 claims of 1..=20 words, alternately true and false, behind the source's prefix.
+        let examples: Vec<Value> = (1..=20)
+            .map(|n| {
+                let claim = vec!["word"; n].join(" ");
+                let truth = if n % 2 == 0 { "true" } else { "false" };
+                json!({
+                    "input": format!("On June 2017, the following claim was made: {claim}\nQ: Was this claim true or false?"),
+                    "target_scores": { "true": i32::from(truth == "true"), "false": i32::from(truth == "false") },
+                })
+            })
+            .collect();
+        write_task_json(
+            assets.path(),
+            "data/bigbench/fact_checker/fever/task.json",
+            Value::Array(examples),
+        );
+        let (main, transfer) = corpus_items(Corpus::Fever, assets.path()).unwrap();
+        // 15% of 20 = the 3 longest claims (18, 19 and 20 words).
+        let lengths = |items: &[TextItem]| -> Vec<usize> {
+            items.iter().map(|i| word_count(&i.text)).collect()
+        };
+        assert_eq!(lengths(&transfer), [18, 19, 20]);
+        assert_eq!(lengths(&main), (1..=17).collect::<Vec<_>>());
+        assert!(transfer.iter().all(|i| i.subset == "fever/longest"));
+        // 18 words: an even count, so a true claim.
+        assert!(transfer[0].label);
+    }
+
+    #[test]
+    fn a_missing_multiemo_source_names_the_asset() {
+        let assets = tempfile::tempdir().unwrap();
+        let err = corpus_items(Corpus::MultiemoMedicine, assets.path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("medicine_sentence_en"), "{err}");
+    }
 }

@@ -3,6 +3,7 @@
 
 mod assets;
 mod baselines;
+mod generalize;
 mod method;
 mod reference;
 mod review;
@@ -47,6 +48,9 @@ enum Command {
     Method(method::MethodCommand),
     /// The main job: a research campaign (testbed, server, sandboxed researchers, report).
     Up(up::UpArgs),
+    /// The generalization gate: run top entries on other tasks, held-out tasks and a second
+    /// model pair; PGR per target beside vanilla, ranked by mean PGR across targets.
+    Generalize(generalize::GeneralizeArgs),
     /// Review flagged leaderboard entries: list them with the probes' evidence, approve or disqualify.
     Review(review::ReviewArgs),
     /// The research server: evaluation that cannot be gamed, forum, leaderboard, code store, MCP.
@@ -63,6 +67,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Features(args) => run_method::features(args),
         Command::Method(command) => method::run(command),
         Command::Review(args) => review::run(args),
+        Command::Generalize(args) => generalize::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Up(args) => up::run(args),
         Command::Doctor => {

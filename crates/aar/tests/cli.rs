@@ -562,16 +562,28 @@ fn up_runs_a_short_tiny_campaign_and_reports_all_three_test_sets() {
         assert!(entry["verification_seconds"].is_f64(), "{entry}");
         assert!(entry["public_pgr"]["mean"].is_f64(), "{entry}");
         assert!(entry["private_pgr"]["mean"].is_f64(), "{entry}");
+        // Errors include the test's own noise (the served baselines pin per-row
+        // outcomes), and each entry is compared with vanilla.
+        for split in ["public_pgr", "private_pgr"] {
+            assert!(entry[split]["se_test"].is_f64(), "{split}: {entry}");
+        }
+        assert!(
+            entry["private_vs"]["vs_vanilla"]["describe"].is_string(),
+            "{entry}"
+        );
         if !task["transfer"].is_null() {
             assert!(entry["transfer_pgr"]["mean"].is_f64(), "{entry}");
         }
         eprintln!(
-            "entry {} ({}): {} in {:.1} s, flags {}",
+            "entry {} ({}): {} in {:.1} s, flags {}; PGR public {}, private {}; vs vanilla {}",
             entry["entry_id"],
             entry["method"],
             entry["section"],
             entry["verification_seconds"].as_f64().unwrap_or(0.0),
-            entry["flags"]
+            entry["flags"],
+            entry["public_pgr"],
+            entry["private_pgr"],
+            entry["private_vs"]["vs_vanilla"]["describe"],
         );
     }
     assert!(!report["findings"].as_array().unwrap().is_empty());

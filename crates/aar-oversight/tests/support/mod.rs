@@ -142,11 +142,26 @@ pub fn write_task(root: &Path, key: &IdKey) -> Task {
         std::fs::write(labeled.join(format!("{split}.jsonl")), text).unwrap();
         splits.insert(split, labels);
     }
-    let split_baselines = json!({"weak": [0.6, 0.61, 0.59], "ceiling": [0.9, 0.91, 0.89]});
-    let baselines = json!({
-        "weak": [0.6, 0.61, 0.59], "ceiling": [0.9, 0.91, 0.89],
-        "splits": {"test_private": split_baselines, "transfer": split_baselines},
-    });
+    // Per-row outcomes of the pinned runs (right on the first rows), consistent with
+    // the pinned accuracies: PGR errors then include the test's own noise.
+    let rows = |n: usize, accuracies: [f64; 3]| -> Vec<String> {
+        accuracies
+            .iter()
+            .map(|a| {
+                let right = (a * n as f64).round() as usize;
+                (0..n).map(|i| if i < right { '1' } else { '0' }).collect()
+            })
+            .collect()
+    };
+    let pinned = |n: usize| {
+        json!({
+            "weak": [0.6, 0.61, 0.59], "ceiling": [0.9, 0.91, 0.89],
+            "correct_rows": {"weak": rows(n, [0.6, 0.61, 0.59]), "ceiling": rows(n, [0.9, 0.91, 0.89])},
+        })
+    };
+    let mut baselines = pinned(TEST);
+    baselines["splits"] =
+        json!({"test_private": pinned(TEST_PRIVATE), "transfer": pinned(TRANSFER)});
     std::fs::write(labeled.join("baselines.json"), baselines.to_string()).unwrap();
 
     let agent_copy = root.join("agent").join(TASK);

@@ -16,8 +16,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use aar_core::noise::{CorrectRows, DEFAULT_RESAMPLES, pgr_difference, pgr_estimate};
 use aar_store::VerificationRun;
 use tar::EntryType::Regular;
+
+use crate::tasks::RowOutcomes;
 
 use super::*;
 use crate::verify::{
@@ -40,6 +43,9 @@ struct SplitLabels {
     test: Vec<Label>,
     private: Vec<Label>,
     transfer: Vec<Label>,
+    /// Whether the task pins the public test's per-row baseline outcomes (PGR errors
+    /// with test noise: bootstraps, slow in a debug build, so only where tested).
+    pinned_rows: bool,
 }
 
 impl SplitLabels {
@@ -48,6 +54,14 @@ impl SplitLabels {
             test: labels(N, 1),
             private: labels(PRIVATE_N, 2),
             transfer: labels(TRANSFER_N, 3),
+            pinned_rows: false,
+        }
+    }
+
+    fn with_pinned_rows() -> SplitLabels {
+        SplitLabels {
+            pinned_rows: true,
+            ..SplitLabels::standard()
         }
     }
 
@@ -128,22 +142,24 @@ impl ScriptedVerifier {
         predictions: Option<&Value>,
     ) -> VerificationRun {
         let labels = self.split_labels(split);
-        let scored = match predictions.and_then(|p| p.get(split)) {
+        let raw = match predictions.and_then(|p| p.get(split)) {
             None => Err(format!(
                 "seed {seed}: the method wrote no {split} predictions"
             )),
-            Some(values) => serde_json::from_value::<Vec<u8>>(values.clone())
-                .map_err(|e| e.to_string())
-                .and_then(|p| {
-                    p.into_iter()
-                        .map(|v| Label::try_from(v).map_err(|_| format!("prediction {v}")))
-                        .collect::<Result<Vec<Label>, String>>()
-                })
-                .and_then(|p| aar_core::metrics::accuracy(&p, labels).map_err(|e| e.to_string())),
+            Some(values) => {
+                serde_json::from_value::<Vec<u8>>(values.clone()).map_err(|e| e.to_string())
+            }
         };
-        let (accuracy, error) = match scored {
-            Ok(a) => (Some(a.accuracy), None),
-            Err(e) => (None, Some(e)),
+        let scored = raw.clone().and_then(|p| {
+            let p = p
+                .into_iter()
+                .map(|v| Label::try_from(v).map_err(|_| format!("prediction {v}")))
+                .collect::<Result<Vec<Label>, String>>()?;
+            aar_core::metrics::accuracy(&p, labels).map_err(|e| e.to_string())
+        });
+        let (accuracy, error, predictions) = match scored {
+            Ok(a) => (Some(a.accuracy), None, raw.ok()),
+            Err(e) => (None, Some(e), None),
         };
         VerificationRun {
             entry_id: job.entry_id,
@@ -153,6 +169,7 @@ impl ScriptedVerifier {
             accuracy,
             error,
             seconds: 0.25,
+            predictions,
         }
     }
 
@@ -263,11 +280,49 @@ fn method_archive(name: &str, predictions: &Value) -> Vec<u8> {
 
 /// The task registry: `math` with a private split, and baselines for the private
 /// split and the transfer set (so they have PGRs).
+/// Public-test rows right per pinned seed: weak teacher, ceiling, vanilla (the weak
+/// and ceiling counts are the registry's pinned accuracies times [`N`]).
+const PINNED_RIGHT: [[usize; 3]; 3] = [[845, 858, 832], [1040, 1053, 1027], [901, 912, 897]];
+
+/// Per-row outcomes right on the first `right` rows (how [`predictions`] builds them),
+/// built here rather than by the server's scoring.
+fn first_right(n: usize, right: usize) -> CorrectRows {
+    CorrectRows::new((0..n).map(|i| i < right).collect())
+}
+
+/// The same on the private test, of [`PRIVATE_N`] rows (pinned with `pinned_rows`,
+/// whose private baselines are these counts' accuracies).
+const PINNED_PRIVATE_RIGHT: [[usize; 3]; 3] = [[281, 291, 287], [365, 375, 371], [300, 310, 305]];
+
+/// The pinned weak, ceiling and vanilla outcomes of the public test.
+fn public_outcomes() -> RowOutcomes {
+    let [weak, ceiling, vanilla] = PINNED_RIGHT.map(|g| g.map(|r| first_right(N, r)).to_vec());
+    RowOutcomes {
+        weak,
+        ceiling,
+        vanilla,
+    }
+}
+
+/// The pinned weak, ceiling and vanilla outcomes of the private test.
+fn private_outcomes() -> RowOutcomes {
+    let [weak, ceiling, vanilla] =
+        PINNED_PRIVATE_RIGHT.map(|g| g.map(|r| first_right(PRIVATE_N, r)).to_vec());
+    RowOutcomes {
+        weak,
+        ceiling,
+        vanilla,
+    }
+}
+
+/// The task; with `pinned_rows`, the public and private tests' baseline outcomes
+/// pinned per row (PGR errors with test noise), the transfer set without (its errors
+/// are the seeds' spread).
 fn registry(labels: &SplitLabels) -> TaskRegistry {
     let fixed = |weak: [f64; 3], ceiling: [f64; 3]| {
         FixedBaselines::from_seed_accuracies(&weak, &ceiling).unwrap()
     };
-    TaskRegistry::from_tasks(vec![ServerTask {
+    let registry = TaskRegistry::from_tasks(vec![ServerTask {
         name: "math".into(),
         test_labels: labels.test.clone(),
         private_labels: Some(labels.private.clone()),
@@ -283,6 +338,20 @@ fn registry(labels: &SplitLabels) -> TaskRegistry {
         TRANSFER_SPLIT,
         fixed([0.55, 0.57, 0.56], [0.71, 0.73, 0.72]),
     )
+    .with_transfer_labels("math", labels.transfer.clone());
+    if !labels.pinned_rows {
+        return registry;
+    }
+    let accuracies = |right: [usize; 3]| right.map(|r| r as f64 / PRIVATE_N as f64);
+    let [weak, ceiling, _] = PINNED_PRIVATE_RIGHT;
+    registry
+        .with_split_baselines(
+            "math",
+            PRIVATE_SPLIT,
+            fixed(accuracies(weak), accuracies(ceiling)),
+        )
+        .with_outcomes("math", PUBLIC_SPLIT, public_outcomes())
+        .with_outcomes("math", PRIVATE_SPLIT, private_outcomes())
 }
 
 /// Roomy evaluation budgets; the entry quotas' defaults (40 per agent in all)
@@ -353,6 +422,13 @@ async fn world_with(labels: SplitLabels, verifier: ScriptedVerifier, concurrency
 
 async fn world() -> World {
     let labels = SplitLabels::standard();
+    let verifier = ScriptedVerifier::new(&labels);
+    world_with(labels, verifier, 2).await
+}
+
+/// A world whose task pins the public test's per-row baseline outcomes.
+async fn world_with_pinned_rows() -> World {
+    let labels = SplitLabels::with_pinned_rows();
     let verifier = ScriptedVerifier::new(&labels);
     world_with(labels, verifier, 2).await
 }
@@ -535,7 +611,7 @@ fn accuracy_of(predictions: &[u8], labels: &[Label]) -> f64 {
 
 #[tokio::test]
 async fn leaderboard_comes_from_declared_seeds_only() {
-    let w = world().await;
+    let w = world_with_pinned_rows().await;
     let (a_id, a) = new_agent(&w.app, "a").await;
     let (_, b) = new_agent(&w.app, "b").await;
     // Seed 99 is perfect, but the entry does not declare it: it must not count.
@@ -638,8 +714,58 @@ async fn leaderboard_comes_from_declared_seeds_only() {
         }
         let baselines = registry(&w.labels).baselines("math", split).unwrap();
         let pgr = baselines.pgr_over_seeds(&values).unwrap();
-        assert_close(&splits[split]["pgr"]["mean"], pgr.mean);
+        assert!(
+            (splits[split]["pgr"]["mean"].as_f64().unwrap() - pgr.mean).abs() < 1e-9,
+            "{split}: {row}"
+        );
+        if split == TRANSFER_SPLIT {
+            // No per-row outcomes pinned: the seeds' spread only, and no comparison.
+            assert_close(&splits[split]["pgr"]["se"], pgr.se.unwrap());
+            assert_eq!(splits[split]["pgr"]["se_test"], Value::Null, "{row}");
+            assert_eq!(splits[split]["vs_vanilla"], Value::Null, "{row}");
+        }
     }
+    // The public test is scored per row against the pinned baselines' rows: the PGR,
+    // its errors and the comparison with vanilla are aar-core's, on rows built here.
+    let method: Vec<CorrectRows> = [1003, 1013, 1024].map(|r| first_right(N, r)).to_vec();
+    let pinned = public_outcomes();
+    let seed = crate::scores::bootstrap_seed(id);
+    let want = pgr_estimate(&pinned.runs(), &method, DEFAULT_RESAMPLES, seed).unwrap();
+    let got = &splits[PUBLIC_SPLIT]["pgr"];
+    assert!(
+        (got["mean"].as_f64().unwrap() - want.pgr).abs() < 1e-12,
+        "{got}"
+    );
+    assert_close(&got["se"], want.se);
+    assert_close(&got["se_test"], want.se_test);
+    assert_close(&got["se_seeds"], want.se_seeds.unwrap());
+    assert_eq!(got["rows"], N, "{got}");
+    assert!(
+        want.se_test > 0.01 && want.se > want.se_seeds.unwrap(),
+        "{want:?}"
+    );
+    let vs = pgr_difference(
+        &pinned.runs(),
+        &method,
+        &pinned.vanilla,
+        DEFAULT_RESAMPLES,
+        seed,
+    )
+    .unwrap();
+    let got = &splits[PUBLIC_SPLIT]["vs_vanilla"];
+    assert_close(&got["difference"], vs.difference);
+    assert_close(&got["se"], vs.se);
+    assert_eq!(got["significant"], vs.significant, "{got}");
+    assert_eq!(got["describe"], vs.describe(), "{got}");
+    // Hand check: (mean 1013.33 - 903.33 vanilla) / (1040 - 845) right rows.
+    assert!((vs.difference - 110.0 / 195.0).abs() < 1e-9, "{vs:?}");
+    assert!(vs.significant, "{}", vs.describe());
+    // The same number twice: the bootstrap is seeded by the entry id.
+    let again = admin_board(&w.app).await;
+    assert_eq!(
+        find_row(&again, id).1["admin"]["splits"][PUBLIC_SPLIT],
+        splits[PUBLIC_SPLIT]
+    );
     // The undeclared seed's run is the admin's evidence, not a score.
     let variants = &row["admin"]["variants"];
     assert_eq!(variants[0]["variant"], "undeclared_seed", "{row}");
@@ -1783,7 +1909,7 @@ fn assert_routed(route: &str, status: StatusCode, body: &Value) {
 
 #[tokio::test]
 async fn no_route_shows_an_agent_a_label_value_the_ladder_did_not_release() {
-    let w = world().await;
+    let w = world_with_pinned_rows().await;
     let tasks = registry(&w.labels);
     let base = |split: &str| tasks.baselines("math", split);
     let (a_id, a) = new_agent(&w.app, "alice").await;
@@ -1883,6 +2009,70 @@ async fn no_route_shows_an_agent_a_label_value_the_ladder_did_not_release() {
     for &id in &entries {
         wait_for_verification(&w.app, &a, id).await;
     }
+    // The admin's errors that include the test's noise, and the comparisons with
+    // vanilla and neighbours: label-dependent, the admin's only.
+    let admin = admin_board(&w.app).await;
+    let mut noisy = 0;
+    for row in ["ranked", "flagged"]
+        .iter()
+        .flat_map(|s| admin[*s].as_array().unwrap())
+    {
+        for split in [PUBLIC_SPLIT, PRIVATE_SPLIT, TRANSFER_SPLIT] {
+            let scores = &row["admin"]["splits"][split];
+            if let Some(se_test) = scores["pgr"]["se_test"].as_f64() {
+                secrets.add(se_test, "the admin's test-noise SE of a PGR");
+                secrets.add(
+                    scores["pgr"]["se"].as_f64().unwrap(),
+                    "the admin's total SE of a PGR",
+                );
+                noisy += 1;
+            }
+            for against in ["vs_vanilla", "vs_above"] {
+                for field in ["difference", "se"] {
+                    if let Some(v) = scores[against][field].as_f64() {
+                        secrets.add(v, &format!("the admin's {against} {field}"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(noisy >= 8, "the admin sees errors with test noise: {admin}");
+    // Ranked by held-out PGR: b1, a1, a2 (b2 is flagged). Each but the first is compared
+    // with the one above it on the private test, from rows built here.
+    let ranked: Vec<i64> = admin["ranked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["entry_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ranked, [entries[2], entries[0], entries[1]], "{admin}");
+    let private_rows = |right: [usize; 3]| right.map(|r| first_right(PRIVATE_N, r)).to_vec();
+    let (b1_rows, a1_rows) = (private_rows([333, 329, 338]), private_rows([311, 318, 326]));
+    let want = pgr_difference(
+        &private_outcomes().runs(),
+        &a1_rows,
+        &b1_rows,
+        DEFAULT_RESAMPLES,
+        crate::scores::pair_seed(entries[0], entries[2]),
+    )
+    .unwrap();
+    let (_, a1_row) = find_row(&admin, entries[0]);
+    let got = &a1_row["admin"]["splits"][PRIVATE_SPLIT]["vs_above"];
+    assert_eq!(got["against"], format!("entry {}", entries[2]), "{got}");
+    assert_close(&got["difference"], want.difference);
+    assert_close(&got["se"], want.se);
+    assert_eq!(got["describe"], want.describe(), "{got}");
+    // Hand check: (mean 318.33 - 333.33 right rows) / (370.33 - 286.33).
+    assert!((want.difference + 15.0 / 84.0).abs() < 1e-9, "{want:?}");
+    let (_, b1_row) = find_row(&admin, entries[2]);
+    assert_eq!(
+        b1_row["admin"]["splits"][PRIVATE_SPLIT]["vs_above"],
+        Value::Null
+    );
+    assert_eq!(
+        a1_row["admin"]["splits"][TRANSFER_SPLIT]["vs_above"],
+        Value::Null
+    );
     // Agents see a probe-flagged entry as unflagged (the flag may depend on labels).
     let flagged = find_row(&leaderboard(&w.app, &a).await, entries[3]);
     assert_eq!(flagged.1["status"], "ok", "{flagged:?}");

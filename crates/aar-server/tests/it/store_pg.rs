@@ -1,12 +1,14 @@
 //! The store's newer statements on PostgreSQL: bit-packed predictions
-//! (`bytea`), quota counts and the Ladder epoch (migration 3).
+//! (`bytea`), quota counts and the Ladder epoch (migration 3), verification runs'
+//! predictions (migration 6).
 //!
 //! Always runs; fails (never skips) when PostgreSQL is missing (`bash scripts/setup.sh --test` installs it).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use aar_store::{
     AgentRecord, EvaluationInsert, EvaluationRecord, NewEvaluation, QuotaUsage, SnapshotMeta,
-    SnapshotRecord, Store, StoredPredictions,
+    SnapshotRecord, Store, StoredPredictions, VerificationResult, VerificationRun,
+    VerificationState,
 };
 
 use crate::support::Postgres;
@@ -51,10 +53,13 @@ async fn predictions_and_quota_counts_work_on_postgresql() {
     tx.insert_evaluations(&[evaluation(1, odd.clone()), evaluation(2, vec![1; 9])])
         .await
         .unwrap();
+    let mut entry_ids = Vec::new();
     for at in [100, 5_000] {
-        tx.insert_entry("a", "math", "m", &[1, 2, 3], None, None, at)
+        let id = tx
+            .insert_entry("a", "math", "m", &[1, 2, 3], None, None, at)
             .await
             .unwrap();
+        entry_ids.push(id);
     }
     let snapshot = SnapshotRecord {
         meta: SnapshotMeta {
@@ -84,7 +89,31 @@ async fn predictions_and_quota_counts_work_on_postgresql() {
     assert_eq!((snapshots.agent_recent, snapshots.bytes), (1, 42));
     assert_eq!(tx.ladder_epoch().await.unwrap(), 0);
     assert_eq!(tx.bump_ladder_epoch().await.unwrap(), 1);
+    let run = |split: &str, predictions: Option<Vec<u8>>| VerificationRun {
+        entry_id: entry_ids[0],
+        seed: 1,
+        variant: "main".into(),
+        split: split.into(),
+        accuracy: predictions.as_ref().map(|_| 0.5),
+        error: None,
+        seconds: 1.0,
+        predictions,
+    };
+    let runs = vec![run("test", Some(odd.clone())), run("transfer", None)];
+    tx.record_verification(&VerificationResult {
+        entry_id: entry_ids[0],
+        state: VerificationState::Scored,
+        error: None,
+        runs: runs.clone(),
+        flags: Vec::new(),
+        released_accuracy: None,
+        at: 6_000,
+        seconds: 2.0,
+    })
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
+    assert_eq!(store.verification_runs(entry_ids[0]).await.unwrap(), runs);
 
     let stored = store.evaluation_predictions("a", "math").await.unwrap();
     assert_eq!(

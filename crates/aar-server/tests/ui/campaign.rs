@@ -79,6 +79,7 @@ fn planted_outcome(job: &VerificationJob, scores: &Value) -> VerificationOutcome
                 accuracy: Some(accuracy),
                 error: None,
                 seconds: 1.5,
+                predictions: None,
             });
         }
     }

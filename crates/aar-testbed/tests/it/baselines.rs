@@ -2,15 +2,17 @@
 //! PGR and against `aar-results` reading the same files, the cache, interruption, and
 //! determinism of the agent-facing runner.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use aar_core::metrics::MeanSe;
+use aar_core::noise::{CorrectRows, DEFAULT_RESAMPLES, pgr_estimate};
 use aar_results::{ReferenceReport, ResultCache, SeedSet};
 use aar_testbed::agent::{Recipe, run_method_on_splits};
 use aar_testbed::{
-    AgentRun, BaselineTable, MethodKind, MethodSpec, Preset, RunOptions, TestbedError,
-    labeled_accuracy, run_baselines, run_method, write_agent_features,
+    AgentRun, BaselineTable, MethodKind, MethodSpec, Preset, RunOptions, SplitOutcomes,
+    TestbedError, labeled_accuracy, run_baselines, run_method, write_agent_features,
 };
 use serde_json::Value;
 
@@ -36,6 +38,163 @@ fn accuracies(results: &std::path::Path, dir_prefix: &str, field: &str) -> Vec<f
     out
 }
 
+/// Every result file's eval entries hold `correct_rows`, as many as `total`, with as many
+/// ones as `correct`.
+fn assert_row_outcomes_match_counts(results: &Path, files: usize) {
+    let mut seen = 0;
+    for method in std::fs::read_dir(results).unwrap() {
+        for config in std::fs::read_dir(method.unwrap().path()).unwrap() {
+            for file in std::fs::read_dir(config.unwrap().path()).unwrap() {
+                let path = file.unwrap().path();
+                let record = read(&path);
+                let eval = record["eval"].as_object().unwrap();
+                assert_eq!(eval.len(), 3, "{}", path.display());
+                for (split, entry) in eval {
+                    let rows: CorrectRows =
+                        serde_json::from_value(entry["correct_rows"].clone()).unwrap();
+                    let ones = rows.rows().iter().filter(|c| **c).count() as u64;
+                    let at = format!("{} {split}", path.display());
+                    assert_eq!(Some(rows.len() as u64), entry["total"].as_u64(), "{at}");
+                    assert_eq!(Some(ones), entry["correct"].as_u64(), "{at}");
+                }
+                seen += 1;
+            }
+        }
+    }
+    assert_eq!(seen, files);
+}
+
+/// A cached file written before per-row outcomes (same config hash, no `correct_rows`)
+/// is recomputed, not used; the recomputed file is the same run, now with its rows.
+fn old_format_files_are_recomputed(preset: &Preset, options: &RunOptions, jobs: usize) {
+    let results = options.results_dir();
+    let config = std::fs::read_dir(results.join("sentiment_vanilla_w2s"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let path = config.join("seed_2.json");
+    let current = read(&path);
+    let mut old = current.clone();
+    for entry in old["eval"].as_object_mut().unwrap().values_mut() {
+        entry.as_object_mut().unwrap().remove("correct_rows");
+    }
+    std::fs::write(&path, serde_json::to_vec_pretty(&old).unwrap()).unwrap();
+    let rerun = run_baselines(preset, options).unwrap();
+    assert_eq!((rerun.computed, rerun.cached), (1, jobs - 1));
+    let recomputed = read(&path);
+    assert_eq!(recomputed["eval"], current["eval"]);
+    assert_eq!(recomputed["config_hash"], current["config_hash"]);
+}
+
+/// Per row, the fraction of `runs` right on it.
+fn per_row(runs: &[CorrectRows]) -> Vec<f64> {
+    let rows = runs[0].len();
+    (0..rows)
+        .map(|i| runs.iter().filter(|r| r.rows()[i]).count() as f64 / runs.len() as f64)
+        .collect()
+}
+
+/// The delta method's standard error of PGR over test rows, an independent reference for
+/// the bootstrap: per row i, with v, w, s the fractions of method, weak and ceiling seeds
+/// right on it, PGR = mean(v - w) / mean(s - w), and its error over rows is about
+/// sqrt(var(d) / n) / gap with d = (v - w) - PGR (s - w).
+fn delta_method_se(outcomes: &SplitOutcomes, method: &[CorrectRows]) -> (f64, f64) {
+    let (v, w, s) = (
+        per_row(method),
+        per_row(&outcomes.weak),
+        per_row(&outcomes.ceiling),
+    );
+    let n = v.len();
+    let mean = |x: &[f64]| x.iter().sum::<f64>() / x.len() as f64;
+    let gap = mean(&s) - mean(&w);
+    let pgr = (mean(&v) - mean(&w)) / gap;
+    let d: Vec<f64> = (0..n)
+        .map(|i| (v[i] - w[i]) - pgr * (s[i] - w[i]))
+        .collect();
+    let d_mean = mean(&d);
+    let var = d.iter().map(|x| (x - d_mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    (pgr, (var / n as f64).sqrt() / gap)
+}
+
+/// Each run's rows repeated `times` over: the same per-row structure, `times` more rows.
+fn tiled(runs: &[CorrectRows], times: usize) -> Vec<CorrectRows> {
+    runs.iter()
+        .map(|r| CorrectRows::new(r.rows().repeat(times)))
+        .collect()
+}
+
+/// The table's test-noise error on vanilla's test PGR against the delta method on the
+/// same rows. At tiny's 64 rows the gap (0.13) is under three of its own errors, so the
+/// bootstrapped ratio has a heavy tail and its spread is well above the linearisation;
+/// on the same rows tiled 16 times (1024 rows) the two agree within a factor of 1.5.
+fn test_noise_matches_the_delta_method(table: &BaselineTable, rows: usize) {
+    let outcomes = table.outcomes("sentiment", "test").unwrap();
+    assert_eq!(
+        (
+            outcomes.weak.len(),
+            outcomes.ceiling.len(),
+            outcomes.vanilla.len()
+        ),
+        (5, 5, 5)
+    );
+    assert!(outcomes.weak.iter().all(|r| r.len() == rows));
+    let estimate = table.tasks[0]
+        .method("vanilla_w2s")
+        .unwrap()
+        .split("test")
+        .unwrap()
+        .estimate
+        .unwrap();
+    let (pgr, analytic) = delta_method_se(outcomes, &outcomes.vanilla);
+    assert!((estimate.pgr - pgr).abs() < 1e-9, "{estimate:?} vs {pgr}");
+    println!(
+        "vanilla test PGR {pgr:.3}: bootstrap se_test {:.3}, delta method {analytic:.3}",
+        estimate.se_test
+    );
+    assert!(
+        estimate.se_test > 0.9 * analytic,
+        "bootstrap {} vs delta method {analytic}",
+        estimate.se_test
+    );
+    let times = 16;
+    let tiled_outcomes = SplitOutcomes {
+        weak: tiled(&outcomes.weak, times),
+        ceiling: tiled(&outcomes.ceiling, times),
+        vanilla: tiled(&outcomes.vanilla, times),
+    };
+    let tiled_estimate = pgr_estimate(
+        &tiled_outcomes.runs(),
+        &tiled_outcomes.vanilla,
+        DEFAULT_RESAMPLES,
+        1,
+    )
+    .unwrap();
+    let (_, tiled_analytic) = delta_method_se(&tiled_outcomes, &tiled_outcomes.vanilla);
+    let ratio = tiled_estimate.se_test / tiled_analytic;
+    println!(
+        "tiled x{times}: bootstrap se_test {:.3}, delta method {tiled_analytic:.3}",
+        tiled_estimate.se_test
+    );
+    assert!(
+        (1.0 / 1.5..1.5).contains(&ratio),
+        "tiled: bootstrap {} vs delta method {tiled_analytic}",
+        tiled_estimate.se_test
+    );
+    // 64 rows: far above 0.05, and the table says so.
+    assert!(estimate.se_test > 0.05);
+    let text = table.to_string();
+    assert!(
+        text.contains(&format!(
+            "* test: test noise up to +-{:.3} > 0.05 (vanilla_w2s +-{:.3}): the split has {rows} rows",
+            table.tasks[0].noise("test").unwrap().se_test.unwrap(),
+            estimate.se_test,
+        )),
+        "{text}"
+    );
+}
+
 #[test]
 fn tiny_baselines_end_to_end() {
     aar_engine::device::best_device();
@@ -59,9 +218,11 @@ fn tiny_baselines_end_to_end() {
     assert_eq!((first.computed, first.cached), (jobs, 0));
     let rerun = run_baselines(&preset, &options).unwrap();
     assert_eq!((rerun.computed, rerun.cached), (0, jobs));
+    let results = options.results_dir();
+    assert_row_outcomes_match_counts(&results, jobs);
+    old_format_files_are_recomputed(&preset, &options, jobs);
 
     // PGR by hand from the files: (acc - mean W) / (mean S - mean W), then mean and SE.
-    let results = options.results_dir();
     let w = accuracies(&results, "sentiment_weak_artifacts", "weak_acc");
     let s = accuracies(&results, "sentiment_train_ceiling", "strong_acc");
     assert_eq!((w.len(), s.len()), (5, 5));
@@ -93,16 +254,21 @@ fn tiny_baselines_end_to_end() {
             .map(|a| (a - w_mean) / (s_mean - w_mean))
             .collect();
         let by_hand = MeanSe::from_values(&pgrs).unwrap();
-        let ours = task.method(method).unwrap().split("test").unwrap();
-        let ours = ours.pgr.unwrap();
+        let score = task.method(method).unwrap().split("test").unwrap();
+        let ours = score.pgr.unwrap();
         assert!(
             (ours.mean - by_hand.mean).abs() < 1e-9,
             "{method}: {ours:?} vs {by_hand:?}"
         );
+        // The seeds' part of the error is the by-hand SE; the quoted error adds the
+        // test rows' noise on top, so it is larger.
+        let estimate = score.estimate.unwrap();
         assert!(
-            (ours.se.unwrap() - by_hand.se.unwrap()).abs() < 1e-9,
+            (estimate.se_seeds.unwrap() - by_hand.se.unwrap()).abs() < 1e-9,
             "{method}"
         );
+        assert_eq!(ours.se, Some(estimate.se), "{method}");
+        assert!(estimate.se > by_hand.se.unwrap(), "{method}: {estimate:?}");
         // One reader for both: aar-results sees the same PGR.
         let theirs = dataset.method(method).unwrap();
         assert!(
@@ -111,6 +277,7 @@ fn tiny_baselines_end_to_end() {
         );
     }
     println!("{table}");
+    test_noise_matches_the_delta_method(&table, preset.tasks[0].sizes.test);
 
     // The agent-facing runner: label-free copy, same seed, same predictions.
     let agent_task = options.agent_dir().join("sentiment");
@@ -176,6 +343,42 @@ fn tiny_baselines_end_to_end() {
     )
     .unwrap();
     assert!((rerun - recorded).abs() < 1e-12, "{rerun} vs {recorded}");
+
+    // The recorded per-row outcomes are the same run's predictions re-scored against the
+    // labeled test and private test, row by row.
+    let predictions = run_method(
+        &AgentRun {
+            seed,
+            ..run.clone()
+        },
+        &vanilla,
+    )
+    .unwrap();
+    let labeled = aar_tasks::LabeledTask::load(&options.tasks_dir().join("sentiment")).unwrap();
+    let recorded = read(&config_dir.join(format!("seed_{seed}.json")));
+    for (split, predicted) in [
+        (aar_tasks::Split::Test, &predictions.predictions),
+        (
+            aar_tasks::Split::TestPrivate,
+            predictions.private_predictions.as_ref().unwrap(),
+        ),
+    ] {
+        let labels: Vec<u8> = labeled
+            .split(split)
+            .unwrap()
+            .labels()
+            .unwrap()
+            .into_iter()
+            .map(u8::from)
+            .collect();
+        let rescored = String::from(CorrectRows::score(predicted, &labels).unwrap());
+        assert_eq!(
+            recorded["eval"][split.name()]["correct_rows"].as_str(),
+            Some(rescored.as_str()),
+            "{}",
+            split.name()
+        );
+    }
 
     // Features for new code, as .npy: one row per input row, the student's width, no label.
     let out = tempfile::tempdir().unwrap();

@@ -6,6 +6,7 @@
 
 mod agent_data;
 mod baselines;
+mod imports;
 mod lora;
 mod pairs;
 mod tasks;

@@ -106,10 +106,16 @@ fn a_pair_learner_reads_what_one_pooled_text_cannot() {
     }
     std::os::unix::fs::symlink(home.join("assets/models"), assets.join("models")).unwrap();
 
-    // The cpu preset's goal-step task at a size the synthetic source fills (120 groups),
-    // with the preset's bag of words as its weak teacher instead of MiniLM's embedding layer.
+    // The cpu preset's (held-out) goal-step task at a size the synthetic source fills (120
+    // groups), with the preset's bag of words as its weak teacher instead of MiniLM's
+    // embedding layer.
     let mut preset = Preset::named("cpu").unwrap();
-    let mut task = preset.task("goalstep").unwrap().clone();
+    let mut task = preset
+        .held_out
+        .iter()
+        .find(|t| t.name == "goalstep")
+        .unwrap()
+        .clone();
     task.weak = None;
     task.sizes = aar_testbed::preset::Sizes {
         train_label: 60,

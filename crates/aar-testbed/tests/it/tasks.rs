@@ -101,3 +101,63 @@ fn tiny_task_rebuilds_from_its_source_package_with_disjoint_balanced_splits() {
         );
     }
 }
+
+/// The `cpu` preset's served and held-out tasks build from the packaged sources at their
+/// full sizes (every split, the transfer sets too: the sizes are what the sources allow),
+/// balanced, with no text in two splits; `sarcasm` (S <= W) is no longer served.
+#[test]
+fn cpu_tasks_and_held_out_tasks_build_at_their_sizes_from_the_sources() {
+    let home = aar_home();
+    let mut fetch = aar_assets::FetchOptions::new(&home.join("assets"));
+    fetch.only = vec![aar_assets::manifest::BIGBENCH.into()];
+    aar_assets::fetch_assets(&fetch).expect("fetching BIG-bench (the cpu preset's source)");
+    let preset = Preset::named("cpu").unwrap();
+    let served: Vec<&str> = preset.tasks.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(served, ["sentiment", "fever", "hotels"]);
+    let held_out: Vec<&str> = preset.held_out.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(held_out, ["medicine", "goalstep"]);
+    assert!(preset.second_pair.is_some());
+
+    let out = tempfile::tempdir().unwrap();
+    for spec in preset.tasks.iter().chain(&preset.held_out) {
+        let dir = out.path().join(&spec.name);
+        build_task(spec, &home.join("assets"), &dir, preset.build_seed).unwrap();
+        let task = LabeledTask::load(&dir).unwrap();
+        let mut owner: BTreeMap<String, Split> = BTreeMap::new();
+        for split in Split::ALL {
+            let file = task
+                .split(split)
+                .unwrap_or_else(|| panic!("{}: no {split:?}", spec.name));
+            let expected = match split {
+                Split::TrainLabel => spec.sizes.train_label,
+                Split::TrainUnlabel => spec.sizes.train_unlabel,
+                Split::Test => spec.sizes.test,
+                Split::TestPrivate => spec.sizes.test_private,
+                Split::Transfer => spec.sizes.transfer,
+            };
+            assert_eq!(file.len(), expected, "{} {split:?} size", spec.name);
+            let ones = file
+                .labels()
+                .unwrap()
+                .iter()
+                .filter(|l| **l == Label::One)
+                .count();
+            assert_eq!(ones, file.len() / 2, "{} {split:?} balance", spec.name);
+            // A pair task repeats its question within a group (one split); a text task
+            // never repeats a text at all.
+            for e in file.examples() {
+                let text = format!("{}\u{1}{}", question(e).to_lowercase(), choice(e));
+                if let Some(previous) = owner.insert(text.clone(), split) {
+                    assert_eq!(previous, split, "{}: {text:?} in two splits", spec.name);
+                }
+            }
+        }
+    }
+}
+
+fn choice(e: &aar_tasks::Example) -> String {
+    match &e.inputs {
+        aar_tasks::Inputs::Binary { choice, .. } => choice.to_lowercase(),
+        aar_tasks::Inputs::Comparison { .. } => String::new(),
+    }
+}

@@ -10,7 +10,8 @@ use anyhow::Context;
 use serde_json::json;
 
 /// Weak teacher, ceiling and every transfer method of a preset over seeds; prints per task
-/// W, S and each method's PGR mean +- SE on the public test, private test and transfer sets.
+/// W, S and each method's PGR on the public test, private test and transfer sets, +- an
+/// error over seeds and test rows (`--json`: its seeds and test parts too).
 #[derive(Debug, clap::Args)]
 pub struct BaselinesArgs {
     /// tiny, cpu, gpu or paper.

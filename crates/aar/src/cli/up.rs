@@ -12,8 +12,12 @@ use anyhow::Context;
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
     /// Testbed preset.
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value = "cpu", conflicts_with = "preset_file")]
     preset: String,
+    /// A preset file instead (`aar tasks import` writes one; `aar baselines --show-preset`
+    /// prints the shape).
+    #[arg(long, value_name = "FILE")]
+    preset_file: Option<PathBuf>,
     /// Number of researchers.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
     researchers: u16,
@@ -69,13 +73,13 @@ fn researchers(llm: Option<&str>) -> anyhow::Result<Researchers> {
 /// What researchers' sandboxes mount for libtorch: pip's torch links the CUDA runtime
 /// libraries of its sibling `nvidia` packages, so the whole virtual environment when
 /// libtorch lives in one (as `scripts/setup.sh` makes it), else the directory itself.
-fn libtorch_tree(dir: &str) -> PathBuf {
+pub(super) fn libtorch_tree(dir: &str) -> PathBuf {
     python_venv(dir).unwrap_or_else(|| PathBuf::from(dir))
 }
 
 /// The virtual environment libtorch lives in (the directory holding `pyvenv.cfg`, as
 /// `scripts/setup.sh` makes `.venv/libtorch`): the `python3` of every sandbox.
-fn python_venv(libtorch: &str) -> Option<PathBuf> {
+pub(super) fn python_venv(libtorch: &str) -> Option<PathBuf> {
     Path::new(libtorch)
         .parent()
         .filter(|venv| venv.join("pyvenv.cfg").is_file())
@@ -114,10 +118,21 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     aar_engine::device::best_device();
     let home = std::path::absolute(&args.home)
         .with_context(|| format!("resolving {}", args.home.display()))?;
+    let (preset, preset_file) = match &args.preset_file {
+        // Read now, so a bad file fails before anything starts.
+        Some(path) => {
+            let preset = aar_testbed::Preset::from_file(path)?;
+            let path = std::path::absolute(path)
+                .with_context(|| format!("resolving {}", path.display()))?;
+            (preset.name, Some(path))
+        }
+        None => (args.preset, None),
+    };
     let config = CampaignConfig {
         home,
         name: args.name,
-        preset: args.preset,
+        preset,
+        preset_file,
         researchers: usize::from(args.researchers),
         minutes: args.minutes,
         dollars: args.dollars,
