@@ -615,7 +615,29 @@ fn researcher_sandbox(
     // Only the models: the data sources under `assets/data` hold labels.
     sandbox.extra_ro = vec![home.join("assets").join("models")];
     sandbox.extra_ro.extend(user_model_dirs(config)?);
+    sandbox.gpu = researcher_gpu(&load_preset(config)?);
     Ok(sandbox)
+}
+
+/// The host's GPUs for researchers whose preset fine-tunes models (LoRA learners:
+/// `gpu`, `paper`), so their `aar run-method` trains at GPU speed; heads on frozen
+/// features need none, and a host without a GPU runs them on its CPU as before.
+fn researcher_gpu(preset: &Preset) -> Option<aar_agents::gpu::GpuDevices> {
+    let fine_tunes = preset
+        .learners()
+        .any(|l| matches!(l, aar_testbed::preset::LearnerSpec::Lora { .. }));
+    if !fine_tunes {
+        return None;
+    }
+    let found = aar_agents::gpu::GpuDevices::detect();
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    if found.is_none() {
+        WARNED.call_once(|| tracing::warn!(
+            preset = %preset.name,
+            "the preset fine-tunes models and this host has no NVIDIA GPU: researchers' runs use the CPU"
+        ));
+    }
+    found
 }
 
 type Researcher = (
@@ -825,5 +847,25 @@ async fn print_progress(
             totals.dollars(),
         );
         println!("{}", aar_core::text::terminal_line(&line));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_presets_that_fine_tune_ask_for_the_gpu() {
+        // Heads on frozen features never get the host's devices, GPU host or not.
+        for name in ["tiny", "cpu"] {
+            assert_eq!(
+                researcher_gpu(&Preset::named(name).unwrap()),
+                None,
+                "{name}"
+            );
+        }
+        // A LoRA preset gets exactly what the host has.
+        let gpu = Preset::named("gpu").unwrap();
+        assert_eq!(researcher_gpu(&gpu), aar_agents::gpu::GpuDevices::detect());
     }
 }

@@ -34,6 +34,12 @@ pub enum OversightError {
     /// The entry's task is not one this verifier knows.
     #[error("task {0} is not served by this verifier")]
     UnknownTask(String),
+    /// The method asks for a GPU and the host has none.
+    #[error(
+        "the method asks for a GPU (`resources.device` \"gpu\") and this host has no NVIDIA \
+         device (/dev/nvidiactl and /dev/nvidia0): verify it on a GPU host or declare \"cpu\""
+    )]
+    NoGpu,
 }
 
 /// Result of this crate.

@@ -28,7 +28,7 @@ use tokio::sync::Mutex;
 
 use crate::error::{OversightError, Result, io_at};
 use crate::inputs::{SplitLabels, TaskSources, Teacher, build_inputs};
-use crate::method::{Manifest, RunInterface, read_output};
+use crate::method::{Device, Manifest, RunInterface, read_output};
 use crate::probes::{self, NoisyPgr};
 use crate::trace::{TrustedPaths, foreign_execs, parse_trace};
 
@@ -231,7 +231,7 @@ impl SandboxedVerifier {
             output: format!("{WORKSPACE_MOUNT}/.aar/predictions.json"),
             method_dir: format!("{WORKSPACE_MOUNT}/method"),
         };
-        let sandbox = Sandbox::new(self.sandbox_config(manifest, &workspace, input, &interface))?;
+        let sandbox = Sandbox::new(self.sandbox_config(manifest, &workspace, input, &interface)?)?;
         crate::inputs::copy_files(method_dir, &workspace.join("method"))?;
         let out_dir = workspace.join(".aar");
         std::fs::create_dir_all(&out_dir).map_err(io_at(&out_dir))?;
@@ -284,8 +284,13 @@ impl SandboxedVerifier {
         workspace: &Path,
         input: &Path,
         interface: &RunInterface,
-    ) -> SandboxConfig {
+    ) -> Result<SandboxConfig> {
         let mut config = SandboxConfig::new(workspace, self.config.sandbox_index);
+        if manifest.resources.device == Device::Gpu {
+            // A GPU method on a CPU host would crawl until its wall time: refuse it
+            // with the reason instead.
+            config.gpu = Some(aar_agents::gpu::GpuDevices::detect().ok_or(OversightError::NoGpu)?);
+        }
         config.task_data = Some(input.to_owned());
         config.aar_binary = Some(self.config.aar_binary.clone());
         config.libtorch = self.config.libtorch.clone();
@@ -300,7 +305,7 @@ impl SandboxedVerifier {
             output_bytes: 4 << 20,
             ..Limits::default()
         };
-        config
+        Ok(config)
     }
 
     /// The shell line: the method's stdout and stderr go to files; strace's stderr (the
