@@ -352,72 +352,24 @@ impl Agent {
                 self.begin_session("context_limit")?;
                 sessions += 1;
             }
-            let turn = Turn {
-                system: &self.config.system_prompt,
-                messages: &self.messages,
-                tools: &self.specs,
-            };
-            let stepped = match self.ledger.time_left(&self.config.name) {
-                Some(left) => tokio::time::timeout(left, self.policy.step(turn)).await,
-                None => Ok(self.policy.step(turn).await),
-            };
-            let Ok(stepped) = stepped else {
-                // The campaign's end does not wait for a slow model: the call is dropped
-                // (its connection closed) and charged what it was sent, estimated.
-                self.record_cut_call()?;
-                match self.ledger.check(&self.config.name) {
-                    Err(budget) => return self.finish(Outcome::Budget(budget), steps, sessions),
-                    Ok(()) => continue,
+            let decided = match self.ask_policy().await? {
+                Asked::Decided(decided) => decided,
+                Asked::Again => continue,
+                Asked::FreshSession => {
+                    sessions += 1;
+                    continue;
                 }
-            };
-            let decided = match stepped {
-                Ok(decided) => decided,
-                Err(error) => {
-                    // A call that failed after the provider billed it is charged
-                    // before the error stops the run.
-                    if let PolicyError::Llm(LlmError::Billed { model, billed, .. }) = &error {
-                        self.record_failed(model, billed)?;
-                    }
-                    if self.recover_from_overflow(&error)? {
-                        sessions += 1;
-                        continue;
-                    }
-                    return Err(error.into());
+                Asked::Stop(budget) => {
+                    return self.finish(Outcome::Budget(budget), steps, sessions);
                 }
             };
             steps += 1;
             if let Some(call) = &decided.llm {
-                if !call.failed_attempts.is_zero() {
-                    self.record_failed(&call.model, &call.failed_attempts)?;
-                }
-                let cost = self
-                    .ledger
-                    .record_llm(&self.config.name, &call.model, &call.usage)?;
-                self.last_context = call.usage.context_tokens();
-                self.transcript.append(
-                    self.step,
-                    Event::Usage {
-                        model: call.model.clone(),
-                        usage: call.usage,
-                        cost_nanodollars: cost,
-                        attempts: call.attempts,
-                    },
-                )?;
-            }
-            let mut content = decided.content;
-            // Thinking alone is no answer (and the API refuses an assistant turn
-            // with nothing else): the thinking stays, followed by a marker.
-            if content.iter().all(|b| {
-                matches!(
-                    b,
-                    ContentBlock::Thinking { .. } | ContentBlock::RedactedThinking { .. }
-                )
-            }) {
-                content.push(ContentBlock::text("(no output)"));
+                self.record_call(call)?;
             }
             let assistant = Message {
                 role: Role::Assistant,
-                content,
+                content: with_visible_answer(decided.content),
             };
             self.push(assistant.clone())?;
             let calls: Vec<(String, String, serde_json::Value)> = assistant
@@ -434,41 +386,110 @@ impl Agent {
                     None => return self.finish(Outcome::Finished, steps, sessions),
                 }
             }
-            let mut results = Vec::with_capacity(calls.len());
-            for (id, name, input) in calls {
-                if let Err(budget) = self.ledger.check(&self.config.name) {
-                    return self.finish(Outcome::Budget(budget), steps, sessions);
-                }
-                let started = Instant::now();
-                tracing::debug!(agent = %self.config.name, step = self.step, tool = %name, "tool call");
-                let output =
-                    call_within_budget(&self.tools, &self.ledger, &self.config.name, &name, &input)
-                        .await;
-                self.ledger.record_tool(&self.config.name)?;
-                self.transcript.append(
-                    self.step,
-                    Event::ToolCall {
-                        id: id.clone(),
-                        name,
-                        input,
-                        output: output.content.clone(),
-                        is_error: output.is_error,
-                        elapsed_ms: u64::try_from(started.elapsed().as_millis())
-                            .unwrap_or(u64::MAX),
-                    },
-                )?;
-                results.push(ContentBlock::ToolResult {
-                    tool_use_id: id,
-                    content: output.content,
-                    is_error: output.is_error,
-                });
+            if let Some(budget) = self.run_tool_calls(calls).await? {
+                return self.finish(Outcome::Budget(budget), steps, sessions);
             }
-            self.push(Message {
-                role: Role::User,
-                content: results,
-            })?;
-            self.step += 1;
         }
+    }
+
+    /// One policy step under the wall-time budget: a hanging call is cut and charged, a
+    /// context overflow starts a fresh session, a billed failure is charged before its
+    /// error stops the run.
+    async fn ask_policy(&mut self) -> Result<Asked, AgentError> {
+        let turn = Turn {
+            system: &self.config.system_prompt,
+            messages: &self.messages,
+            tools: &self.specs,
+        };
+        let stepped = match self.ledger.time_left(&self.config.name) {
+            Some(left) => tokio::time::timeout(left, self.policy.step(turn)).await,
+            None => Ok(self.policy.step(turn).await),
+        };
+        let Ok(stepped) = stepped else {
+            // The campaign's end does not wait for a slow model: the call is dropped
+            // (its connection closed) and charged what it was sent, estimated.
+            self.record_cut_call()?;
+            return Ok(match self.ledger.check(&self.config.name) {
+                Err(budget) => Asked::Stop(budget),
+                Ok(()) => Asked::Again,
+            });
+        };
+        match stepped {
+            Ok(decided) => Ok(Asked::Decided(decided)),
+            Err(error) => {
+                if let PolicyError::Llm(LlmError::Billed { model, billed, .. }) = &error {
+                    self.record_failed(model, billed)?;
+                }
+                if self.recover_from_overflow(&error)? {
+                    return Ok(Asked::FreshSession);
+                }
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Charges an answered LLM call (and its billed failed attempts) and writes it to
+    /// the transcript.
+    fn record_call(&mut self, call: &LlmCall) -> Result<(), AgentError> {
+        if !call.failed_attempts.is_zero() {
+            self.record_failed(&call.model, &call.failed_attempts)?;
+        }
+        let cost = self
+            .ledger
+            .record_llm(&self.config.name, &call.model, &call.usage)?;
+        self.last_context = call.usage.context_tokens();
+        self.transcript.append(
+            self.step,
+            Event::Usage {
+                model: call.model.clone(),
+                usage: call.usage,
+                cost_nanodollars: cost,
+                attempts: call.attempts,
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Runs a step's tool calls, each after a budget check, and answers them in one user
+    /// message; the budget that stopped them, if one did.
+    async fn run_tool_calls(
+        &mut self,
+        calls: Vec<(String, String, serde_json::Value)>,
+    ) -> Result<Option<BudgetExceeded>, AgentError> {
+        let mut results = Vec::with_capacity(calls.len());
+        for (id, name, input) in calls {
+            if let Err(budget) = self.ledger.check(&self.config.name) {
+                return Ok(Some(budget));
+            }
+            let started = Instant::now();
+            tracing::debug!(agent = %self.config.name, step = self.step, tool = %name, "tool call");
+            let output =
+                call_within_budget(&self.tools, &self.ledger, &self.config.name, &name, &input)
+                    .await;
+            self.ledger.record_tool(&self.config.name)?;
+            self.transcript.append(
+                self.step,
+                Event::ToolCall {
+                    id: id.clone(),
+                    name,
+                    input,
+                    output: output.content.clone(),
+                    is_error: output.is_error,
+                    elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                },
+            )?;
+            results.push(ContentBlock::ToolResult {
+                tool_use_id: id,
+                content: output.content,
+                is_error: output.is_error,
+            });
+        }
+        self.push(Message {
+            role: Role::User,
+            content: results,
+        })?;
+        self.step += 1;
+        Ok(None)
     }
 
     /// A request that did not fit the model's window (a local server's window is often
@@ -648,6 +669,32 @@ pub fn summarize(messages: &[Message], n: usize) -> String {
         }
     }
     out
+}
+
+/// What asking the policy came to.
+enum Asked {
+    /// An assistant message.
+    Decided(PolicyStep),
+    /// Nothing this time (a call cut at the budget that left time): ask again.
+    Again,
+    /// A context overflow started a fresh session.
+    FreshSession,
+    /// The wall-time budget ran out during the call.
+    Stop(BudgetExceeded),
+}
+
+/// Thinking alone is no answer (and the API refuses an assistant turn with nothing
+/// else): the thinking stays, followed by a marker.
+fn with_visible_answer(mut content: Vec<ContentBlock>) -> Vec<ContentBlock> {
+    if content.iter().all(|b| {
+        matches!(
+            b,
+            ContentBlock::Thinking { .. } | ContentBlock::RedactedThinking { .. }
+        )
+    }) {
+        content.push(ContentBlock::text("(no output)"));
+    }
+    content
 }
 
 /// Runs one tool call, cut off (its sandbox killed) when `agent`'s wall-time budget runs
