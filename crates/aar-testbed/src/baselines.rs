@@ -1177,7 +1177,14 @@ pub fn fill_agent_feature_cache(options: &RunOptions, tasks: &[String]) -> Resul
         std::fs::remove_dir_all(&cache).at(&cache)?;
     }
     std::fs::create_dir_all(&cache).at(&cache)?;
-    for task in tasks {
+    for (done, task) in tasks.iter().enumerate() {
+        // Minutes per task on a cold cache: say what is happening.
+        tracing::info!(
+            task = %task,
+            "researchers' feature cache: task {} of {} (features of the agent copy, cached after the first run)",
+            done + 1,
+            tasks.len()
+        );
         let run = crate::agent::AgentRun {
             task_dir: options.agent_dir().join(task),
             weak_labels: None,
