@@ -42,6 +42,13 @@ pub struct GpuDevices {
 }
 
 impl GpuDevices {
+    /// The host's GPUs, found once per process (detection runs `ldconfig`, and every
+    /// GPU sandbox asks).
+    pub fn host() -> Option<&'static GpuDevices> {
+        static FOUND: std::sync::OnceLock<Option<GpuDevices>> = std::sync::OnceLock::new();
+        FOUND.get_or_init(GpuDevices::detect).as_ref()
+    }
+
     /// The host's GPUs, or `None` when it has no NVIDIA device (no `/dev/nvidiactl`
     /// or no `/dev/nvidiaN`).
     pub fn detect() -> Option<GpuDevices> {

@@ -208,10 +208,17 @@ pub fn load_preset(config: &CampaignConfig) -> Result<Preset> {
 /// Model directories the preset names outside the assets (a user's models): mounted
 /// read-only where the student runs, like `assets/models`.
 pub(crate) fn user_model_dirs(config: &CampaignConfig) -> Result<Vec<PathBuf>> {
+    external_model_dirs(load_preset(config)?.learners())
+}
+
+/// The model directories `learners` name that are not packaged assets, absolute, each
+/// once.
+pub(crate) fn external_model_dirs<'a>(
+    learners: impl IntoIterator<Item = &'a aar_testbed::preset::LearnerSpec>,
+) -> Result<Vec<PathBuf>> {
     use aar_testbed::preset::LearnerSpec;
-    let preset = load_preset(config)?;
-    let mut dirs: Vec<PathBuf> = preset
-        .learners()
+    let mut dirs: Vec<PathBuf> = learners
+        .into_iter()
         .filter_map(|learner| match learner {
             LearnerSpec::Frozen { model, .. } | LearnerSpec::Lora { model, .. }
                 if aar_assets::manifest::asset(model).is_none() =>
@@ -596,8 +603,9 @@ fn researcher_sandbox(
     options: &RunOptions,
     index: usize,
     name: &str,
-    home: &Path,
+    shared: &SharedMounts,
 ) -> Result<SandboxConfig> {
+    let home = &shared.home;
     let mut sandbox = SandboxConfig::new(paths.agent(name).join("workspace"), index as u32);
     let data = crate::decoys::agent_data_dir(&paths.root);
     sandbox.task_data = Some(std::path::absolute(&data).map_err(CampaignError::io(&data))?);
@@ -617,9 +625,19 @@ fn researcher_sandbox(
     sandbox.python_venv = config.python_venv.clone();
     // Only the models: the data sources under `assets/data` hold labels.
     sandbox.extra_ro = vec![home.join("assets").join("models")];
-    sandbox.extra_ro.extend(user_model_dirs(config)?);
-    sandbox.gpu = researcher_gpu(&load_preset(config)?);
+    sandbox.extra_ro.extend(shared.user_models.iter().cloned());
+    sandbox.gpu = shared.gpu.clone();
     Ok(sandbox)
+}
+
+/// What every researcher's sandbox mounts alike, worked out once per campaign.
+struct SharedMounts {
+    /// aar's home, absolute.
+    home: PathBuf,
+    /// The preset's model directories outside the assets.
+    user_models: Vec<PathBuf>,
+    /// The host's GPUs, for presets that fine-tune.
+    gpu: Option<aar_agents::gpu::GpuDevices>,
 }
 
 /// The host's GPUs for researchers whose preset fine-tunes models (LoRA learners:
@@ -632,13 +650,12 @@ fn researcher_gpu(preset: &Preset) -> Option<aar_agents::gpu::GpuDevices> {
     if !fine_tunes {
         return None;
     }
-    let found = aar_agents::gpu::GpuDevices::detect();
-    static WARNED: std::sync::Once = std::sync::Once::new();
+    let found = aar_agents::gpu::GpuDevices::host().cloned();
     if found.is_none() {
-        WARNED.call_once(|| tracing::warn!(
+        tracing::warn!(
             preset = %preset.name,
             "the preset fine-tunes models and this host has no NVIDIA GPU: researchers' runs use the CPU"
-        ));
+        );
     }
     found
 }
@@ -664,10 +681,15 @@ fn spawn_researchers(
     let mut running = tokio::task::JoinSet::new();
     // Each researcher's wall-time budget starts now; the offline ones pace to it.
     let deadline = std::time::Instant::now() + Duration::from_secs_f64(config.minutes * 60.0);
+    let shared = SharedMounts {
+        home: home.clone(),
+        user_models: user_model_dirs(config)?,
+        gpu: researcher_gpu(&load_preset(config)?),
+    };
     for (index, name) in names.iter().enumerate() {
         let state_dir = paths.agent(name).join("state");
         std::fs::create_dir_all(&state_dir).map_err(CampaignError::io(&state_dir))?;
-        let sandbox = researcher_sandbox(config, paths, options, index, name, &home)?;
+        let sandbox = researcher_sandbox(config, paths, options, index, name, &shared)?;
         let run_as = sandbox.run_as;
         let sandbox = Sandbox::new(sandbox)?;
         crate::workbench::furnish(sandbox.workspace(), run_as)?;
@@ -869,6 +891,9 @@ mod tests {
         }
         // A LoRA preset gets exactly what the host has.
         let gpu = Preset::named("gpu").unwrap();
-        assert_eq!(researcher_gpu(&gpu), aar_agents::gpu::GpuDevices::detect());
+        assert_eq!(
+            researcher_gpu(&gpu),
+            aar_agents::gpu::GpuDevices::host().cloned()
+        );
     }
 }

@@ -33,7 +33,6 @@ use aar_oversight::{SandboxedVerifier, VerifierConfig};
 use aar_server::verify::MAIN_VARIANT;
 use aar_store::{EntryStatus, Store, VerificationState};
 use aar_tasks::IdKey;
-use aar_testbed::preset::LearnerSpec;
 use aar_testbed::{BaselineTable, Preset, RunOptions, run_baselines};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -636,23 +635,7 @@ pub fn gate_model_dirs(preset: &Preset) -> Result<Vec<PathBuf>> {
         .held_out
         .iter()
         .flat_map(|t| t.weak.iter().chain(t.strong.iter()));
-    let mut dirs: Vec<PathBuf> = preset
-        .learners()
-        .chain(pair)
-        .chain(held_out)
-        .filter_map(|learner| match learner {
-            LearnerSpec::Frozen { model, .. } | LearnerSpec::Lora { model, .. }
-                if aar_assets::manifest::asset(model).is_none() =>
-            {
-                Some(PathBuf::from(model))
-            }
-            _ => None,
-        })
-        .map(|dir| std::path::absolute(&dir).map_err(CampaignError::io(&dir)))
-        .collect::<Result<_>>()?;
-    dirs.sort();
-    dirs.dedup();
-    Ok(dirs)
+    crate::campaign::external_model_dirs(preset.learners().chain(pair).chain(held_out))
 }
 
 /// What `aar generalize` asks for.

@@ -289,7 +289,11 @@ impl SandboxedVerifier {
         if manifest.resources.device == Device::Gpu {
             // A GPU method on a CPU host would crawl until its wall time: refuse it
             // with the reason instead.
-            config.gpu = Some(aar_agents::gpu::GpuDevices::detect().ok_or(OversightError::NoGpu)?);
+            config.gpu = Some(
+                aar_agents::gpu::GpuDevices::host()
+                    .cloned()
+                    .ok_or(OversightError::NoGpu)?,
+            );
         }
         config.task_data = Some(input.to_owned());
         config.aar_binary = Some(self.config.aar_binary.clone());

@@ -170,7 +170,8 @@ fn a_base_interpreter_out_of_the_sandbox_uids_reach_is_an_error_naming_it() {
 #[tokio::test]
 #[ignore = "needs an NVIDIA GPU and its driver"]
 async fn gpu_sandbox_runs_torch_on_cuda() {
-    let gpu = aar_agents::gpu::GpuDevices::detect()
+    let gpu = aar_agents::gpu::GpuDevices::host()
+        .cloned()
         .expect("no NVIDIA device nodes under /dev: this test needs a GPU host");
     let venv = project_venv();
     let root = tempdir();
