@@ -15,7 +15,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -77,27 +76,8 @@ fn main() -> Result<(), String> {
             (None, addr)
         }
         None => {
-            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-            let bin: PathBuf = exe
-                .parent()
-                .and_then(|p| p.parent())
-                .map(|p| p.join("aar-research-server"))
-                .ok_or("no binary dir")?;
-            if !bin.exists() {
-                return Err(format!(
-                    "{} is missing: cargo build --release -p aar-server --bin aar-research-server",
-                    bin.display()
-                ));
-            }
             let db = format!("sqlite://{}", dir.path().join("aar.db").display());
-            let big = "1000000000";
-            let env = [
-                ("AAR_BUDGET_AGENT_HOUR", big),
-                ("AAR_BUDGET_AGENT_TOTAL", big),
-                ("AAR_BUDGET_CAMPAIGN_HOUR", big),
-                ("AAR_BUDGET_CAMPAIGN_TOTAL", big),
-            ];
-            let server = ServerProcess::start(&bin, &db, &dir.path().join("tasks"), &env);
+            let server = support::start_unbudgeted(&dir.path().join("tasks"), &db)?;
             let addr = server.addr;
             (Some(server), addr)
         }

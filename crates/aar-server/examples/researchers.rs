@@ -19,11 +19,10 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{Http, Postgres, ServerProcess, issue_agent, tiny_archive, write_task};
+use support::{Http, Postgres, issue_agent, tiny_archive, write_task};
 
 const TEST_ROWS: usize = 1300;
 
@@ -276,34 +275,6 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
         * 1e3
 }
 
-fn start_server(dir: &Path, database_url: &str) -> Result<ServerProcess, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let bin = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .map(|p| p.join("aar-research-server"))
-        .ok_or("no binary dir")?;
-    if !bin.exists() {
-        return Err(format!(
-            "{} is missing: cargo build --release -p aar-server --bin aar-research-server",
-            bin.display()
-        ));
-    }
-    let big = "1000000000";
-    let env = [
-        ("AAR_BUDGET_AGENT_HOUR", big),
-        ("AAR_BUDGET_AGENT_TOTAL", big),
-        ("AAR_BUDGET_CAMPAIGN_HOUR", big),
-        ("AAR_BUDGET_CAMPAIGN_TOTAL", big),
-    ];
-    Ok(ServerProcess::start(
-        &bin,
-        database_url,
-        &dir.join("tasks"),
-        &env,
-    ))
-}
-
 fn main() -> Result<(), String> {
     let args = parse_args()?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -313,7 +284,7 @@ fn main() -> Result<(), String> {
         Some(pg) => pg.url.clone(),
         None => format!("sqlite://{}", dir.path().join("aar.db").display()),
     };
-    let server = start_server(dir.path(), &database_url)?;
+    let server = support::start_unbudgeted(&dir.path().join("tasks"), &database_url)?;
     let tokens: Vec<String> = (0..args.researchers)
         .map(|i| issue_agent(server.addr, &format!("researcher-{i}")))
         .collect();

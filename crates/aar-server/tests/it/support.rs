@@ -118,6 +118,32 @@ impl Drop for ServerProcess {
     }
 }
 
+/// The server next to a benchmark example's binary (`target/<profile>/aar-research-server`)
+/// on `database_url`, with budgets too large to refuse anything: the load benchmarks
+/// measure the server, not its budgets.
+pub fn start_unbudgeted(task_root: &Path, database_url: &str) -> Result<ServerProcess, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let bin = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.join("aar-research-server"))
+        .ok_or("no binary dir")?;
+    if !bin.exists() {
+        return Err(format!(
+            "{} is missing: cargo build --release -p aar-server --bin aar-research-server",
+            bin.display()
+        ));
+    }
+    let big = "1000000000";
+    let env = [
+        ("AAR_BUDGET_AGENT_HOUR", big),
+        ("AAR_BUDGET_AGENT_TOTAL", big),
+        ("AAR_BUDGET_CAMPAIGN_HOUR", big),
+        ("AAR_BUDGET_CAMPAIGN_TOTAL", big),
+    ];
+    Ok(ServerProcess::start(&bin, database_url, task_root, &env))
+}
+
 /// One keep-alive HTTP/1.1 connection.
 pub struct Http {
     reader: BufReader<TcpStream>,
