@@ -252,10 +252,7 @@ fn prepare_testbed(
     if interrupt.load(Ordering::SeqCst) {
         return Err(CampaignError::Interrupted);
     }
-    let mut table = BaselineTable::read(&options.results_dir(), &preset.seeds)?;
-    // The results directory outlives presets: a task an earlier version of the preset
-    // served (or one it now holds out) is never served from its old results.
-    table.tasks.retain(|task| preset.task(&task.task).is_some());
+    let mut table = BaselineTable::read_preset(&options.results_dir(), &preset)?;
     // PGR needs a ceiling above the weak teacher; a task without that gap (a user's preset
     // may hold one; `cpu`'s tasks all have it) is not researched.
     table.tasks.retain(|task| {

@@ -681,7 +681,7 @@ pub async fn generalize_campaign(request: GateRequest) -> Result<Generalization>
     tokio::task::spawn_blocking(move || run_baselines(&preset, &baselines))
         .await
         .map_err(|e| CampaignError::Setup(format!("baselines panicked: {e}")))??;
-    let mut table = BaselineTable::read(&options.results_dir(), &request.preset.seeds)?;
+    let mut table = BaselineTable::read_preset(&options.results_dir(), &request.preset)?;
     let served = root.join("tasks");
     table.tasks.retain(|t| served.join(&t.task).is_dir());
     if table.tasks.is_empty() {

@@ -515,11 +515,27 @@ fn read_task(cache: &ResultCache, dataset: &str, seeds: &[u64]) -> Result<TaskTa
 impl BaselineTable {
     /// Reads every task's results under `results` (the reference layout) for `seeds`.
     pub fn read(results: &Path, seeds: &[u64]) -> Result<BaselineTable> {
+        Self::read_where(results, seeds, |_| true)
+    }
+
+    /// The table of `preset`'s tasks only, over its seeds: a results directory outlives
+    /// presets, and a task an earlier version served (or one it now holds out) is
+    /// neither read nor shown, so its stale files cannot fail or join the table.
+    pub fn read_preset(results: &Path, preset: &crate::Preset) -> Result<BaselineTable> {
+        Self::read_where(results, &preset.seeds, |task| preset.task(task).is_some())
+    }
+
+    fn read_where(
+        results: &Path,
+        seeds: &[u64],
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<BaselineTable> {
         let cache = ResultCache::open(results)
             .map_err(|e| bad(&results.display().to_string(), e.to_string()))?;
         let tasks = cache
             .datasets()
             .into_iter()
+            .filter(|dataset| wanted(dataset))
             .map(|dataset| read_task(&cache, dataset, seeds))
             .collect::<Result<_>>()?;
         Ok(BaselineTable { tasks })

@@ -532,3 +532,35 @@ fn pair_features_and_prior_match_a_hand_computation() {
     assert!(pair_features(&u, &Matrix::new(2, 2, vec![0.0; 4]).unwrap()).is_err());
     assert!(pair_cosines(&Matrix::new(1, 6, vec![0.0; 6]).unwrap()).is_err());
 }
+
+#[test]
+fn a_presets_table_leaves_out_results_of_tasks_it_no_longer_has() {
+    // `t` is in the preset; `old` is what an earlier preset left behind, with files
+    // that would fail the table (two configs of one method).
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for (task, configs) in [("t", &["m_e1"][..]), ("old", &["m_e1", "m_e2"][..])] {
+        write_json_atomic(
+            &root.join(format!("{task}_weak_artifacts/bow_e1/seed_0.json")),
+            &json!({"weak_acc": 0.6, "soft_labels": [], "eval": {"test": {"accuracy": 0.6}}}),
+        )
+        .unwrap();
+        for config in configs {
+            write_json_atomic(
+                &root.join(format!("{task}_train_ceiling/{config}/seed_0.json")),
+                &json!({"strong_acc": 0.8, "eval": {"test": {"accuracy": 0.8}}}),
+            )
+            .unwrap();
+        }
+    }
+    assert!(
+        BaselineTable::read(root, &[0]).is_err(),
+        "the stale task fails the whole table"
+    );
+    let mut preset = crate::Preset::named("tiny").unwrap();
+    preset.tasks[0].name = "t".into();
+    preset.seeds = vec![0];
+    let table = BaselineTable::read_preset(root, &preset).unwrap();
+    let names: Vec<&str> = table.tasks.iter().map(|t| t.task.as_str()).collect();
+    assert_eq!(names, ["t"]);
+}

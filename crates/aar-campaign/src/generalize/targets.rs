@@ -191,7 +191,7 @@ fn derived_baselines(preset: &Preset, options: &RunOptions) -> Result<BaselineTa
     {
         return Err(CampaignError::Interrupted);
     }
-    Ok(BaselineTable::read(&options.results_dir(), &preset.seeds)?)
+    Ok(BaselineTable::read_preset(&options.results_dir(), preset)?)
 }
 
 fn group_targets(

@@ -117,9 +117,13 @@ pub fn run(args: BaselinesArgs) -> anyhow::Result<()> {
     } else {
         options.seeds.clone()
     };
-    let mut table = BaselineTable::read(&options.results_dir(), &seeds)?;
-    // Results of tasks the preset no longer has stay on disk; they are not its table.
-    table.tasks.retain(|t| preset.task(&t.task).is_some());
+    let mut table = BaselineTable::read_preset(
+        &options.results_dir(),
+        &aar_testbed::Preset {
+            seeds: seeds.clone(),
+            ..preset.clone()
+        },
+    )?;
     if !options.tasks.is_empty() {
         table.tasks.retain(|t| options.tasks.contains(&t.task));
     }
