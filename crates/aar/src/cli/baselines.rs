@@ -46,10 +46,13 @@ pub struct BaselinesArgs {
 fn summary_line(name: &str, s: &RunSummary) -> String {
     let mut t = s.transfer_seconds.clone();
     t.sort_by(f64::total_cmp);
-    let median = t.get(t.len() / 2).copied().unwrap_or(f64::NAN);
+    let transfer = match t.get(t.len() / 2) {
+        Some(median) => format!("; transfer experiment median {median:.2} s"),
+        None => String::new(),
+    };
     format!(
-        "{name}: {:.1} s total (tasks {:.1} s, features {:.1} s); {} results computed, {} cached; \
-         transfer experiment median {median:.2} s",
+        "{name}: {:.1} s total (tasks {:.1} s, features {:.1} s); {} results computed, {} cached\
+         {transfer}",
         s.total_seconds, s.build_seconds, s.feature_seconds, s.computed, s.cached
     )
 }
