@@ -478,6 +478,19 @@ impl Ledger {
         sum
     }
 
+    /// Replaces `agent`'s totals with ones counted elsewhere (a researcher running as a
+    /// job of its own keeps its own ledger; the campaign's mirrors it) and saves.
+    pub fn set_agent_totals(&self, agent: &str, totals: Totals) -> Result<(), LedgerError> {
+        let mut guard = self.lock();
+        let (state, clocks) = &mut *guard;
+        update_campaign(state, clocks);
+        if state.agents.get(agent) == Some(&totals) {
+            return Ok(());
+        }
+        state.agents.insert(agent.to_owned(), totals);
+        self.save(state)
+    }
+
     /// A copy of the state.
     pub fn snapshot(&self) -> LedgerState {
         let mut guard = self.lock();
@@ -705,6 +718,27 @@ mod tests {
             table.price("claude-sonnet-4-5").map(|p| p.output),
             Some(15.0)
         );
+    }
+
+    #[test]
+    fn mirrored_totals_replace_the_agent_and_persist() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("ledger.json");
+        let ledger = Ledger::open(&path, PriceTable::default(), Budgets::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let totals = Totals {
+            tool_calls: 7,
+            active_ms: 90_000,
+            ..Totals::default()
+        };
+        ledger
+            .set_agent_totals("job-agent", totals)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ledger.agent_totals("job-agent"), totals);
+        let reopened = Ledger::open(&path, PriceTable::default(), Budgets::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(reopened.agent_totals("job-agent").active_ms, 90_000);
+        assert_eq!(reopened.campaign_totals().tool_calls, 7);
     }
 
     #[test]

@@ -12,25 +12,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use aar_agents::accounting::{Budget, Budgets, Ledger, PriceTable};
-use aar_agents::agent::{Agent, AgentConfig, LlmPolicy, Policy};
-use aar_agents::directions;
-use aar_agents::llm::LanguageModel;
-use aar_agents::llm::anthropic::{AnthropicClient, AnthropicConfig};
-use aar_agents::llm::openai::{OpenAiClient, OpenAiConfig};
-use aar_agents::sandbox::{CACHE_MOUNT, RunAs, Sandbox, SandboxConfig};
-use aar_agents::server_client::ServerClient;
-use aar_agents::tools::{Notebook, ToolLimits, Toolbox};
+use aar_agents::sandbox::RunAs;
 use aar_testbed::{BaselineTable, Preset, RunOptions, run_baselines};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::error::{CampaignError, Result};
-use crate::offline::OfflineResearcher;
+use crate::executor::local::LocalExecutor;
+use crate::executor::slurm::{SlurmExecutor, SlurmSetup};
+use crate::executor::{Executor, ExecutorKind, Placement, Work};
 use crate::relay::{Relay, RelayedResearcher};
 use crate::report::{Report, write_report};
+use crate::researcher::ResearcherSpec;
 
 /// Which policy drives the researchers.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Researchers {
     /// The built-in offline researcher (no LLM).
     Offline,
@@ -48,8 +45,9 @@ pub enum Researchers {
     },
 }
 
-/// What `aar up` runs.
-#[derive(Debug, Clone)]
+/// What `aar up` runs (written into each researcher's spec, so a researcher running
+/// as a job of its own builds itself from the same settings).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CampaignConfig {
     /// aar's state directory (`.aar`), absolute.
     pub home: PathBuf,
@@ -80,6 +78,19 @@ pub struct CampaignConfig {
     pub progress_every: Duration,
     /// What LLM usage costs (the ledger's prices).
     pub prices: PriceTable,
+    /// Where researchers and verifications run.
+    #[serde(default)]
+    pub executor: ExecutorKind,
+    /// The server's database (`None`: SQLite in the campaign's directory); the Slurm
+    /// executor needs PostgreSQL.
+    #[serde(default)]
+    pub database_url: Option<String>,
+    /// The server's listening address (`None`: a free port on 127.0.0.1).
+    #[serde(default)]
+    pub bind: Option<SocketAddr>,
+    /// The server's URL as researchers and workers reach it (`None`: `http://<bind>`).
+    #[serde(default)]
+    pub server_url: Option<String>,
 }
 
 /// The agents' ids and tokens, kept so a resumed campaign reuses its identities.
@@ -87,6 +98,9 @@ pub struct CampaignConfig {
 struct Identities {
     admin_token: String,
     agents: BTreeMap<String, AgentIdentity>,
+    /// Verification workers' token (cluster mode).
+    #[serde(default)]
+    worker_token: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -120,11 +134,12 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&partial, path).map_err(CampaignError::io(path))
 }
 
-fn free_port() -> Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(CampaignError::io("127.0.0.1:0"))?;
+fn free_port_on(ip: std::net::IpAddr) -> Result<SocketAddr> {
+    let any = SocketAddr::new(ip, 0);
+    let listener = TcpListener::bind(any).map_err(CampaignError::io(any.to_string()))?;
     listener
         .local_addr()
-        .map_err(CampaignError::io("127.0.0.1:0"))
+        .map_err(CampaignError::io(any.to_string()))
 }
 
 /// The campaign's directories.
@@ -144,7 +159,7 @@ impl CampaignPaths {
     fn ledger(&self) -> PathBuf {
         self.root.join("ledger.json")
     }
-    fn agent(&self, name: &str) -> PathBuf {
+    pub(crate) fn agent(&self, name: &str) -> PathBuf {
         self.root.join("agents").join(name)
     }
     /// Where the report goes.
@@ -418,16 +433,162 @@ impl Admin {
     }
 }
 
-fn language_model(policy: &Researchers) -> Result<Option<Arc<dyn LanguageModel>>> {
-    Ok(match policy {
-        Researchers::Offline => None,
-        Researchers::Anthropic { model } => Some(Arc::new(AnthropicClient::new(
-            AnthropicConfig::from_env(model)?,
-        )?)),
-        Researchers::OpenAi { base_url, model } => Some(Arc::new(OpenAiClient::new(
-            OpenAiConfig::new(base_url, model),
-        )?)),
+/// The research server of a running campaign.
+struct RunningServer {
+    task: tokio::task::JoinHandle<std::result::Result<(), aar_server::ServerError>>,
+    admin: Admin,
+    database_url: String,
+    /// The URL researchers and verification workers are given.
+    public_url: String,
+}
+
+/// The campaign's database: the configured URL, else SQLite in its directory. A
+/// campaign whose researchers run on other machines needs PostgreSQL.
+fn campaign_database(config: &CampaignConfig, paths: &CampaignPaths) -> Result<String> {
+    let url = config
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", paths.database().display()));
+    if matches!(config.executor, ExecutorKind::Slurm(_)) && !url.starts_with("postgres") {
+        return Err(CampaignError::Setup(
+            "--executor slurm needs the server on PostgreSQL (--database-url \
+             postgres://USER@HOST/DB): SQLite's single file does not take a campaign that \
+             spans machines and restarts of its orchestrator"
+                .to_owned(),
+        ));
+    }
+    Ok(url)
+}
+
+/// Starts the server: with the in-process verifier when the executor verifies here,
+/// else with a queue that verification workers (holding `worker_token`) take from.
+async fn start_server(
+    config: &CampaignConfig,
+    paths: &CampaignPaths,
+    options: &RunOptions,
+    served: &[String],
+    identities: &Identities,
+    verify_here: bool,
+) -> Result<RunningServer> {
+    let database_url = campaign_database(config, paths)?;
+    let task_root = server_tasks_dir(&config.home, &config.name);
+    let (verifier, verify_workers) = if verify_here {
+        let verifier = crate::oversight::start_verifier(
+            config,
+            &paths.root,
+            &task_root,
+            options,
+            served,
+            &database_url,
+        )
+        .await?;
+        (Some(verifier), None)
+    } else {
+        crate::oversight::prepare_worker_config(config, &paths.root, &task_root, options, served)
+            .await?;
+        let token = aar_server::AdminTokenSource::Literal(identities.worker_token.clone());
+        // The server still checks each entry's manifest when it is made; workers run it.
+        let checker = aar_server::verify::VerifierHandle {
+            verifier: Arc::new(aar_oversight::SnapshotChecker),
+            concurrency: 0,
+        };
+        (Some(checker), Some(token))
+    };
+    let bind = match config.bind {
+        Some(bind) if bind.port() != 0 => bind,
+        Some(bind) => free_port_on(bind.ip())?,
+        None => free_port_on(std::net::Ipv4Addr::LOCALHOST.into())?,
+    };
+    // The orchestrator talks to its server over loopback whatever address it binds.
+    let local = SocketAddr::new(
+        if bind.ip().is_unspecified() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            bind.ip()
+        },
+        bind.port(),
+    );
+    let base = format!("http://{local}");
+    let server_config = aar_server::ServerConfig {
+        bind,
+        database_url: database_url.clone(),
+        verifier,
+        verify_workers,
+        task_root,
+        admin_token: aar_server::AdminTokenSource::Literal(identities.admin_token.clone()),
+        policy: aar_server::Policy::default(),
+    };
+    let mut task = tokio::spawn(aar_server::serve(server_config));
+    wait_for_health(&base, &mut task).await?;
+    Ok(RunningServer {
+        task,
+        admin: Admin {
+            http: reqwest::Client::new(),
+            base: base.clone(),
+            token: identities.admin_token.clone(),
+        },
+        database_url,
+        public_url: config.server_url.clone().unwrap_or(base),
     })
+}
+
+/// The executor the campaign asked for.
+fn make_executor(
+    config: &CampaignConfig,
+    paths: &CampaignPaths,
+    server: &RunningServer,
+    ledger: &Ledger,
+) -> Result<Box<dyn Executor>> {
+    Ok(match &config.executor {
+        ExecutorKind::Local => Box::new(LocalExecutor::new(
+            &server.public_url,
+            ledger.clone(),
+            crate::researcher::language_model(&config.policy)?,
+        )),
+        ExecutorKind::Slurm(settings) => Box::new(SlurmExecutor::new(
+            (**settings).clone(),
+            SlurmSetup {
+                server: server.public_url.clone(),
+                aar_binary: config.aar_binary.clone(),
+                root: std::path::absolute(&paths.root).map_err(CampaignError::io(&paths.root))?,
+                worker_token: paths.root.join("oversight").join("worker.token"),
+                worker_config: paths.root.join("oversight").join("worker.json"),
+                ledger: ledger.clone(),
+            },
+        )?),
+    })
+}
+
+/// One spec per researcher, with its token in a file of its own.
+fn researcher_specs(
+    config: &CampaignConfig,
+    paths: &CampaignPaths,
+    identities: &Identities,
+    names: &[String],
+) -> Result<Vec<ResearcherSpec>> {
+    let own_ledgers = !matches!(config.executor, ExecutorKind::Local);
+    names
+        .iter()
+        .enumerate()
+        .map(|(index, name)| {
+            let token = &identities
+                .agents
+                .get(name)
+                .ok_or_else(|| CampaignError::Setup(format!("no token for {name}")))?
+                .token;
+            let dir = paths.agent(name);
+            std::fs::create_dir_all(dir.join("state")).map_err(CampaignError::io(&dir))?;
+            let token_file = dir.join("token");
+            write_private(&token_file, token.as_bytes())?;
+            Ok(ResearcherSpec {
+                campaign: config.clone(),
+                name: name.clone(),
+                index,
+                token_file,
+                ledger: own_ledgers.then(|| dir.join("state").join("ledger.json")),
+            })
+        })
+        .collect()
 }
 
 /// Runs (or resumes) a campaign until every researcher's budget is spent or `interrupt`
@@ -438,6 +599,7 @@ pub async fn run_campaign(config: CampaignConfig, interrupt: Arc<AtomicBool>) ->
         root: config.home.join("campaigns").join(&config.name),
     };
     std::fs::create_dir_all(&paths.root).map_err(CampaignError::io(&paths.root))?;
+    campaign_database(&config, &paths)?;
 
     let prepare_config = config.clone();
     let prepare_interrupt = interrupt.clone();
@@ -448,35 +610,16 @@ pub async fn run_campaign(config: CampaignConfig, interrupt: Arc<AtomicBool>) ->
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "testbed ready");
 
     let mut identities = load_identities(&paths)?;
-    let database_url = format!("sqlite://{}", paths.database().display());
     let served: Vec<String> = table.tasks.iter().map(|t| t.task.clone()).collect();
-    let task_root = server_tasks_dir(&config.home, &config.name);
-    let verifier = crate::oversight::start_verifier(
-        &config,
-        &paths.root,
-        &task_root,
-        &options,
-        &served,
-        &database_url,
-    )
-    .await?;
-    let bind = free_port()?;
-    let base = format!("http://{bind}");
-    let server_config = aar_server::ServerConfig {
-        bind,
-        database_url: database_url.clone(),
-        verifier: Some(verifier),
-        task_root,
-        admin_token: aar_server::AdminTokenSource::Literal(identities.admin_token.clone()),
-        policy: aar_server::Policy::default(),
-    };
-    let mut server = tokio::spawn(aar_server::serve(server_config));
-    wait_for_health(&base, &mut server).await?;
-    let admin = Admin {
-        http: reqwest::Client::new(),
-        base: base.clone(),
-        token: identities.admin_token.clone(),
-    };
+    let verify_here = matches!(config.executor, ExecutorKind::Local);
+    if !verify_here {
+        let token = paths.root.join("oversight").join("worker.token");
+        std::fs::create_dir_all(paths.root.join("oversight"))
+            .map_err(CampaignError::io(&paths.root))?;
+        write_private(&token, identities.worker_token.as_bytes())?;
+    }
+    let server = start_server(&config, &paths, &options, &served, &identities, verify_here).await?;
+    let admin = server.admin.clone();
 
     let names: Vec<String> = (0..config.researchers.max(1))
         .map(|i| format!("researcher-{}", i + 1))
@@ -487,15 +630,9 @@ pub async fn run_campaign(config: CampaignConfig, interrupt: Arc<AtomicBool>) ->
         .iter()
         .filter_map(|n| Some((identities.agents.get(n)?.agent_id.clone(), n.clone())))
         .collect();
-    let running = spawn_researchers(
-        &config,
-        &paths,
-        &options,
-        &identities,
-        &names,
-        &base,
-        &ledger,
-    )?;
+    let mut executor = make_executor(&config, &paths, &server, &ledger)?;
+    let specs = researcher_specs(&config, &paths, &identities, &names)?;
+    tokio::task::block_in_place(|| executor.start(&specs))?;
     print_dashboard_link(&admin).await;
     let researchers = relayed_researchers(&names, &identities, &paths);
     let mut relay = Relay::resume(&admin, &ledger, config.minutes, researchers).await;
@@ -507,46 +644,61 @@ pub async fn run_campaign(config: CampaignConfig, interrupt: Arc<AtomicBool>) ->
         minutes: config.minutes,
         every: config.progress_every,
     };
-    let interrupted = supervise(running, &progress, &mut relay, &interrupt).await;
+    let store = aar_store::Store::connect(&server.database_url)
+        .await
+        .map_err(|e| CampaignError::Server(format!("campaign store: {e}")))?;
+    let interrupted = supervise(executor.as_mut(), &store, &progress, &mut relay, &interrupt).await;
     relay.flush().await;
     if interrupted {
         eprintln!("interrupted: everything so far is kept; `aar up` again resumes");
     }
-    crate::oversight::finish(&database_url, &served, &interrupt).await?;
+    let waiting = crate::oversight::finish(&server.database_url, &served, &interrupt);
+    let ticking = keep_ticking(executor.as_mut(), &store);
+    tokio::select! {
+        finished = waiting => finished?,
+        () = ticking => {}
+    }
+    // Nothing of this campaign keeps running past it (a verification job still busy
+    // after the wait gives its entry back to the queue; the next run verifies it).
+    tokio::task::block_in_place(|| executor.stop());
     // An interrupted campaign skips the gate: `aar up` again (or `aar generalize`) runs it.
     let generalization = if interrupted {
         None
     } else {
-        let root = &paths.root;
         crate::generalize::at_campaign_end(
             &config,
-            root,
+            &paths.root,
             &options,
             &table,
-            &database_url,
+            &server.database_url,
             &interrupt,
         )
         .await
     };
-    let report = Report::gather(&admin, &ledger, &agent_ids, &table, &config).await?;
+    let mut report = Report::gather(&admin, &ledger, &agent_ids, &table, &config).await?;
+    report.placements = executor.placements();
     write_report(&report, &paths.report_dir())?;
     if let Some(generalization) = &generalization {
         crate::generalize::append_to_report(generalization, &paths.report_dir())?;
     }
-    server.abort();
+    server.task.abort();
     Ok(report)
 }
 
 /// The agents' ids and tokens of a resumed campaign, or a fresh admin token.
 fn load_identities(paths: &CampaignPaths) -> Result<Identities> {
-    let identities: Identities = match std::fs::read(paths.identities()) {
+    let mut identities: Identities = match std::fs::read(paths.identities()) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map_err(|e| CampaignError::Setup(format!("{}: {e}", paths.identities().display())))?,
         Err(_) => Identities {
             admin_token: random_token()?,
-            agents: BTreeMap::new(),
+            ..Identities::default()
         },
     };
+    // Campaigns from before cluster mode have no worker token yet.
+    if identities.worker_token.is_empty() {
+        identities.worker_token = random_token()?;
+    }
     write_private(
         &paths.identities(),
         &serde_json::to_vec_pretty(&identities).map_err(|e| CampaignError::Setup(e.to_string()))?,
@@ -590,141 +742,6 @@ async fn register_agents(
         )?;
     }
     Ok(())
-}
-
-/// A researcher's sandbox: its workspace, the campaign's agent data (decoys planted),
-/// the agent-only feature cache, the aar binary and the models, nothing else.
-fn researcher_sandbox(
-    config: &CampaignConfig,
-    paths: &CampaignPaths,
-    options: &RunOptions,
-    index: usize,
-    name: &str,
-    shared: &SharedMounts,
-) -> Result<SandboxConfig> {
-    let home = &shared.home;
-    let mut sandbox = SandboxConfig::new(paths.agent(name).join("workspace"), index as u32);
-    let data = crate::decoys::agent_data_dir(&paths.root);
-    sandbox.task_data = Some(std::path::absolute(&data).map_err(CampaignError::io(&data))?);
-    // The agent-only feature cache at /cache: never the testbed's own cache, which
-    // holds features of train_label and the transfer set.
-    let cache = options.agent_feature_cache();
-    sandbox.cache = Some(std::path::absolute(&cache).map_err(CampaignError::io(&cache))?);
-    sandbox.aar_binary = Some(config.aar_binary.clone());
-    // `aar` inside finds the models and the agent cache without `--home`.
-    sandbox.env = vec![
-        ("AAR_HOME".into(), home.display().to_string()),
-        ("AAR_FEATURE_CACHE".into(), CACHE_MOUNT.into()),
-        // Spinning OpenMP threads make every run 5-20x slower on a shared machine.
-        ("OMP_WAIT_POLICY".into(), "PASSIVE".into()),
-    ];
-    sandbox.libtorch = config.libtorch.clone();
-    sandbox.python_venv = config.python_venv.clone();
-    // Only the models: the data sources under `assets/data` hold labels.
-    sandbox.extra_ro = vec![home.join("assets").join("models")];
-    sandbox.extra_ro.extend(shared.user_models.iter().cloned());
-    sandbox.gpu = shared.gpu.clone();
-    Ok(sandbox)
-}
-
-/// What every researcher's sandbox mounts alike, worked out once per campaign.
-struct SharedMounts {
-    /// aar's home, absolute.
-    home: PathBuf,
-    /// The preset's model directories outside the assets.
-    user_models: Vec<PathBuf>,
-    /// The host's GPUs, for presets that fine-tune.
-    gpu: Option<aar_agents::gpu::GpuDevices>,
-}
-
-/// The host's GPUs for researchers whose preset fine-tunes models (LoRA learners:
-/// `gpu`, `paper`), so their `aar run-method` trains at GPU speed; heads on frozen
-/// features need none, and a host without a GPU runs them on its CPU as before.
-fn researcher_gpu(preset: &Preset) -> Option<aar_agents::gpu::GpuDevices> {
-    let fine_tunes = preset
-        .learners()
-        .any(|l| matches!(l, aar_testbed::preset::LearnerSpec::Lora { .. }));
-    if !fine_tunes {
-        return None;
-    }
-    let found = aar_agents::gpu::GpuDevices::host().cloned();
-    if found.is_none() {
-        tracing::warn!(
-            preset = %preset.name,
-            "the preset fine-tunes models and this host has no NVIDIA GPU: researchers' runs use the CPU"
-        );
-    }
-    found
-}
-
-type Researcher = (
-    String,
-    std::result::Result<aar_agents::agent::RunSummary, aar_agents::agent::AgentError>,
-);
-
-/// Starts every researcher on a task of its own.
-fn spawn_researchers(
-    config: &CampaignConfig,
-    paths: &CampaignPaths,
-    options: &RunOptions,
-    identities: &Identities,
-    names: &[String],
-    base: &str,
-    ledger: &Ledger,
-) -> Result<tokio::task::JoinSet<Researcher>> {
-    let model = language_model(&config.policy)?;
-    let home = std::path::absolute(&config.home).map_err(CampaignError::io(&config.home))?;
-    let home_in_sandbox = home.display().to_string();
-    let mut running = tokio::task::JoinSet::new();
-    // Each researcher's wall-time budget starts now; the offline ones pace to it.
-    let deadline = std::time::Instant::now() + Duration::from_secs_f64(config.minutes * 60.0);
-    let shared = SharedMounts {
-        home: home.clone(),
-        user_models: user_model_dirs(config)?,
-        gpu: researcher_gpu(&load_preset(config)?),
-    };
-    for (index, name) in names.iter().enumerate() {
-        let state_dir = paths.agent(name).join("state");
-        std::fs::create_dir_all(&state_dir).map_err(CampaignError::io(&state_dir))?;
-        let sandbox = researcher_sandbox(config, paths, options, index, name, &shared)?;
-        let run_as = sandbox.run_as;
-        let sandbox = Sandbox::new(sandbox)?;
-        crate::workbench::furnish(sandbox.workspace(), run_as)?;
-        let token = &identities
-            .agents
-            .get(name)
-            .ok_or_else(|| CampaignError::Setup(format!("no token for {name}")))?
-            .token;
-        let toolbox = Toolbox::new(
-            sandbox,
-            Some(ServerClient::new(base, token)?),
-            Notebook::new(state_dir.join("notebook.md"), 64 << 10),
-            ToolLimits::default(),
-        )?;
-        let direction = directions::for_agent(index);
-        let policy: Box<dyn Policy> = match &model {
-            Some(model) => Box::new(LlmPolicy::new(model.clone(), 4096)),
-            None => Box::new(OfflineResearcher::new(
-                name,
-                direction,
-                &home_in_sandbox,
-                index as u64 + 1,
-                deadline,
-            )),
-        };
-        let mut agent = Agent::new(
-            AgentConfig::new(name, state_dir, direction),
-            policy,
-            toolbox,
-            ledger.clone(),
-        )?;
-        let name = name.clone();
-        running.spawn(async move {
-            let outcome = agent.run().await;
-            (name, outcome)
-        });
-    }
-    Ok(running)
 }
 
 /// The campaign's ledger: `--minutes` of wall time per researcher, `--dollars` in all.
@@ -798,10 +815,49 @@ struct Progress<'a> {
     every: Duration,
 }
 
+/// What the campaign tells its executor each tick.
+async fn current_work(store: &aar_store::Store) -> Work {
+    let queued = match store.pending_verifications().await {
+        Ok(pending) => pending
+            .iter()
+            .filter(|e| e.verification == aar_store::VerificationState::Queued)
+            .count(),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read the verification queue");
+            0
+        }
+    };
+    Work {
+        queued_verifications: queued,
+    }
+}
+
+/// One executor tick (the scheduler's commands block for milliseconds).
+async fn tick(executor: &mut dyn Executor, store: &aar_store::Store) -> bool {
+    let work = current_work(store).await;
+    match tokio::task::block_in_place(|| executor.tick(work)) {
+        Ok(busy) => busy,
+        Err(err) => {
+            // A scheduler hiccup must not end a campaign: ask again next tick.
+            tracing::warn!(error = %err, "executor");
+            true
+        }
+    }
+}
+
+/// Ticks the executor forever (while the verifier's queue drains after the research).
+async fn keep_ticking(executor: &mut dyn Executor, store: &aar_store::Store) {
+    loop {
+        tick(executor, store).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
 /// Waits for every researcher, printing progress; on Ctrl-C stops them (every step is
 /// already durable) and returns true.
 async fn supervise(
-    mut running: tokio::task::JoinSet<Researcher>,
+    executor: &mut dyn Executor,
+    store: &aar_store::Store,
     progress: &Progress<'_>,
     relay: &mut Relay,
     interrupt: &AtomicBool,
@@ -809,49 +865,38 @@ async fn supervise(
     // A short tick notices Ctrl-C quickly; progress prints every `progress.every`.
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut last_progress = Instant::now();
-    let mut interrupted = false;
-    while !running.is_empty() {
-        tokio::select! {
-            _ = ticker.tick() => {
-                relay.tick().await;
-                if last_progress.elapsed() >= progress.every {
-                    last_progress = Instant::now();
-                    print_progress(progress.admin, progress.ledger, progress.agent_ids, progress.table, progress.minutes).await;
-                }
-                if interrupt.load(Ordering::SeqCst) && !interrupted {
-                    interrupted = true;
-                    running.abort_all();
-                }
-            }
-            Some(finished) = running.join_next() => {
-                match finished {
-                    Ok((name, Ok(summary))) => tracing::info!(%name, steps = summary.steps, outcome = ?summary.outcome, "researcher stopped"),
-                    Ok((name, Err(err))) => tracing::error!(%name, error = %err, "researcher failed"),
-                    Err(err) if err.is_cancelled() => {}
-                    Err(err) => tracing::error!(error = %err, "researcher task panicked"),
-                }
-            }
+    loop {
+        ticker.tick().await;
+        if interrupt.load(Ordering::SeqCst) {
+            tokio::task::block_in_place(|| executor.stop());
+            return true;
+        }
+        let busy = tick(executor, store).await;
+        relay.tick().await;
+        if last_progress.elapsed() >= progress.every {
+            last_progress = Instant::now();
+            print_progress(progress, &executor.placements()).await;
+        }
+        if !busy {
+            return false;
         }
     }
-    interrupted
 }
 
-async fn print_progress(
-    admin: &Admin,
-    ledger: &Ledger,
-    agent_ids: &BTreeMap<String, String>,
-    table: &BaselineTable,
-    minutes: f64,
-) {
-    let best = match crate::report::best_pgr_by_agent(admin, agent_ids, table).await {
-        Ok(best) => best,
-        Err(err) => {
-            tracing::warn!(error = %err, "progress: cannot read evaluations");
-            BTreeMap::new()
-        }
-    };
-    for name in agent_ids.values() {
-        let totals = ledger.agent_totals(name);
+async fn print_progress(progress: &Progress<'_>, placements: &[Placement]) {
+    let best =
+        match crate::report::best_pgr_by_agent(progress.admin, progress.agent_ids, progress.table)
+            .await
+        {
+            Ok(best) => best,
+            Err(err) => {
+                tracing::warn!(error = %err, "progress: cannot read evaluations");
+                BTreeMap::new()
+            }
+        };
+    let minutes = progress.minutes;
+    for name in progress.agent_ids.values() {
+        let totals = progress.ledger.agent_totals(name);
         let used = totals.active_ms as f64 / 60_000.0;
         let eta = (minutes - used).max(0.0);
         let best = match best.get(name) {
@@ -862,35 +907,18 @@ async fn print_progress(
                 .join(", "),
             _ => "-".to_owned(),
         };
+        // Where it runs, for executors that place researchers somewhere else.
+        let place = placements
+            .iter()
+            .find(|p| &p.researcher == name && p.job.is_some())
+            .map(|p| format!(" [{}]", p.describe()))
+            .unwrap_or_default();
         // Names and task names reach the terminal: no control sequence of theirs may.
         let line = format!(
-            "{name}: {} tool calls, best PGR by task: {best}, spent ${:.4}, {used:.1}/{minutes:.0} min (about {eta:.1} min left)",
+            "{name}{place}: {} tool calls, best PGR by task: {best}, spent ${:.4}, {used:.1}/{minutes:.0} min (about {eta:.1} min left)",
             totals.tool_calls,
             totals.dollars(),
         );
         println!("{}", aar_core::text::terminal_line(&line));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_presets_that_fine_tune_ask_for_the_gpu() {
-        // Heads on frozen features never get the host's devices, GPU host or not.
-        for name in ["tiny", "cpu"] {
-            assert_eq!(
-                researcher_gpu(&Preset::named(name).unwrap()),
-                None,
-                "{name}"
-            );
-        }
-        // A LoRA preset gets exactly what the host has.
-        let gpu = Preset::named("gpu").unwrap();
-        assert_eq!(
-            researcher_gpu(&gpu),
-            aar_agents::gpu::GpuDevices::host().cloned()
-        );
     }
 }

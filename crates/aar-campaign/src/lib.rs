@@ -6,12 +6,14 @@
 //! Map:
 //! - [`campaign`]: set-up, identities, researchers, progress, Ctrl-C, resume;
 //! - [`decoys`]: the researchers' `/data` (agent copies) with planted decoy label files;
+//! - [`executor`]: where researchers and verifications run (this process, or Slurm jobs);
 //! - [`generalize`]: the generalization gate (top entries on other tasks, held-out tasks
 //!   and a second model pair);
 //! - [`offline`]: the built-in researcher that needs no LLM;
 //! - `oversight`: the verifier that re-runs entries (`aar-oversight`), wired and warmed up;
 //! - [`report`]: what the campaign found, from the server's records and the ledger;
-//! - [`report_html`]: the report as one HTML file (inline CSS and SVG, no scripts).
+//! - [`report_html`]: the report as one HTML file (inline CSS and SVG, no scripts);
+//! - [`researcher`]: one researcher built from its spec, here or as a job (`aar researcher`).
 //!
 //! Invariant: the orchestrator is the only part that holds the admin token; the
 //! researchers hold agent tokens and see the label-free task copies only.
@@ -20,12 +22,14 @@
 pub mod campaign;
 pub mod decoys;
 mod error;
+pub mod executor;
 pub mod generalize;
 pub mod offline;
 mod oversight;
 mod relay;
 pub mod report;
 pub mod report_html;
+pub mod researcher;
 pub mod workbench;
 
 pub use campaign::{CampaignConfig, Researchers, run_campaign};

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use aar_oversight::inputs::TaskSources;
-use aar_oversight::{SandboxedVerifier, VerifierConfig};
+use aar_oversight::{SandboxedVerifier, VerifierConfig, WorkerConfig};
 use aar_server::verify::VerifierHandle;
 use aar_store::Store;
 use aar_tasks::IdKey;
@@ -35,6 +35,59 @@ pub(crate) async fn start_verifier(
     tasks: &[String],
     database_url: &str,
 ) -> Result<VerifierHandle> {
+    let setup = verifier_setup(config, root, served_tasks_dir, options, tasks)?;
+    let store = Store::connect(database_url)
+        .await
+        .map_err(|e| CampaignError::Server(format!("verifier store: {e}")))?;
+    let verifier = SandboxedVerifier::new(setup.config, store)
+        .map_err(|e| CampaignError::Setup(format!("verifier: {e}")))?;
+    warm_verifier(&verifier, options, &setup.feature_cache, tasks).await?;
+    Ok(VerifierHandle {
+        verifier: Arc::new(verifier),
+        concurrency: CONCURRENCY,
+    })
+}
+
+/// The same verifier for remote workers (cluster mode): builds the task inputs and
+/// warms the feature cache here as [`start_verifier`] does, then writes what a worker
+/// needs to `<root>/oversight/worker.json` (mode 0600) and returns its path.
+pub(crate) async fn prepare_worker_config(
+    config: &CampaignConfig,
+    root: &Path,
+    served_tasks_dir: &Path,
+    options: &RunOptions,
+    tasks: &[String],
+) -> Result<PathBuf> {
+    let setup = verifier_setup(config, root, served_tasks_dir, options, tasks)?;
+    let worker = WorkerConfig::from_verifier_config(&setup.config, &setup.key_path);
+    let verifier = SandboxedVerifier::new(setup.config, None)
+        .map_err(|e| CampaignError::Setup(format!("verifier: {e}")))?;
+    warm_verifier(&verifier, options, &setup.feature_cache, tasks).await?;
+    let path = root.join("oversight").join("worker.json");
+    worker
+        .write(&path)
+        .map_err(|e| CampaignError::Setup(format!("verification worker config: {e}")))?;
+    Ok(path)
+}
+
+/// What the campaign's verifier is made of, wherever it runs.
+struct VerifierSetup {
+    config: VerifierConfig,
+    /// The file the id key is kept in (a worker loads it from there).
+    key_path: PathBuf,
+    /// The testbed's feature cache, warmed for the verification copies.
+    feature_cache: PathBuf,
+}
+
+/// The verifier's config for the served `tasks`: their sources, the campaign's binary,
+/// models and feature cache, its id key and decoys.
+fn verifier_setup(
+    config: &CampaignConfig,
+    root: &Path,
+    served_tasks_dir: &Path,
+    options: &RunOptions,
+    tasks: &[String],
+) -> Result<VerifierSetup> {
     let absolute = |p: &Path| std::path::absolute(p).map_err(CampaignError::io(p));
     let oversight = root.join("oversight");
     let sources: BTreeMap<String, TaskSources> = tasks
@@ -52,7 +105,7 @@ pub(crate) async fn start_verifier(
     // The testbed's own cache: never mounted for researchers (it holds features of
     // train_label and the transfer set), read-only in verification runs.
     let feature_cache = absolute(&options.feature_cache)?;
-    let key_path = oversight.join("id.key");
+    let key_path = absolute(&oversight.join("id.key"))?;
     let work = oversight.join("work");
     std::fs::create_dir_all(&work).map_err(CampaignError::io(&work))?;
     // The verification sandboxes' uid must reach the inputs under `work` (the decoy
@@ -100,22 +153,28 @@ pub(crate) async fn start_verifier(
         sandbox_index: VERIFIER_SANDBOX_INDEX,
         strace: PathBuf::from("/usr/bin/strace"),
     };
-    let store = Store::connect(database_url)
-        .await
-        .map_err(|e| CampaignError::Server(format!("verifier store: {e}")))?;
-    let verifier = SandboxedVerifier::new(verifier_config, store)
-        .map_err(|e| CampaignError::Setup(format!("verifier: {e}")))?;
+    Ok(VerifierSetup {
+        config: verifier_config,
+        key_path,
+        feature_cache,
+    })
+}
+
+/// Builds every task's verification inputs now and warms the feature cache on them.
+async fn warm_verifier(
+    verifier: &SandboxedVerifier,
+    options: &RunOptions,
+    feature_cache: &Path,
+    tasks: &[String],
+) -> Result<()> {
     for task in tasks {
         let input = verifier
             .prepare_task(task)
             .await
             .map_err(|e| CampaignError::Setup(format!("verification inputs of {task}: {e}")))?;
-        warm_features(options, &feature_cache, task, input).await;
+        warm_features(options, feature_cache, task, input).await;
     }
-    Ok(VerifierHandle {
-        verifier: Arc::new(verifier),
-        concurrency: CONCURRENCY,
-    })
+    Ok(())
 }
 
 /// One vanilla run on the verification copy, here where the cache is writable, so the

@@ -261,6 +261,8 @@ pub struct Report {
     pub evaluations: Vec<ScoredEvaluation>,
     /// Findings: (researcher, kind, task, title).
     pub findings: Vec<(String, String, String, String)>,
+    /// Where each researcher ran (its jobs, for executors that submit them).
+    pub placements: Vec<crate::executor::Placement>,
 }
 
 /// One researcher's totals.
@@ -356,6 +358,7 @@ impl Report {
             tasks,
             evaluations,
             findings,
+            placements: Vec::new(),
         })
     }
 
@@ -405,6 +408,7 @@ impl Report {
                 per_hour
             );
         }
+        out += &placements_markdown(&self.placements);
         out += "\n## Findings\n\n";
         for (who, kind, task, title) in &self.findings {
             out += &format!(
@@ -530,6 +534,25 @@ fn entries_markdown(entries: &[EntryRow]) -> String {
     let neighbours = neighbours_text(entries);
     if !neighbours.is_empty() {
         out += &format!("\n{neighbours}\n");
+    }
+    out
+}
+
+/// "Where researchers ran": one row per researcher with its jobs, when they ran as jobs.
+fn placements_markdown(placements: &[crate::executor::Placement]) -> String {
+    if placements.iter().all(|p| p.jobs.is_empty()) {
+        return String::new();
+    }
+    let mut out = "\n## Where researchers ran\n\n| researcher | executor | jobs | last node | last state |\n|---|---|---|---|---|\n".to_owned();
+    for p in placements {
+        out += &format!(
+            "| {} | {} | {} | {} | {} |\n",
+            markdown_cell(&p.researcher),
+            markdown_cell(&p.executor),
+            markdown_cell(&p.jobs.join(", ")),
+            markdown_cell(p.node.as_deref().unwrap_or("-")),
+            markdown_cell(&p.state),
+        );
     }
     out
 }
@@ -748,6 +771,7 @@ mod tests {
         assert_eq!(entries[2].within_noise_of_above(), Some(false));
         let report = Report {
             preset: "tiny".into(),
+            placements: Vec::new(),
             researchers: Vec::new(),
             tasks: vec![TaskReport {
                 task: "sentiment".into(),
@@ -840,6 +864,7 @@ mod tests {
         };
         let report = Report {
             preset: "tiny".into(),
+            placements: Vec::new(),
             researchers: Vec::new(),
             tasks: vec![TaskReport {
                 task: "sentiment".into(),

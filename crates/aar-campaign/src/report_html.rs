@@ -117,6 +117,7 @@ pub fn html(report: &Report) -> String {
                     (task_section(report, task, i, &span))
                 }
                 (researchers_section(&report.researchers))
+                (placements_section(&report.placements))
                 (findings_section(report))
             }
         }
@@ -275,6 +276,33 @@ fn researchers_section(researchers: &[ResearcherReport]) -> Markup {
                     td.num { (format!("{hours:.2}")) }
                     td.num { (format!("{:.4}", per_hour(dollars, hours))) }
                 } }
+            }
+        }
+    }
+}
+
+/// Where each researcher ran, when researchers ran as jobs (cluster executors).
+fn placements_section(placements: &[crate::executor::Placement]) -> Markup {
+    html! {
+        @if placements.iter().any(|p| !p.jobs.is_empty()) {
+            section id="placements" {
+                h2 { "Where researchers ran" }
+                table {
+                    thead { tr {
+                        th { "researcher" } th { "executor" } th { "jobs" } th { "last node" } th { "last state" }
+                    } }
+                    tbody {
+                        @for p in placements {
+                            tr {
+                                td.text { (shown(&p.researcher)) }
+                                td { (shown(&p.executor)) }
+                                td.text { (shown(&p.jobs.join(", "))) }
+                                td { (shown(p.node.as_deref().unwrap_or("-"))) }
+                                td { (shown(&p.state)) }
+                            }
+                        }
+                    }
+                }
             }
         }
     }
@@ -501,6 +529,7 @@ mod tests {
             hours: 0.5,
         };
         Report {
+            placements: Vec::new(),
             preset: text.into(),
             researchers: vec![researcher(text), researcher("researcher-2")],
             tasks: vec![task("sentiment", text), task(text, text)],
@@ -596,6 +625,7 @@ mod tests {
             report(EVIL),
             report("plain"),
             Report {
+                placements: Vec::new(),
                 preset: "empty".into(),
                 researchers: Vec::new(),
                 tasks: vec![TaskReport {

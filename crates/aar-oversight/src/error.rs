@@ -34,6 +34,11 @@ pub enum OversightError {
     /// The entry's task is not one this verifier knows.
     #[error("task {0} is not served by this verifier")]
     UnknownTask(String),
+    /// A job carried no evaluation log and the verifier has no store to read it from.
+    #[error(
+        "entry {0}: the job carries no evaluation log and this verifier has no database to read it from"
+    )]
+    NoEvaluationLog(i64),
     /// The method asks for a GPU and the host has none.
     #[error(
         "the method asks for a GPU (`resources.device` \"gpu\") and this host has no NVIDIA \

@@ -38,8 +38,9 @@ impl Teacher {
     }
 }
 
-/// Where a task's verification data comes from.
-#[derive(Debug, Clone)]
+/// Where a task's verification data comes from (also in a worker's JSON config).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TaskSources {
     /// The agent-facing copy researchers see (`train_unlabel.jsonl`, `weak_labels.json`,
     /// `testbed.json`, `test.jsonl`, `test_private.jsonl`, decoys).

@@ -65,11 +65,14 @@ pub struct VerifierConfig {
     pub strace: PathBuf,
 }
 
-/// The [`Verifier`] the research server drives.
+/// The [`Verifier`] the research server drives, in the server's process or in a
+/// remote worker (`crate::worker`).
 #[derive(Debug, Clone)]
 pub struct SandboxedVerifier {
     config: Arc<VerifierConfig>,
-    store: Store,
+    /// Where the author's evaluation log is read when a job does not carry it (the
+    /// server's own verifier); a remote worker has none.
+    store: Option<Store>,
     /// The Python environment's mounts, trusted by the execution monitor.
     python: Option<PythonVenv>,
     /// Built inputs per task (built on first use).
@@ -83,8 +86,14 @@ struct Prepared {
 }
 
 impl SandboxedVerifier {
-    /// A verifier over `store` (read for the author's evaluation log).
-    pub fn new(config: VerifierConfig, store: Store) -> Result<SandboxedVerifier> {
+    /// A verifier; `store` (a `Store`, `Some(store)` or `None`) is read for the author's
+    /// evaluation log of jobs that do not carry it. Without either, the probes that read
+    /// the log do not run for that entry (a warning says so).
+    pub fn new(
+        config: VerifierConfig,
+        store: impl Into<Option<Store>>,
+    ) -> Result<SandboxedVerifier> {
+        let store = store.into();
         std::fs::create_dir_all(&config.work_dir).map_err(io_at(&config.work_dir))?;
         let python = config
             .python_venv
@@ -449,10 +458,15 @@ impl SandboxedVerifier {
         job: &VerificationJob,
         predictions: &BTreeMap<(String, i64), BTreeMap<String, Vec<u8>>>,
     ) -> Result<Vec<ProbeFlag>> {
-        let log = self
-            .store
-            .evaluation_predictions(&job.agent_id, &job.task)
-            .await?;
+        let log = match (&job.evaluation_log, &self.store) {
+            (Some(log), _) => log.clone(),
+            (None, Some(store)) => {
+                store
+                    .evaluation_predictions(&job.agent_id, &job.task)
+                    .await?
+            }
+            (None, None) => return Err(OversightError::NoEvaluationLog(job.entry_id)),
+        };
         let mut flags = Vec::new();
         let mut matches = Vec::new();
         // What the declared seeds predict: an undeclared seed that predicts the same (a
@@ -618,13 +632,37 @@ fn variant_rows(
     rows.filter(|r| !r.is_empty())
 }
 
+/// The method's name from a snapshot's manifest, or what is wrong with it.
+fn check_method_snapshot(archive: &[u8]) -> std::result::Result<String, String> {
+    let scratch = tempfile::tempdir().map_err(|e| format!("scratch directory: {e}"))?;
+    let dir = unpack(archive, scratch.path()).map_err(|e| e.to_string())?;
+    Manifest::read(&dir)
+        .map(|m| m.name)
+        .map_err(|e| format!("the snapshot is not a method directory: {e}"))
+}
+
+/// The [`Verifier`] of a server whose entries remote workers verify (cluster mode):
+/// it checks snapshots exactly as [`SandboxedVerifier`] does, and runs nothing (give
+/// it to the server with `concurrency: 0`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SnapshotChecker;
+
+impl Verifier for SnapshotChecker {
+    fn check_snapshot(&self, archive: &[u8]) -> std::result::Result<String, String> {
+        check_method_snapshot(archive)
+    }
+
+    fn verify(&self, _job: VerificationJob) -> VerifyFuture {
+        Box::pin(std::future::ready(Err(
+            "this server runs no verification itself: remote workers (`aar verify-worker`) do"
+                .to_owned(),
+        )))
+    }
+}
+
 impl Verifier for SandboxedVerifier {
     fn check_snapshot(&self, archive: &[u8]) -> std::result::Result<String, String> {
-        let scratch = tempfile::tempdir().map_err(|e| format!("scratch directory: {e}"))?;
-        let dir = unpack(archive, scratch.path()).map_err(|e| e.to_string())?;
-        Manifest::read(&dir)
-            .map(|m| m.name)
-            .map_err(|e| format!("the snapshot is not a method directory: {e}"))
+        check_method_snapshot(archive)
     }
 
     fn verify(&self, job: VerificationJob) -> VerifyFuture {

@@ -417,3 +417,48 @@ write({s: numpy.array([predict(r) for r in rows(s)], dtype=numpy.int64).tolist()
     }
     assert_eq!(verified.entry["status"], "ok");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verifier_without_a_database_reads_the_log_its_job_carries() {
+    // A remote worker's verifier: no store; the server sends the author's log.
+    require_tools();
+    let root = tempdir();
+    let key = aar_tasks::IdKey::from_bytes([7; aar_tasks::IdKey::LEN]);
+    let task = write_task(root.path(), &key);
+    let config = verifier_config(root.path(), &task, key, None);
+    let verifier = aar_oversight::SandboxedVerifier::new(config, None).unwrap();
+    open_dir(&root.path().join("work"));
+    let files = method_files("keyword vote", HONEST);
+    // The differencing attack (as in the oracle-probing test), as the server stored it.
+    let mut probe = run_locally(&task, &files, 0, "test");
+    let log: Vec<aar_store::StoredPredictions> = (0..12)
+        .map(|i| {
+            probe[i] ^= 1;
+            aar_store::StoredPredictions {
+                evaluation_id: i as i64 + 1,
+                created_at: 1_000 + i as i64,
+                predictions: probe.clone(),
+            }
+        })
+        .collect();
+    let job = |entry_id, evaluation_log| aar_server::verify::VerificationJob {
+        entry_id,
+        agent_id: "prober".into(),
+        task: TASK.into(),
+        seeds: vec![0, 1, 2],
+        snapshot_id: "snapshot".into(),
+        archive: pack(&files),
+        evaluation_log,
+    };
+    let outcome = verifier.verify_job(job(1, Some(log))).await.unwrap();
+    let probes: Vec<&str> = outcome.flags.iter().map(|f| f.probe.as_str()).collect();
+    assert_eq!(probes, vec!["oracle_probing"], "{:?}", outcome.flags);
+    assert_eq!(outcome.flags[0].evidence["submissions"], 12);
+    // Neither a log nor a database: scored all the same, the log's probes cannot run.
+    let outcome = verifier.verify_job(job(2, None)).await.unwrap();
+    assert!(outcome.flags.is_empty(), "{:?}", outcome.flags);
+    assert_eq!(
+        outcome.runs.iter().filter(|r| r.accuracy.is_some()).count(),
+        outcome.runs.len()
+    );
+}

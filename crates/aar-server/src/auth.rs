@@ -1,4 +1,7 @@
-//! Identity: one admin token and per-agent tokens issued by the admin.
+//! Identity: one admin token, per-agent tokens issued by the admin, and the token
+//! remote verification workers share (cluster mode). Each role's token works on its
+//! own endpoints only: the worker token is unknown everywhere else, and the admin
+//! and agent tokens are refused on the workers' endpoints.
 //!
 //! An agent token reads `aar_<agent id>.<secret>`. The server stores only the
 //! sha256 of the secret and compares hashes in constant time; the id part only
@@ -65,12 +68,13 @@ fn unauthorized(code: &'static str, message: &str) -> AppError {
     AppError::new(StatusCode::UNAUTHORIZED, code, message)
 }
 
-async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, AppError> {
+/// The bearer token of a request.
+fn bearer(parts: &Parts) -> Result<&str, AppError> {
     let header = parts
         .headers
         .get(AUTHORIZATION)
         .ok_or_else(|| unauthorized("missing_token", "send `Authorization: Bearer <token>`"))?;
-    let token = header
+    header
         .to_str()
         .ok()
         .and_then(|h| h.strip_prefix("Bearer "))
@@ -80,7 +84,11 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, AppErro
                 "invalid_token",
                 "the Authorization header must be `Bearer <token>`",
             )
-        })?;
+        })
+}
+
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, AppError> {
+    let token = bearer(parts)?;
     if let Some(rest) = token.strip_prefix(AGENT_TOKEN_PREFIX) {
         let (id, secret) = rest
             .split_once('.')
@@ -154,5 +162,32 @@ impl FromRequestParts<AppState> for AdminCaller {
             Caller::Admin => Ok(AdminCaller),
             Caller::Agent(_) => Err(AppError::forbidden("this action needs the admin token")),
         }
+    }
+}
+
+/// A remote verification worker (cluster mode), authenticated by the workers' token.
+/// Agent and admin tokens are refused (403): a worker posts scores, which no agent
+/// may, and holds no admin power.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerCaller;
+
+impl FromRequestParts<AppState> for WorkerCaller {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts)?;
+        if let Some(hash) = state.worker_token_hash()
+            && constant_time_eq(&hash_secret(token), hash)
+        {
+            return Ok(WorkerCaller);
+        }
+        // Another role's valid token is forbidden here; anything else is unknown.
+        authenticate(parts, state).await?;
+        Err(AppError::forbidden(
+            "this endpoint needs the verification workers' token",
+        ))
     }
 }

@@ -38,10 +38,12 @@ mod snapshots;
 pub mod tasks;
 mod ui;
 pub mod verify;
+pub mod workers;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use aar_store::Store;
 use axum::extract::DefaultBodyLimit;
@@ -53,7 +55,7 @@ use tower_http::trace::TraceLayer;
 /// The text policy for agent-written text (checks in, escaping out), for
 /// crates that paste what agents wrote into reports and terminals.
 pub use aar_core::text;
-pub use auth::{AdminCaller, AgentCaller, Caller, hash_secret};
+pub use auth::{AdminCaller, AgentCaller, Caller, WorkerCaller, hash_secret};
 pub use error::{ApiJson, AppError};
 pub use evaluate::{EvaluateRequest, EvaluateResponse, predictions_hash};
 pub use ladder::{LadderConfig, step_for};
@@ -135,7 +137,7 @@ impl Default for Limits {
 }
 
 /// Everything the server's behaviour depends on besides its data.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Policy {
     /// Evaluation budgets.
     pub budgets: Budgets,
@@ -145,6 +147,27 @@ pub struct Policy {
     pub ladder: LadderConfig,
     /// Quotas on entries and snapshots.
     pub quotas: Quotas,
+    /// How long a remote verification worker's claim on an entry lasts without a
+    /// heartbeat (workers send one every quarter of it): long enough to ride out a
+    /// slow network, short enough that an entry whose node died is soon re-queued.
+    pub verification_lease: Duration,
+    /// Claims of one entry by remote workers whose lease ran out before the entry is
+    /// failed: an entry that kills its node every time must not take the cluster down
+    /// one node after another.
+    pub verification_max_attempts: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            budgets: Budgets::default(),
+            limits: Limits::default(),
+            ladder: LadderConfig::default(),
+            quotas: Quotas::default(),
+            verification_lease: Duration::from_secs(120),
+            verification_max_attempts: 3,
+        }
+    }
 }
 
 /// Configuration of [`serve`] (`aar serve`).
@@ -163,6 +186,10 @@ pub struct ServerConfig {
     pub policy: Policy,
     /// Who re-runs entries (`None`: entries stay queued until a server with one runs).
     pub verifier: Option<verify::VerifierHandle>,
+    /// The token remote verification workers authenticate with (cluster mode: `aar
+    /// verify-worker` on other machines claims entries over `/api/verifier/*`). Neither
+    /// the admin token nor an agent token; `None`: no remote workers.
+    pub verify_workers: Option<AdminTokenSource>,
 }
 
 /// Why the server could not start or stopped.
@@ -171,6 +198,9 @@ pub enum ServerError {
     /// The admin token is missing or too short.
     #[error("admin token: {0}")]
     AdminToken(String),
+    /// The verification workers' token is missing, too short, or the admin token.
+    #[error("verification worker token: {0}")]
+    WorkerToken(String),
     /// The database could not be opened or migrated.
     #[error(transparent)]
     Store(#[from] aar_store::StoreError),
@@ -190,22 +220,33 @@ pub enum ServerError {
 impl AdminTokenSource {
     /// Reads the token; it must be at least 16 characters.
     pub fn read(&self) -> Result<String, ServerError> {
+        self.read_secret().map_err(ServerError::AdminToken)
+    }
+
+    /// Reads the token, or says why it cannot be used (for the error of its role).
+    fn read_secret(&self) -> Result<String, String> {
         let token = match self {
-            AdminTokenSource::Env(var) => std::env::var(var).map_err(|_| {
-                ServerError::AdminToken(format!("environment variable {var} is not set"))
-            })?,
-            AdminTokenSource::File(path) => std::fs::read_to_string(path)
-                .map_err(|e| ServerError::AdminToken(format!("{}: {e}", path.display())))?,
+            AdminTokenSource::Env(var) => {
+                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?
+            }
+            AdminTokenSource::File(path) => {
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?
+            }
             AdminTokenSource::Literal(token) => token.clone(),
         };
         let token = token.trim().to_owned();
         if token.len() < 16 || token.starts_with("aar_") {
-            return Err(ServerError::AdminToken(
-                "must be at least 16 characters and not start with `aar_`".to_owned(),
-            ));
+            return Err("must be at least 16 characters and not start with `aar_`".to_owned());
         }
         Ok(token)
     }
+}
+
+/// A workers' token that is the admin token would give every worker the admin's power.
+fn same_tokens() -> ServerError {
+    ServerError::WorkerToken(
+        "it is the admin token: give the workers a token of their own".to_owned(),
+    )
 }
 
 /// Shared state of every handler; cheap to clone.
@@ -219,6 +260,8 @@ struct Inner {
     store: Store,
     tasks: TaskRegistry,
     admin_token_hash: String,
+    /// sha256 of the remote verification workers' token, when they are enabled.
+    worker_token_hash: Option<String>,
     policy: Policy,
     writer: evaluate::EvaluationWriter,
     verifier: Option<verify::VerifierHandle>,
@@ -246,14 +289,52 @@ impl AppState {
         policy: Policy,
         verifier: Option<verify::VerifierHandle>,
     ) -> AppState {
+        AppState::build(store, tasks, admin_token, policy, verifier, None)
+    }
+
+    /// State with a verifier and remote verification workers authenticated by
+    /// `worker_token` (which must differ from the admin token); with workers it also
+    /// spawns the loop that re-queues entries whose worker's lease ran out.
+    pub fn with_verification(
+        store: Store,
+        tasks: TaskRegistry,
+        admin_token: &str,
+        policy: Policy,
+        verifier: Option<verify::VerifierHandle>,
+        worker_token: Option<&str>,
+    ) -> Result<AppState, ServerError> {
+        if worker_token.is_some_and(|w| w.trim() == admin_token.trim()) {
+            return Err(same_tokens());
+        }
+        let hash = worker_token.map(|t| hash_secret(t.trim()));
+        Ok(AppState::build(
+            store,
+            tasks,
+            admin_token,
+            policy,
+            verifier,
+            hash,
+        ))
+    }
+
+    fn build(
+        store: Store,
+        tasks: TaskRegistry,
+        admin_token: &str,
+        policy: Policy,
+        verifier: Option<verify::VerifierHandle>,
+        worker_token_hash: Option<String>,
+    ) -> AppState {
         let writer =
             evaluate::EvaluationWriter::spawn(store.clone(), policy.budgets, policy.ladder);
         tokio::spawn(checkpoint_loop(store.clone()));
+        let workers = worker_token_hash.is_some();
         let state = AppState {
             inner: Arc::new(Inner {
                 store,
                 tasks,
                 admin_token_hash: hash_secret(admin_token),
+                worker_token_hash,
                 policy,
                 writer,
                 verifier: verifier.clone(),
@@ -263,7 +344,11 @@ impl AppState {
                 pgr_cache: scores::PgrCache::default(),
             }),
         };
-        if let Some(handle) = verifier {
+        let local = verifier.filter(|handle| handle.concurrency > 0);
+        if workers {
+            tokio::spawn(workers::lease_loop(state.clone(), local.is_none()));
+        }
+        if let Some(handle) = local {
             tokio::spawn(verify::verification_loop(
                 state.clone(),
                 handle,
@@ -295,6 +380,10 @@ impl AppState {
 
     fn admin_token_hash(&self) -> &str {
         &self.inner.admin_token_hash
+    }
+
+    fn worker_token_hash(&self) -> Option<&str> {
+        self.inner.worker_token_hash.as_deref()
     }
 
     fn evaluation_writer(&self) -> &evaluate::EvaluationWriter {
@@ -337,6 +426,25 @@ fn routes(state: AppState) -> Router {
     let snapshot_upload = Router::new()
         .route("/api/snapshots", post(snapshots::upload))
         .layer(DefaultBodyLimit::max(limits.snapshot_bytes));
+    // Remote verification workers. Outside `announce_writes`: a heartbeat changes
+    // nothing the dashboard shows; the other handlers tell the live views themselves.
+    // A result carries every run's predictions: more than an agent's JSON.
+    let verification_workers = Router::new()
+        .route("/api/verifier/claim", post(workers::claim))
+        .route(
+            "/api/verifier/leases/{lease}/heartbeat",
+            post(workers::heartbeat),
+        )
+        .route(
+            "/api/verifier/leases/{lease}/release",
+            post(workers::release),
+        )
+        .layer(DefaultBodyLimit::max(limits.json_body_bytes))
+        .merge(
+            Router::new()
+                .route("/api/verifier/leases/{lease}/result", post(workers::result))
+                .layer(DefaultBodyLimit::max(workers::RESULT_BODY_BYTES)),
+        );
     // rmcp reads the body itself: `limit_body` reads it first, under the JSON
     // limit, after `require_agent` (layers run bottom-up) refused strangers.
     let mcp = Router::new()
@@ -405,6 +513,7 @@ fn routes(state: AppState) -> Router {
             announce_writes,
         ))
         .merge(relay)
+        .merge(verification_workers)
         .merge(ui::routes(limits.json_body_bytes))
         .fallback(|| async { AppError::not_found("endpoint") })
         .with_state(state)
@@ -465,15 +574,42 @@ pub fn serve_blocking(config: ServerConfig) -> Result<(), ServerError> {
     runtime.block_on(serve(config))
 }
 
+/// Says who will verify entries, when nobody will.
+fn warn_about_verification(config: &ServerConfig) {
+    let local = config.verifier.as_ref().is_some_and(|h| h.concurrency > 0);
+    if config.verifier.is_none() {
+        tracing::warn!(
+            "no verifier: leaderboard entries are refused (none could be checked), and entries already queued stay queued"
+        );
+    } else if !local && config.verify_workers.is_none() {
+        tracing::warn!(
+            "the verifier only checks snapshots and no remote workers are configured: entries stay queued"
+        );
+    }
+}
+
 /// Opens the database and tasks, then serves until the process is stopped.
 pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
     let admin_token = config.admin_token.read()?;
+    let worker_token = config
+        .verify_workers
+        .as_ref()
+        .map(|source| source.read_secret().map_err(ServerError::WorkerToken))
+        .transpose()?;
+    if worker_token.as_deref() == Some(admin_token.as_str()) {
+        return Err(same_tokens());
+    }
     let store = Store::connect(&config.database_url).await?;
     let tasks = TaskRegistry::load(&config.task_root)?;
-    if config.verifier.is_none() {
-        tracing::warn!("no verifier: leaderboard entries stay queued until a server with one runs");
-    }
-    let state = AppState::with_verifier(store, tasks, &admin_token, config.policy, config.verifier);
+    warn_about_verification(&config);
+    let state = AppState::with_verification(
+        store,
+        tasks,
+        &admin_token,
+        config.policy,
+        config.verifier,
+        worker_token.as_deref(),
+    )?;
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .map_err(|source| ServerError::Io {

@@ -191,6 +191,30 @@ const ENDPOINTS: &[(&str, &str, &str, &str)] = &[
         "admin",
         "A one-time login link to the dashboard (`/ui/`), valid 15 minutes.",
     ),
+    (
+        "/api/verifier/claim",
+        "post",
+        "worker",
+        "Remote verification workers (cluster mode) only. {worker} (free text, at most 200 characters: node, job id) Claims the oldest queued entry: 200 {lease, lease_seconds, expires_at, job: {entry_id, agent_id, task, seeds, snapshot_id, archive (base64 .tar.gz), evaluation_log: [{evaluation_id, created_at, predictions: \"0101..\"}]}}, or 204 when nothing is queued. Heartbeat every lease_seconds / 4.",
+    ),
+    (
+        "/api/verifier/leases/{lease}/heartbeat",
+        "post",
+        "worker",
+        "Renews a lease: {lease, lease_seconds, expires_at}.",
+    ),
+    (
+        "/api/verifier/leases/{lease}/result",
+        "post",
+        "worker",
+        "{outcome: {runs: [{entry_id, seed, variant, split, accuracy, error?, seconds, predictions?: \"0101..\"}], flags: [{probe, summary, evidence, about_agent}]}} or {error}: stored as the server's own verifier's result, then released through the author's Ladder. At most 64 MiB.",
+    ),
+    (
+        "/api/verifier/leases/{lease}/release",
+        "post",
+        "worker",
+        "A stopping worker gives its entry back: queued again at once, the attempt not counted.",
+    ),
 ];
 
 /// Refusals particular to an endpoint: (path, method, status, description).
@@ -242,7 +266,39 @@ const REFUSALS: &[(&str, &str, &str, &str)] = &[
         "422",
         TEXT_REFUSAL,
     ),
+    (
+        "/api/verifier/claim",
+        "post",
+        "204",
+        "Nothing is queued (no body).",
+    ),
+    (
+        "/api/verifier/leases/{lease}/heartbeat",
+        "post",
+        "410",
+        LEASE_GONE,
+    ),
+    (
+        "/api/verifier/leases/{lease}/result",
+        "post",
+        "410",
+        LEASE_GONE,
+    ),
+    (
+        "/api/verifier/leases/{lease}/result",
+        "post",
+        "400",
+        "bad_result: the message names the field that is missing, out of bounds or not about the leased entry (runs of another entry, an undeclared seed as `main`, a split other than test, test_private or transfer, predictions of the wrong length).",
+    ),
+    (
+        "/api/verifier/leases/{lease}/release",
+        "post",
+        "410",
+        LEASE_GONE,
+    ),
 ];
+
+const LEASE_GONE: &str = "lease_gone: the lease is unknown, finished, or ran out and the entry went back to the queue (or failed after too many lost workers).";
 
 const TEXT_REFUSAL: &str = "bad_text: agent-written text (titles, method names, agent names and snapshot messages: one line; post bodies, comments and review reasons: newlines and tabs allowed) holds a control character or an invisible formatting character (bidirectional controls, zero-width characters, Unicode category Cf); the message names the field, the character and its position.";
 

@@ -854,6 +854,8 @@ async fn openapi_lists_every_route() {
         "/api/admin/progress",
         "/api/admin/ui/login-link",
         "/api/snapshots/{id}/files",
+        "/api/verifier/claim",
+        "/api/verifier/leases/{lease}/result",
         "/mcp",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing");

@@ -16,7 +16,8 @@ use std::time::Instant;
 
 use aar_core::metrics::MeanSe;
 use aar_store::{
-    EntryRecord, NewFlag, VerificationResult, VerificationRun, VerificationState, now_millis,
+    EntryRecord, NewFlag, StoredPredictions, VerificationResult, VerificationRun,
+    VerificationState, WriteTx, now_millis,
 };
 use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore};
@@ -47,6 +48,10 @@ pub struct VerificationJob {
     pub snapshot_id: String,
     /// The snapshot's archive (`.tar.gz`).
     pub archive: Vec<u8>,
+    /// The author's evaluations of the task (its public predictions), for the probes
+    /// that read them; `None`: the verifier reads them from its own store (the server's
+    /// own verifier), `Some`: the server sent them (a remote worker has no database).
+    pub evaluation_log: Option<Vec<StoredPredictions>>,
 }
 
 /// A probe's finding about the entry or its author.
@@ -90,7 +95,9 @@ pub struct VerifierHandle {
     /// The verifier.
     pub verifier: Arc<dyn Verifier>,
     /// Entries verified at once (each run is a sandboxed training process: keep this
-    /// below the number of cores so evaluations keep theirs).
+    /// below the number of cores so evaluations keep theirs). 0: this server only checks
+    /// snapshots when entries are made and runs none itself; remote workers verify them
+    /// (cluster mode, `ServerConfig::verify_workers`).
     pub concurrency: usize,
 }
 
@@ -107,7 +114,8 @@ pub(crate) struct Queue {
 }
 
 /// The loop that drains the queue: on start it picks up what a previous run left
-/// queued or running, then waits for new entries.
+/// queued or running, then waits for new entries. An entry a remote worker holds
+/// under a lease is left to it (see [`WriteTx::claim_local`]).
 pub(crate) async fn verification_loop(state: AppState, handle: VerifierHandle, queue: Arc<Queue>) {
     let permits = Arc::new(Semaphore::new(handle.concurrency.max(1)));
     let mut started: std::collections::HashSet<i64> = std::collections::HashSet::new();
@@ -115,12 +123,21 @@ pub(crate) async fn verification_loop(state: AppState, handle: VerifierHandle, q
         match state.store().pending_verifications().await {
             Ok(pending) => {
                 for entry in pending {
-                    if !started.insert(entry.id) {
+                    if started.contains(&entry.id) {
                         continue;
                     }
                     let Ok(permit) = permits.clone().acquire_owned().await else {
                         return;
                     };
+                    match claim_local(&state, &entry).await {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(e) => {
+                            tracing::warn!(entry_id = entry.id, error = ?e.body(), "verification queue: cannot claim; retrying");
+                            continue;
+                        }
+                    }
+                    started.insert(entry.id);
                     let state = state.clone();
                     let verifier = handle.verifier.clone();
                     tokio::spawn(async move {
@@ -135,6 +152,18 @@ pub(crate) async fn verification_loop(state: AppState, handle: VerifierHandle, q
         let _ =
             tokio::time::timeout(std::time::Duration::from_secs(5), queue.wake.notified()).await;
     }
+}
+
+/// Takes `entry` for this server's verifier; false when a remote worker holds it or it
+/// is done. A scored entry only needs its Ladder release, which nothing else does.
+async fn claim_local(state: &AppState, entry: &EntryRecord) -> Result<bool, crate::AppError> {
+    if entry.verification == VerificationState::Scored {
+        return Ok(true);
+    }
+    let mut tx = state.store().begin_write().await?;
+    let claimed = tx.claim_local(entry.id, now_millis()).await?;
+    tx.commit().await?;
+    Ok(claimed)
 }
 
 async fn verify_entry(state: &AppState, verifier: &dyn Verifier, entry: EntryRecord) {
@@ -154,6 +183,7 @@ async fn verify_entry(state: &AppState, verifier: &dyn Verifier, entry: EntryRec
     }
 }
 
+/// Runs a claimed entry here and stores what comes back.
 async fn run_verification(
     state: &AppState,
     verifier: &dyn Verifier,
@@ -162,16 +192,99 @@ async fn run_verification(
 ) -> Result<(), crate::AppError> {
     // Scored before a restart: only the Ladder release is left to do.
     if entry.verification == VerificationState::Scored {
-        let runs = state.store().verification_runs(entry.id).await?;
-        return release(state, &entry, &runs).await;
+        return finish_scored(state, &entry).await;
     }
-    set_state(state, entry.id, VerificationState::Running).await?;
     let outcome = match load_job(state, &entry).await? {
         Ok(job) => verifier.verify(job).await,
         Err(why) => Err(why),
     };
     let seconds = started.elapsed().as_secs_f64();
-    let result = match outcome {
+    store_outcome(state, &entry, outcome, seconds, None).await?;
+    Ok(())
+}
+
+/// Releases an entry whose runs were stored before the server stopped.
+pub(crate) async fn finish_scored(
+    state: &AppState,
+    entry: &EntryRecord,
+) -> Result<(), crate::AppError> {
+    let runs = state.store().verification_runs(entry.id).await?;
+    release(state, entry, &runs).await
+}
+
+/// The lease a remote worker's outcome came under.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lease<'a> {
+    /// The lease's id.
+    pub(crate) lease_id: &'a str,
+    /// The worker's own description; it goes into the audit line.
+    pub(crate) worker: &'a str,
+}
+
+/// Whether an outcome was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stored {
+    /// Stored (and released through the Ladder when scored).
+    Done,
+    /// The lease it came under is no longer current: nothing was stored.
+    LeaseGone,
+}
+
+/// Stores a finished verification, whoever ran it: the runs and flags (or the error)
+/// and the audit line in one transaction, then the Ladder release. With a lease, the
+/// lease must still be current in that same transaction (a lease that ran out has put
+/// the entry back in the queue, so a late result must not land).
+pub(crate) async fn store_outcome(
+    state: &AppState,
+    entry: &EntryRecord,
+    outcome: Result<VerificationOutcome, String>,
+    seconds: f64,
+    lease: Option<Lease<'_>>,
+) -> Result<Stored, crate::AppError> {
+    let mut tx = state.store().begin_write().await?;
+    if let Some(lease) = lease {
+        let current = tx.current_lease(lease.lease_id, now_millis()).await?;
+        if current.is_none_or(|held| held.entry.id != entry.id) {
+            return Ok(Stored::LeaseGone);
+        }
+    }
+    let worker = lease.map(|l| l.worker);
+    let result = write_outcome(&mut tx, entry, outcome, seconds, worker).await?;
+    tx.commit().await?;
+    if result.state == VerificationState::Scored {
+        release(state, entry, &result.runs).await?;
+    }
+    Ok(Stored::Done)
+}
+
+/// Writes a finished verification and its audit line in `tx` (not committed).
+pub(crate) async fn write_outcome(
+    tx: &mut WriteTx,
+    entry: &EntryRecord,
+    outcome: Result<VerificationOutcome, String>,
+    seconds: f64,
+    worker: Option<&str>,
+) -> Result<VerificationResult, crate::AppError> {
+    let result = verification_result(entry, outcome, seconds);
+    tx.record_verification(&result).await?;
+    let mut detail = json!({
+        "entry_id": entry.id, "state": result.state.as_str(), "runs": result.runs.len(),
+        "flags": result.flags.iter().map(|f| f.probe.as_str()).collect::<Vec<_>>(),
+        "seconds": seconds,
+    });
+    if let Some(worker) = worker {
+        detail["worker"] = json!(worker);
+    }
+    tx.append_audit("verifier", "verify_entry", &detail.to_string());
+    Ok(result)
+}
+
+fn verification_result(
+    entry: &EntryRecord,
+    outcome: Result<VerificationOutcome, String>,
+    seconds: f64,
+) -> VerificationResult {
+    match outcome {
         Ok(outcome) => VerificationResult {
             entry_id: entry.id,
             state: VerificationState::Scored,
@@ -179,7 +292,7 @@ async fn run_verification(
             flags: outcome
                 .flags
                 .iter()
-                .map(|f| to_new_flag(&entry, f))
+                .map(|f| to_new_flag(entry, f))
                 .collect(),
             runs: outcome.runs,
             released_accuracy: None,
@@ -196,35 +309,12 @@ async fn run_verification(
             at: now_millis(),
             seconds,
         },
-    };
-    let mut tx = state.store().begin_write().await?;
-    tx.record_verification(&result).await?;
-    let detail = json!({
-        "entry_id": entry.id, "state": result.state.as_str(), "runs": result.runs.len(),
-        "flags": result.flags.iter().map(|f| f.probe.as_str()).collect::<Vec<_>>(),
-        "seconds": seconds,
-    });
-    tx.append_audit("verifier", "verify_entry", &detail.to_string());
-    tx.commit().await?;
-    if result.state == VerificationState::Scored {
-        release(state, &entry, &result.runs).await?;
     }
-    Ok(())
 }
 
-async fn set_state(
-    state: &AppState,
-    entry_id: i64,
-    to: VerificationState,
-) -> Result<(), crate::AppError> {
-    let mut tx = state.store().begin_write().await?;
-    tx.set_verification_state(entry_id, to).await?;
-    tx.commit().await?;
-    Ok(())
-}
-
-/// The job for an entry, or why it cannot be run (stored as the failure).
-async fn load_job(
+/// The job for an entry, or why it cannot be run (stored as the failure). The
+/// author's evaluation log is left to the verifier (`evaluation_log: None`).
+pub(crate) async fn load_job(
     state: &AppState,
     entry: &EntryRecord,
 ) -> Result<Result<VerificationJob, String>, crate::AppError> {
@@ -241,6 +331,7 @@ async fn load_job(
         seeds: entry.seeds.clone(),
         snapshot_id,
         archive,
+        evaluation_log: None,
     }))
 }
 

@@ -12,11 +12,20 @@
 //! inside a write transaction see a stable state (budgets cannot be raced), and
 //! the audit log stays one hash chain even with several server processes.
 //!
+//! Nullable floats: statements that bind an `Option<f64>` run unprepared
+//! (`.persistent(false)`). sqlx 0.9.0's `Any` driver sends a NULL `f64` to
+//! PostgreSQL as a `float4` parameter (its `Real` and `Double` arms are swapped); a
+//! cached statement first run with such a NULL declares that parameter `float4`, and
+//! every later run with a value fails with "incorrect binary data format in bind
+//! parameter N" (researchers' evaluations answered 500 on PostgreSQL once the Ladder
+//! had withheld a release). Unprepared, each run declares its own values' types.
+//!
 //! This crate stores what it is given. Policy (who may see what, budgets,
 //! the Ladder) lives in `aar-server`.
 #![deny(missing_docs)]
 
 mod audit;
+mod leases;
 mod predictions;
 mod records;
 mod researchers;
@@ -34,6 +43,7 @@ use sqlx::{AnyPool, Executor, Row};
 use thiserror::Error;
 
 pub use audit::{AuditRecord, ChainCheck, GENESIS_HASH, audit_hash};
+pub use leases::{LeasedEntry, NewLease, VerificationLease};
 pub use predictions::{EvaluationInsert, StoredPredictions, pack_predictions, unpack_predictions};
 pub use records::{
     AgentRecord, CommentRecord, EntryRecord, EntryStatus, EvaluationRecord, NewEvaluation, NewPost,
@@ -117,6 +127,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "run_predictions",
         include_str!("../migrations/sqlite/0006_run_predictions.sql"),
     ),
+    (
+        7,
+        "verification_leases",
+        include_str!("../migrations/sqlite/0007_verification_leases.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -148,6 +163,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "run_predictions",
         include_str!("../migrations/postgres/0006_run_predictions.sql"),
+    ),
+    (
+        7,
+        "verification_leases",
+        include_str!("../migrations/postgres/0007_verification_leases.sql"),
     ),
 ];
 

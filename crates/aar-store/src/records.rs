@@ -161,10 +161,19 @@ pub struct EntryRecord {
     pub verification_seconds: Option<f64>,
 }
 
-/// The columns [`EntryRecord::from_row`] reads, in order.
-pub(crate) const ENTRY_SELECT: &str = "SELECT id, agent_id, task, method, seeds, snapshot_id, post_id, status, \
-     status_reason, created_at, verification, verification_error, released_accuracy, verified_at, \
-     verification_seconds FROM entries";
+/// The columns [`EntryRecord::from_row`] reads, in order (a macro, so that other
+/// selects can extend the list at compile time).
+macro_rules! entry_columns {
+    () => {
+        "id, agent_id, task, method, seeds, snapshot_id, post_id, status, \
+         status_reason, created_at, verification, verification_error, released_accuracy, verified_at, \
+         verification_seconds"
+    };
+}
+pub(crate) use entry_columns;
+
+/// Every entry column, from `entries`.
+pub(crate) const ENTRY_SELECT: &str = concat!("SELECT ", entry_columns!(), " FROM entries");
 
 /// Where the verifier is with an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

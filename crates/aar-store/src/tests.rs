@@ -254,3 +254,116 @@ async fn quota_usage_counts_the_window_and_the_bytes() {
     assert_eq!(tx.bump_ladder_epoch().await.unwrap(), 1);
     tx.commit().await.unwrap();
 }
+
+fn lease(id: &str, now: i64, expires_at: i64) -> NewLease {
+    NewLease {
+        lease_id: id.to_owned(),
+        worker: format!("node-{id}"),
+        now,
+        expires_at,
+    }
+}
+
+async fn queued_entries(store: &Store, n: usize) -> Vec<i64> {
+    add_agent(store, "a").await;
+    let mut tx = store.begin_write().await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let id = tx
+            .insert_entry("a", "math", "m", &[1, 2, 3], None, None, i as i64)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    tx.commit().await.unwrap();
+    ids
+}
+
+#[tokio::test]
+async fn a_claim_takes_the_oldest_queued_entry_once() {
+    let (_dir, store) = temp_store().await;
+    let ids = queued_entries(&store, 2).await;
+    let mut tx = store.begin_write().await.unwrap();
+    let first = tx.claim_verification(&lease("l1", 100, 200)).await.unwrap();
+    let second = tx.claim_verification(&lease("l2", 100, 200)).await.unwrap();
+    let none = tx.claim_verification(&lease("l3", 100, 200)).await.unwrap();
+    tx.commit().await.unwrap();
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert_eq!((first.entry.id, second.entry.id), (ids[0], ids[1]));
+    assert!(none.is_none(), "{none:?}");
+    assert_eq!(first.entry.verification, VerificationState::Running);
+    assert_eq!(
+        first.lease,
+        VerificationLease {
+            lease_id: "l1".into(),
+            worker: "node-l1".into(),
+            expires_at: 200,
+            started_at: 100,
+            attempts: 1
+        }
+    );
+    // The server's own verifier does not take a leased entry before its lease runs out.
+    let mut tx = store.begin_write().await.unwrap();
+    assert!(!tx.claim_local(ids[0], 150).await.unwrap());
+    assert!(tx.claim_local(ids[1], 250).await.unwrap());
+    tx.commit().await.unwrap();
+    assert!(store.current_lease("l2", 150).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn leases_renew_run_out_and_requeue() {
+    let (_dir, store) = temp_store().await;
+    let ids = queued_entries(&store, 1).await;
+    let mut tx = store.begin_write().await.unwrap();
+    tx.claim_verification(&lease("l1", 100, 200)).await.unwrap();
+    assert!(tx.extend_lease("l1", 150, 300).await.unwrap());
+    assert!(!tx.extend_lease("nope", 150, 300).await.unwrap());
+    assert!(tx.expired_leases(299).await.unwrap().is_empty());
+    // Run out: never revived, listed as expired, then re-queued with its attempt counted.
+    assert!(!tx.extend_lease("l1", 300, 400).await.unwrap());
+    let expired = tx.expired_leases(300).await.unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].entry.id, ids[0]);
+    assert!(tx.requeue_lease("l1").await.unwrap());
+    assert!(!tx.requeue_lease("l1").await.unwrap());
+    let again = tx.claim_verification(&lease("l2", 400, 500)).await.unwrap();
+    assert_eq!(again.unwrap().lease.attempts, 2);
+    // Given back: queued again, the attempt not counted.
+    assert_eq!(tx.release_lease("l2", 450).await.unwrap(), Some(ids[0]));
+    assert_eq!(tx.release_lease("l2", 450).await.unwrap(), None);
+    let third = tx.claim_verification(&lease("l3", 500, 600)).await.unwrap();
+    assert_eq!(third.unwrap().lease.attempts, 2);
+    // A finished verification ends the lease.
+    tx.record_verification(&VerificationResult {
+        entry_id: ids[0],
+        state: VerificationState::Failed,
+        error: Some("x".into()),
+        runs: Vec::new(),
+        flags: Vec::new(),
+        released_accuracy: None,
+        at: 550,
+        seconds: 1.0,
+    })
+    .await
+    .unwrap();
+    assert!(tx.current_lease("l3", 550).await.unwrap().is_none());
+    assert!(tx.expired_leases(10_000).await.unwrap().is_empty());
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn unleased_running_entries_are_requeued_for_workers() {
+    let (_dir, store) = temp_store().await;
+    let ids = queued_entries(&store, 2).await;
+    let mut tx = store.begin_write().await.unwrap();
+    assert!(tx.claim_local(ids[0], 10).await.unwrap());
+    tx.claim_verification(&lease("l1", 10, 1_000))
+        .await
+        .unwrap();
+    assert_eq!(tx.requeue_unleased_runs().await.unwrap(), 1);
+    tx.commit().await.unwrap();
+    let entry = store.entry(ids[0]).await.unwrap().unwrap();
+    assert_eq!(entry.verification, VerificationState::Queued);
+    let leased = store.current_lease("l1", 20).await.unwrap().unwrap();
+    assert_eq!(leased.entry.id, ids[1]);
+}

@@ -191,7 +191,8 @@ impl WriteTx {
     }
 
     /// Stores a finished verification: its runs, its flags, the released score; an
-    /// entry not yet reviewed becomes `flagged` when a probe raised something.
+    /// entry not yet reviewed becomes `flagged` when a probe raised something. A remote
+    /// worker's lease on the entry ends here (the worker's name stays, for the record).
     pub async fn record_verification(
         &mut self,
         result: &VerificationResult,
@@ -210,6 +211,8 @@ impl WriteTx {
             .bind(run.seconds)
             .bind(result.at)
             .bind(run.predictions.as_deref().map(crate::pack_predictions))
+            // Binds an optional float: see the crate docs (nullable floats).
+            .persistent(false)
             .execute(&mut *self.tx)
             .await?;
         }
@@ -222,7 +225,8 @@ impl WriteTx {
         }
         sqlx::query(
             "UPDATE entries SET verification = $1, verification_error = $2, released_accuracy = $3, \
-             verified_at = $4, verification_seconds = $5 WHERE id = $6",
+             verified_at = $4, verification_seconds = $5, lease_id = NULL, lease_expires_at = NULL \
+             WHERE id = $6",
         )
         .bind(result.state.as_str())
         .bind(result.error.as_deref())
@@ -230,6 +234,7 @@ impl WriteTx {
         .bind(result.at)
         .bind(result.seconds)
         .bind(result.entry_id)
+        .persistent(false)
         .execute(&mut *self.tx)
         .await?;
         if !result.flags.is_empty() {
@@ -276,6 +281,7 @@ impl WriteTx {
         .bind(VerificationState::Verified.as_str())
         .bind(entry_id)
         .bind(VerificationState::Scored.as_str())
+        .persistent(false)
         .execute(&mut *self.tx)
         .await?;
         Ok(done.rows_affected() > 0)

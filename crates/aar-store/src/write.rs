@@ -346,7 +346,8 @@ impl WriteTx {
                     .bind(e.created_at)
                     .bind(pack_predictions(&insert.predictions));
             }
-            query.execute(&mut *self.tx).await?;
+            // Binds optional floats: see the crate docs (nullable floats).
+            query.persistent(false).execute(&mut *self.tx).await?;
         }
         Ok(())
     }

@@ -6,11 +6,13 @@ mod baselines;
 mod generalize;
 mod method;
 mod reference;
+mod researcher;
 mod review;
 mod run_method;
 mod serve;
 mod tasks;
 mod up;
+mod verify_worker;
 
 use clap::{Parser, Subcommand};
 
@@ -55,6 +57,11 @@ enum Command {
     Review(review::ReviewArgs),
     /// The research server: evaluation that cannot be gamed, forum, leaderboard, code store, MCP.
     Serve(serve::ServeArgs),
+    /// One researcher's loop as a job of its own (cluster mode: `aar up --executor slurm`
+    /// submits it), talking to a research server over HTTP.
+    Researcher(researcher::ResearcherArgs),
+    /// Take verification work from a research server's queue (cluster mode): run entries in sandboxes here, post the scores back.
+    VerifyWorker(verify_worker::VerifyWorkerArgs),
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -70,6 +77,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Generalize(args) => generalize::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Up(args) => up::run(args),
+        Command::Researcher(args) => researcher::run(args),
+        Command::VerifyWorker(args) => verify_worker::run(args),
         Command::Doctor => {
             println!("{}", aar_engine::libtorch_summary());
             Ok(())

@@ -535,6 +535,7 @@ fn verify_matrix(pick: fn(usize, &str) -> bool) {
                     seeds: SEEDS.to_vec(),
                     snapshot_id: format!("snapshot-{entry_id}"),
                     archive,
+                    evaluation_log: None,
                 };
                 let verify_started = Instant::now();
                 let outcome = verifier.verify_job(job).await;

@@ -261,8 +261,36 @@ pub async fn harness_with(python_venv: Option<PathBuf>) -> Harness {
     ))
     .await
     .unwrap();
-    let config = VerifierConfig {
-        work_dir: root.path().join("work"),
+    let config = verifier_config(root.path(), &task, key, python_venv);
+    let verifier = SandboxedVerifier::new(config, store.clone()).unwrap();
+    open_dir(&root.path().join("work"));
+    let tasks = TaskRegistry::load(&root.path().join("labeled")).unwrap();
+    let state = AppState::with_verifier(
+        store,
+        tasks,
+        ADMIN,
+        Policy::default(),
+        Some(VerifierHandle {
+            verifier: Arc::new(verifier),
+            concurrency: 1,
+        }),
+    );
+    Harness {
+        _root: root,
+        app: aar_server::app(state),
+        task,
+    }
+}
+
+/// The verifier's config over `task` (written under `root` with `key`).
+pub fn verifier_config(
+    root: &Path,
+    task: &Task,
+    key: IdKey,
+    python_venv: Option<PathBuf>,
+) -> VerifierConfig {
+    VerifierConfig {
+        work_dir: root.join("work"),
         tasks: [(
             TASK.to_owned(),
             TaskSources {
@@ -282,24 +310,6 @@ pub async fn harness_with(python_venv: Option<PathBuf>) -> Harness {
         undeclared_seeds: UNDECLARED_SEEDS,
         sandbox_index: SANDBOX_INDEX,
         strace: PathBuf::from("/usr/bin/strace"),
-    };
-    let verifier = SandboxedVerifier::new(config, store.clone()).unwrap();
-    open_dir(&root.path().join("work"));
-    let tasks = TaskRegistry::load(&root.path().join("labeled")).unwrap();
-    let state = AppState::with_verifier(
-        store,
-        tasks,
-        ADMIN,
-        Policy::default(),
-        Some(VerifierHandle {
-            verifier: Arc::new(verifier),
-            concurrency: 1,
-        }),
-    );
-    Harness {
-        _root: root,
-        app: aar_server::app(state),
-        task,
     }
 }
 

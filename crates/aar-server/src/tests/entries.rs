@@ -2169,6 +2169,8 @@ async fn no_route_shows_an_agent_a_label_value_the_ladder_did_not_release() {
     for route in &served {
         let kind = if route.0.starts_with("/api/admin/") {
             "admin"
+        } else if route.0.starts_with("/api/verifier/") {
+            "worker"
         } else {
             "agent"
         };
@@ -2190,10 +2192,12 @@ async fn no_route_shows_an_agent_a_label_value_the_ladder_did_not_release() {
     for ((path, method), token_kind) in &every {
         let route = format!("{} {path}", method.to_uppercase());
         let fill = |id: &str| path.replace("{id}", id).replace("{action}", "approve");
-        if token_kind == "admin" {
+        if token_kind == "admin" || token_kind == "worker" {
             // Refused to an agent (403) and to a stranger (401) before anything is read.
             let uri = if path.contains("/agents/{id}") {
                 fill(&b_id)
+            } else if path.contains("{lease}") {
+                path.replace("{lease}", &"ab".repeat(16))
             } else {
                 fill(&entries[0].to_string())
             };
@@ -2410,5 +2414,217 @@ async fn no_route_shows_an_agent_a_label_value_the_ladder_did_not_release() {
     assert!(
         undocumented.is_empty(),
         "served but missing from /openapi.json: {undocumented:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Remote verification workers: the same outcome, posted over HTTP.
+// ---------------------------------------------------------------------------
+
+const WORKER: &str = "worker-token-for-tests-0123456789";
+
+/// A server whose (scripted) verifier only checks snapshots, with remote workers.
+async fn world_with_workers(labels: &SplitLabels) -> (tempfile::TempDir, Router, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("aar.db").display());
+    let store = Store::connect(&url).await.unwrap();
+    let handle = VerifierHandle {
+        verifier: Arc::new(ScriptedVerifier::new(labels)),
+        concurrency: 0,
+    };
+    let state = AppState::with_verification(
+        store.clone(),
+        registry(labels),
+        ADMIN,
+        entry_policy(),
+        Some(handle),
+        Some(WORKER),
+    )
+    .unwrap();
+    (dir, app(state), store)
+}
+
+/// `value` without the keys that hold times or ids that differ between two servers.
+fn comparable(value: &Value, agent_id: &str) -> Value {
+    let text = value.to_string().replace(agent_id, "AGENT");
+    let mut value: Value = serde_json::from_str(&text).unwrap();
+    fn strip(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                map.retain(|k, _| !k.ends_with("_at") && !k.ends_with("seconds"));
+                map.values_mut().for_each(strip);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut value);
+    value
+}
+
+#[tokio::test]
+async fn a_posted_outcome_is_stored_like_an_in_process_verification() {
+    // Pinned rows: the admin's PGRs are scored row by row from the runs' predictions.
+    let labels = SplitLabels::with_pinned_rows();
+    let planted = json!({
+        "11": labels.scored(1003, 311, 257),
+        "12": labels.scored(1013, 318, 263),
+        "13": labels.scored(1024, 326, 271),
+        "99": labels.scored(N, PRIVATE_N, TRANSFER_N),
+    });
+    let archive = method_archive("confidence filter", &planted);
+    let flag = ProbeFlag {
+        probe: "teacher_ablation".into(),
+        summary: "PGR survives a shuffled teacher".into(),
+        evidence: json!({ "main_pgr": 0.9, "shuffled_teacher_pgr": 0.85 }),
+        about_agent: false,
+    };
+
+    // In process.
+    let local = world_with_pinned_rows().await;
+    let (local_agent, a) = new_agent(&local.app, "a").await;
+    let snapshot = upload(&local.app, &a, archive.clone()).await;
+    local.verifier.flag(&snapshot, flag.clone());
+    let (_, created) = enter(&local.app, &a, &snapshot, &[11, 12, 13]).await;
+    let local_id = created["entry_id"].as_i64().unwrap();
+    let local_view = wait_for_verification(&local.app, &a, local_id).await;
+
+    // Through a worker: claimed, run by the same scripted verifier, posted.
+    let (_dir, remote, store) = world_with_workers(&labels).await;
+    let (remote_agent, b) = new_agent(&remote, "a").await;
+    assert_eq!(upload(&remote, &b, archive).await, snapshot);
+    let (status, created) = enter(&remote, &b, &snapshot, &[11, 12, 13]).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let remote_id = created["entry_id"].as_i64().unwrap();
+    let claim = json!({ "worker": "node-1 job 42" });
+    let (status, claimed) = call(
+        &remote,
+        "POST",
+        "/api/verifier/claim",
+        Some(WORKER),
+        Some(claim),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{claimed}");
+    let claimed: crate::workers::Claim = serde_json::from_value(claimed).unwrap();
+    let job = claimed.job.into_job().unwrap();
+    assert_eq!(
+        (
+            job.entry_id,
+            job.seeds.clone(),
+            job.snapshot_id.clone(),
+            job.agent_id.clone()
+        ),
+        (
+            remote_id,
+            vec![11, 12, 13],
+            snapshot.clone(),
+            remote_agent.clone()
+        )
+    );
+    assert_eq!(job.evaluation_log, Some(Vec::new()));
+    let worker_side = ScriptedVerifier::new(&labels);
+    worker_side.flag(&snapshot, flag);
+    let outcome = worker_side.score(&job).unwrap();
+    let body = serde_json::to_value(crate::workers::ResultRequest::from_outcome(&outcome)).unwrap();
+    let uri = format!("/api/verifier/leases/{}/result", claimed.lease);
+    let (status, stored) = call(&remote, "POST", &uri, Some(WORKER), Some(body.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{stored}");
+    assert_eq!(stored["verification"], "verified", "{stored}");
+    // Once stored, the lease is finished: the same result again is refused.
+    let (status, _) = call(&remote, "POST", &uri, Some(WORKER), Some(body)).await;
+    assert_eq!(status, StatusCode::GONE);
+    let remote_view = wait_for_verification(&remote, &b, remote_id).await;
+
+    // The same entry, the same runs, the same board, for agents and for the admin.
+    assert_eq!(
+        remote_view["released_accuracy"],
+        json!(0.78),
+        "{remote_view}"
+    );
+    assert_eq!(
+        comparable(&remote_view, &remote_agent),
+        comparable(&local_view, &local_agent)
+    );
+    assert_eq!(
+        store.verification_runs(remote_id).await.unwrap(),
+        local.store.verification_runs(local_id).await.unwrap()
+    );
+    let local_board = admin_board(&local.app).await;
+    let remote_board = admin_board(&remote).await;
+    assert_eq!(
+        find_row(&remote_board, remote_id).0,
+        "flagged",
+        "{remote_board}"
+    );
+    assert_eq!(
+        comparable(&remote_board, &remote_agent),
+        comparable(&local_board, &local_agent)
+    );
+    assert_eq!(
+        comparable(&leaderboard(&remote, &b).await, &remote_agent),
+        comparable(&leaderboard(&local.app, &a).await, &local_agent)
+    );
+    // The audit line is the in-process one, with the worker named.
+    let (_, audit) = call(
+        &remote,
+        "GET",
+        "/api/admin/audit?limit=1000",
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    let records = audit["records"].as_array().unwrap();
+    let verify: Vec<Value> = records
+        .iter()
+        .filter(|r| r["action"] == "verify_entry")
+        .map(|r| serde_json::from_str(r["detail"].as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(verify.len(), 1, "{audit}");
+    assert_eq!(verify[0]["worker"], "node-1 job 42");
+    assert_eq!(verify[0]["runs"], json!(outcome.runs.len()));
+    assert!(
+        records
+            .iter()
+            .any(|r| r["action"] == "verification_claimed"),
+        "{audit}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_whose_verifier_only_checks_runs_no_entry_itself() {
+    let labels = SplitLabels::standard();
+    let (_dir, app, store) = world_with_workers(&labels).await;
+    let (_, a) = new_agent(&app, "a").await;
+    let snapshot = upload(
+        &app,
+        &a,
+        method_archive("m", &json!({ "*": labels.scored(1000, 300, 200) })),
+    )
+    .await;
+    let (_, created) = enter(&app, &a, &snapshot, &[1, 2, 3]).await;
+    let id = created["entry_id"].as_i64().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let entry = store.entry(id).await.unwrap().unwrap();
+    assert_eq!(entry.verification, aar_store::VerificationState::Queued);
+}
+
+#[tokio::test]
+async fn the_workers_token_cannot_be_the_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("aar.db").display());
+    let store = Store::connect(&url).await.unwrap();
+    let labels = SplitLabels::standard();
+    let state = AppState::with_verification(
+        store,
+        registry(&labels),
+        ADMIN,
+        entry_policy(),
+        None,
+        Some(&format!(" {ADMIN}\n")),
+    );
+    assert!(
+        matches!(&state, Err(ServerError::WorkerToken(why)) if why.contains("admin token")),
+        "{state:?}"
     );
 }

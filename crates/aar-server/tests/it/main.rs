@@ -6,3 +6,4 @@ mod limits;
 mod postgres;
 mod store_pg;
 mod support;
+mod workers;

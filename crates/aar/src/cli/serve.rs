@@ -2,7 +2,9 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use aar_server::verify::VerifierHandle;
 use aar_server::{AdminTokenSource, Budgets, Policy, ServerConfig};
 use anyhow::Context;
 
@@ -23,6 +25,12 @@ pub struct ServeArgs {
     /// File holding the admin token; without it the token comes from `AAR_ADMIN_TOKEN`.
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
+    /// File holding the token remote verification workers (`aar verify-worker`, e.g. Slurm
+    /// jobs) authenticate with; it must differ from the admin token. With it the server
+    /// takes entries (checking each snapshot's method manifest) and leaves their
+    /// verification to the workers.
+    #[arg(long, value_name = "FILE")]
+    verify_worker_token_file: Option<PathBuf>,
     /// Evaluations one agent may make per hour.
     #[arg(long, default_value_t = Budgets::default().agent_per_hour)]
     agent_evals_per_hour: i64,
@@ -58,7 +66,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         database_url,
         task_root: args.tasks,
         admin_token,
-        verifier: None,
+        verifier: args
+            .verify_worker_token_file
+            .as_ref()
+            .map(|_| VerifierHandle {
+                verifier: Arc::new(aar_oversight::SnapshotChecker),
+                concurrency: 0,
+            }),
+        verify_workers: args.verify_worker_token_file.map(AdminTokenSource::File),
         policy: Policy {
             budgets: Budgets {
                 agent_per_hour: args.agent_evals_per_hour,

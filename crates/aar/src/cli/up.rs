@@ -4,6 +4,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use aar_agents::accounting::{ModelPrice, PriceTable};
+use aar_campaign::executor::ExecutorKind;
+use aar_campaign::executor::slurm::SlurmSettings;
 use aar_campaign::{CampaignConfig, Researchers, run_campaign};
 use anyhow::Context;
 
@@ -45,9 +47,83 @@ pub struct UpArgs {
     /// Seconds between progress lines.
     #[arg(long, default_value_t = 30)]
     progress_seconds: u64,
+    /// Where researchers and verifications run: `local` (this machine) or `slurm` (each
+    /// researcher and each verification a batch job; needs --database-url postgres://...).
+    #[arg(long, value_enum, default_value_t = ExecutorArg::Local)]
+    executor: ExecutorArg,
+    /// Slurm defaults (JSON: partition, account, qos, time_limit, gres, verify_gres,
+    /// cpus_per_task, mem, extra_args, max_restarts, verify_jobs); the flags below
+    /// override it. Default: `<home>/slurm.json` when it exists.
+    #[arg(long, value_name = "FILE")]
+    slurm_config: Option<PathBuf>,
+    /// Slurm partition of every job.
+    #[arg(long)]
+    partition: Option<String>,
+    /// Slurm account of every job.
+    #[arg(long)]
+    account: Option<String>,
+    /// Generic resources of researcher jobs, e.g. `gpu:1`.
+    #[arg(long)]
+    gres: Option<String>,
+    /// Time limit of researcher jobs, in Slurm's format (e.g. `4:00:00`).
+    #[arg(long)]
+    time_limit: Option<String>,
+    /// The server's database: `postgres://USER@HOST/DB` (default: SQLite in the
+    /// campaign's directory; the slurm executor needs PostgreSQL).
+    #[arg(long, env = "AAR_DATABASE_URL")]
+    database_url: Option<String>,
+    /// The server's listening address (default: a free port on 127.0.0.1; jobs on other
+    /// nodes need an address they can reach, e.g. 0.0.0.0:8700).
+    #[arg(long)]
+    bind: Option<std::net::SocketAddr>,
+    /// The server's URL as jobs reach it (default: http://<bind>), e.g.
+    /// http://login-node:8700.
+    #[arg(long)]
+    server_url: Option<String>,
     /// aar's state directory.
     #[arg(long, env = "AAR_HOME", default_value = ".aar")]
     home: PathBuf,
+}
+
+/// `--executor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ExecutorArg {
+    Local,
+    Slurm,
+}
+
+/// The executor: Slurm settings from the config file, overridden by flags.
+fn executor(args: &UpArgs, home: &Path) -> anyhow::Result<ExecutorKind> {
+    if args.executor == ExecutorArg::Local {
+        let slurm_only = [&args.partition, &args.account, &args.gres, &args.time_limit];
+        anyhow::ensure!(
+            slurm_only.iter().all(|a| a.is_none()) && args.slurm_config.is_none(),
+            "--partition, --account, --gres, --time-limit and --slurm-config need --executor slurm"
+        );
+        return Ok(ExecutorKind::Local);
+    }
+    let default_file = home.join("slurm.json");
+    let file = args
+        .slurm_config
+        .clone()
+        .or_else(|| default_file.is_file().then_some(default_file));
+    let mut settings = match &file {
+        Some(path) => SlurmSettings::read(path)?,
+        None => SlurmSettings::default(),
+    };
+    let overrides = [
+        (&mut settings.partition, &args.partition),
+        (&mut settings.account, &args.account),
+        (&mut settings.gres, &args.gres),
+        (&mut settings.time_limit, &args.time_limit),
+    ];
+    for (setting, flag) in overrides {
+        if flag.is_some() {
+            setting.clone_from(flag);
+        }
+    }
+    settings.validate()?;
+    Ok(ExecutorKind::Slurm(Box::new(settings)))
 }
 
 fn researchers(llm: Option<&str>) -> anyhow::Result<Researchers> {
@@ -118,6 +194,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     aar_engine::device::best_device();
     let home = std::path::absolute(&args.home)
         .with_context(|| format!("resolving {}", args.home.display()))?;
+    let executor = executor(&args, &home)?;
     let (preset, preset_file) = match &args.preset_file {
         // Read now, so a bad file fails before anything starts.
         Some(path) => {
@@ -129,6 +206,10 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         None => (args.preset, None),
     };
     let config = CampaignConfig {
+        executor,
+        database_url: args.database_url,
+        bind: args.bind,
+        server_url: args.server_url,
         home,
         name: args.name,
         preset,

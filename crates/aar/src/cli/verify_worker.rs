@@ -1,0 +1,169 @@
+//! `aar verify-worker`: verification as jobs (cluster mode). Takes entries from a
+//! research server's queue, runs them in sandboxes here, posts the scores back.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use aar_oversight::{SandboxedVerifier, WorkerConfig, WorkerOptions, run_worker};
+use anyhow::Context;
+
+/// Take verification work from a research server's queue: claim an entry, run it in
+/// sandboxes here (the labeled tasks, models and feature cache must be on this
+/// machine, as the config names them), post the scores back, repeat. SIGTERM or
+/// Ctrl-C stop it: an entry being run is given back to the queue.
+#[derive(Debug, clap::Args)]
+pub struct VerifyWorkerArgs {
+    /// The research server's URL, e.g. http://login-node:8700.
+    #[arg(long)]
+    server: String,
+    /// File holding the verification workers' token (mode 0600; never on a command line).
+    #[arg(long, value_name = "FILE")]
+    token_file: PathBuf,
+    /// The worker's config (`aar up` writes `<campaign>/oversight/worker.json`).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Verify at most one entry, and exit when none is queued.
+    #[arg(long)]
+    once: bool,
+    /// Exit after this many seconds with nothing to verify.
+    #[arg(long, value_name = "N")]
+    idle_exit_seconds: Option<u64>,
+}
+
+pub fn run(args: VerifyWorkerArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.server.starts_with("http://") || args.server.starts_with("https://"),
+        "--server must be an http:// or https:// URL, not {:?}",
+        args.server
+    );
+    let token = read_private_token(&args.token_file)?;
+    let config = WorkerConfig::read(&args.config)?;
+    let mut verifier_config = config.verifier_config()?;
+    let scratch = worker_scratch(&verifier_config.work_dir);
+    verifier_config.work_dir = scratch.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let verifier = SandboxedVerifier::new(verifier_config, None)
+            .context("setting up the verifier")?;
+        let options = WorkerOptions {
+            once: args.once,
+            idle_exit: args.idle_exit_seconds.map(Duration::from_secs),
+            ..WorkerOptions::default()
+        };
+        let flag = options.interrupt.clone();
+        tokio::spawn(async move {
+            wait_for_stop_signal().await;
+            eprintln!("stopping: the entry being verified (if any) goes back to the queue");
+            flag.store(true, Ordering::SeqCst);
+        });
+        let summary = run_worker(&args.server, &token, &verifier, options).await?;
+        println!(
+            "verify-worker: {} claimed, {} verified, {} failed, {} lost (lease ran out), {} given back",
+            summary.claimed, summary.verified, summary.failed, summary.lost, summary.released
+        );
+        anyhow::Ok(())
+    })?;
+    // Scratch only: the scores are on the server.
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
+
+/// This worker's own directory under the config's work directory: workers on a shared
+/// file system must not share one (each rebuilds the task inputs in its work directory,
+/// removing what was there, under another worker's running methods).
+fn worker_scratch(work_dir: &Path) -> PathBuf {
+    let host = host_name();
+    let id = match std::env::var("SLURM_JOB_ID") {
+        Ok(job) if !job.is_empty() => format!("{host}-job{job}"),
+        _ => format!("{host}-pid{}", std::process::id()),
+    };
+    let id: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    work_dir.join("workers").join(id)
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_owned())
+}
+
+/// The token in `path`, which others must not be able to read: a token readable by the
+/// group or by everyone may already be someone else's.
+fn read_private_token(path: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("token file {}", path.display()))?
+        .permissions()
+        .mode();
+    anyhow::ensure!(
+        mode & 0o077 == 0,
+        "token file {}: readable by other users (mode {:o}); chmod 600 it",
+        path.display(),
+        mode & 0o777
+    );
+    let token =
+        std::fs::read_to_string(path).with_context(|| format!("token file {}", path.display()))?;
+    let token = token.trim().to_owned();
+    anyhow::ensure!(!token.is_empty(), "token file {} is empty", path.display());
+    Ok(token)
+}
+
+/// SIGTERM (a scheduler cancelling or preempting the job) or Ctrl-C.
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::read_private_token;
+
+    #[test]
+    fn a_token_file_others_can_read_is_refused() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("token");
+        std::fs::write(&path, "worker-token-0123456789\n").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let refused = read_private_token(&path).map_err(|e| e.to_string());
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.contains("readable by other users") && e.contains("640")),
+            "{refused:?}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            read_private_token(&path).map_err(|e| e.to_string()),
+            Ok("worker-token-0123456789".to_owned())
+        );
+    }
+}

@@ -1,0 +1,291 @@
+//! Cluster mode on a real single-node Slurm cluster (Debian's `slurm-wlm` and `munge`,
+//! started by `scripts/slurm-local` in a temporary directory) and a real PostgreSQL:
+//! `aar up --executor slurm` runs each researcher and each verification as a batch job;
+//! one researcher's job is cancelled mid-campaign with `scancel`, and the campaign must
+//! submit it again, resume it, lose no evaluation or entry, and not reset its budget.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap: a panic is the failure report
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Each researcher's budget in this test, minutes.
+const MINUTES: f64 = 2.0;
+
+fn aar() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_aar"))
+}
+
+/// The repository's `.aar` with the tiny preset's assets (as `tests/cli.rs` uses it).
+fn tiny_home() -> PathBuf {
+    let home = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.aar");
+    let out = aar()
+        .args([
+            "assets",
+            "fetch",
+            "--only",
+            "rotten-tomatoes",
+            "minilm-l6-v2",
+        ])
+        .arg("--home")
+        .arg(&home)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "fetching the tiny preset's assets: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::path::absolute(home).unwrap()
+}
+
+/// Rows of one SQL query on the campaign's PostgreSQL, one string per row.
+fn sql(url: &str, query: &str) -> Vec<String> {
+    let out = Command::new("psql")
+        .args([url, "-At", "-c", query])
+        .output()
+        .expect("psql runs (Debian's postgresql-client)");
+    assert!(
+        out.status.success(),
+        "psql {query}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn read_json(path: &Path) -> Option<Value> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// Collects a child's output lines while it runs.
+fn collect(child: &mut Child) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let pipes: Vec<Box<dyn std::io::Read + Send>> = vec![
+        Box::new(child.stdout.take().unwrap()),
+        Box::new(child.stderr.take().unwrap()),
+    ];
+    for pipe in pipes {
+        let text = text.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                eprintln!("  | {line}");
+                let mut text = text.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+    }
+    text
+}
+
+/// researcher-1's current job id once it has run for `active_ms` of its budget.
+fn wait_for_progress(campaign: &Path, active_ms: u64, child: &mut Child) -> (String, u64) {
+    let deadline = Instant::now() + Duration::from_secs(20 * 60);
+    let ledger = campaign.join("agents/researcher-1/state/ledger.json");
+    loop {
+        assert!(Instant::now() < deadline, "researcher-1 never got going");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "aar up ended before the fault was injected"
+        );
+        let used = read_json(&ledger)
+            .and_then(|l| l["agents"]["researcher-1"]["active_ms"].as_u64())
+            .unwrap_or(0);
+        let job = read_json(&campaign.join("slurm.json")).and_then(|jobs| {
+            let last = jobs["researchers"]["researcher-1"]["jobs"]
+                .as_array()?
+                .last()?
+                .clone();
+            (last["state"] == "RUNNING").then(|| last["id"].as_str().map(str::to_owned))?
+        });
+        if let Some(job) = job
+            && used >= active_ms
+        {
+            return (job, used);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+#[ignore = "needs root, a Slurm cluster (scripts/slurm-local installs Debian's slurm-wlm and munge) and PostgreSQL; run: cargo test -p aar --test cluster -- --ignored"]
+fn a_slurm_campaign_survives_a_cancelled_researcher_job() {
+    let pg = aar_testkit::Postgres::start();
+    let slurm = aar_testkit::SlurmCluster::start();
+    let home = tiny_home();
+    let name = format!("cluster-{}", std::process::id());
+    let campaign = home.join("campaigns").join(&name);
+    let port = aar_testkit::free_port();
+    let started = Instant::now();
+    let mut child = aar()
+        .args([
+            "up",
+            "--preset",
+            "tiny",
+            "--researchers",
+            "2",
+            "--executor",
+            "slurm",
+        ])
+        .args([
+            "--minutes",
+            &MINUTES.to_string(),
+            "--progress-seconds",
+            "15",
+        ])
+        .args([
+            "--database-url",
+            &pg.url,
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["--name", &name, "--home"])
+        .arg(&home)
+        .env("SLURM_CONF", &slurm.conf)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = collect(&mut child);
+
+    // Mid-campaign: cancel researcher-1's job once it has used 45 s of its budget.
+    let (job, used_before) = wait_for_progress(&campaign, 45_000, &mut child);
+    let evaluations_before = sql(&pg.url, "SELECT id FROM evaluations ORDER BY id");
+    let entries_before = sql(&pg.url, "SELECT id FROM entries ORDER BY id");
+    let cancel = slurm.command("scancel").arg(&job).output().unwrap();
+    assert!(cancel.status.success(), "scancel {job}: {cancel:?}");
+    eprintln!(
+        "cancelled job {job} at {:.0} s: researcher-1 had used {used_before} ms, {} evaluations and {} entries in the store",
+        started.elapsed().as_secs_f64(),
+        evaluations_before.len(),
+        entries_before.len()
+    );
+
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(30 * 60) {
+            let _ = child.kill();
+            panic!("aar up did not finish in 30 min\n{}", slurm.logs());
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let output = output.lock().unwrap().clone();
+    let report = read_json(&campaign.join("report/report.json"));
+    let report_md = std::fs::read_to_string(campaign.join("report/report.md")).unwrap_or_default();
+    let jobs = read_json(&campaign.join("slurm.json"));
+    let ledger = read_json(&campaign.join("ledger.json"));
+    let worker_logs = std::fs::read_dir(campaign.join("oversight"))
+        .map(|dir| {
+            dir.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("slurm-"))
+                .count()
+        })
+        .unwrap_or(0);
+    let evaluations_after = sql(&pg.url, "SELECT id FROM evaluations ORDER BY id");
+    let entries_after = sql(
+        &pg.url,
+        "SELECT id || ' ' || verification FROM entries ORDER BY id",
+    );
+    let transcript =
+        std::fs::read_to_string(campaign.join("agents/researcher-1/state/transcript.jsonl"))
+            .unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&campaign);
+    eprintln!("campaign took {:.0} s", started.elapsed().as_secs_f64());
+    assert!(status.success(), "aar up failed\n{}", slurm.logs());
+
+    // The cancelled job was submitted again and resumed; the other researcher's ran through.
+    let researcher_jobs = |name: &str| -> Vec<Value> {
+        jobs.as_ref().unwrap()["researchers"][name]["jobs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let first = researcher_jobs("researcher-1");
+    assert!(
+        first.len() >= 2,
+        "researcher-1 was not submitted again: {first:?}"
+    );
+    assert_eq!(first[first.len() - 2]["id"], Value::from(job.clone()));
+    assert_eq!(first.last().unwrap()["state"], "COMPLETED", "{first:?}");
+    assert_eq!(researcher_jobs("researcher-2").len(), 1);
+    assert!(
+        output.contains(&format!("job {job} ended CANCELLED")),
+        "{output}"
+    );
+    assert!(
+        output.contains("[slurm job "),
+        "no placement in progress lines"
+    );
+    // The new job resumed the researcher's own transcript rather than starting over.
+    let sessions: Vec<String> = transcript
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|event| event["kind"] == "session_start")
+        .map(|event| event["reason"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(
+        sessions.first().map(String::as_str),
+        Some("start"),
+        "{sessions:?}"
+    );
+    assert!(sessions.iter().any(|r| r == "resume"), "{sessions:?}");
+
+    // The budget continued across the restart instead of starting over.
+    let used_after = ledger.as_ref().unwrap()["agents"]["researcher-1"]["active_ms"]
+        .as_u64()
+        .unwrap();
+    let budget_ms = (MINUTES * 60_000.0) as u64;
+    assert!(
+        used_after >= used_before && used_after <= budget_ms + 20_000,
+        "researcher-1 used {used_after} ms in all (budget {budget_ms}, {used_before} before the cancel)"
+    );
+
+    // Nothing the server acknowledged was lost, and every entry was verified by a job.
+    let ids_after: Vec<String> = entries_after
+        .iter()
+        .map(|row| row.split(' ').next().unwrap().to_owned())
+        .collect();
+    for id in &evaluations_before {
+        assert!(evaluations_after.contains(id), "evaluation {id} lost");
+    }
+    for id in &entries_before {
+        assert!(ids_after.contains(id), "entry {id} lost");
+    }
+    assert!(!entries_after.is_empty(), "no entry in the campaign");
+    for row in &entries_after {
+        assert!(row.ends_with(" verified"), "entry not verified: {row}");
+    }
+    assert!(worker_logs >= 1, "no verification ran as a slurm job");
+
+    // The report: where each researcher ran, and the verified entries.
+    let report = report.unwrap();
+    let placements = report["placements"].as_array().unwrap();
+    assert_eq!(placements.len(), 2);
+    let placed = placements
+        .iter()
+        .find(|p| p["researcher"] == "researcher-1")
+        .unwrap();
+    assert_eq!(placed["executor"], "slurm");
+    assert_eq!(placed["jobs"].as_array().unwrap().len(), first.len());
+    assert!(placed["node"].is_string(), "{placed}");
+    assert!(report_md.contains("## Where researchers ran"));
+    let entries = report["tasks"][0]["entries"].as_array().unwrap();
+    assert!(!entries.is_empty(), "{report}");
+    for entry in entries {
+        assert!(
+            matches!(entry["section"].as_str(), Some("ranked" | "flagged")),
+            "not verified: {entry}"
+        );
+        assert!(entry["private_pgr"]["mean"].is_f64(), "{entry}");
+    }
+}
