@@ -121,6 +121,20 @@ pub async fn create_entry(
     {
         return Err(AppError::not_found("post"));
     }
+    if let Some(id) = tx
+        .same_entry(&agent.id, &req.task, &seeds, &req.snapshot_id)
+        .await?
+    {
+        // Idempotent: the method is already entered (and verified once is enough).
+        return Ok((
+            StatusCode::OK,
+            Json(json!({
+                "entry_id": id, "task": req.task, "seeds": seeds,
+                "snapshot_id": req.snapshot_id, "duplicate": true,
+                "note": "you already entered this snapshot with these seeds on this task: this is that entry",
+            })),
+        ));
+    }
     let id = tx
         .insert_entry(
             &agent.id,

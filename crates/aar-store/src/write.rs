@@ -478,6 +478,30 @@ impl WriteTx {
         Ok(row.try_get(0)?)
     }
 
+    /// The id of `agent_id`'s entry of the same snapshot on `task` with the same seeds,
+    /// if it has one: entering a method again (a retried request, a researcher resumed
+    /// after its job was lost) returns that entry instead of a duplicate.
+    pub async fn same_entry(
+        &mut self,
+        agent_id: &str,
+        task: &str,
+        seeds: &[i64],
+        snapshot_id: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let seeds = serde_json::to_string(seeds).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let row = sqlx::query(
+            "SELECT id FROM entries WHERE agent_id = $1 AND task = $2 AND seeds = $3 \
+             AND snapshot_id = $4 ORDER BY id LIMIT 1",
+        )
+        .bind(agent_id)
+        .bind(task)
+        .bind(seeds)
+        .bind(snapshot_id)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.map(|r| r.try_get(0)).transpose().map_err(Into::into)
+    }
+
     /// Sets an entry's review state; false when there is no such entry.
     pub async fn set_entry_status(
         &mut self,

@@ -2628,3 +2628,28 @@ async fn the_workers_token_cannot_be_the_admin_token() {
         "{state:?}"
     );
 }
+
+#[tokio::test]
+async fn entering_the_same_method_again_returns_the_first_entry() {
+    let labels = SplitLabels::standard();
+    let (_dir, app, store) = world_with_workers(&labels).await;
+    let (_, a) = new_agent(&app, "a").await;
+    let (_, b) = new_agent(&app, "b").await;
+    let archive = method_archive("m", &json!({ "*": labels.scored(1000, 300, 200) }));
+    let snapshot = upload(&app, &a, archive.clone()).await;
+    let (status, first) = enter(&app, &a, &snapshot, &[1, 2, 3]).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    // A researcher resumed after losing its job enters what it already entered.
+    let (status, again) = enter(&app, &a, &snapshot, &[1, 2, 3]).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["entry_id"], first["entry_id"]);
+    assert_eq!(again["duplicate"], json!(true));
+    // Other seeds, or another author, make a new entry.
+    let (status, other_seeds) = enter(&app, &a, &snapshot, &[4, 5, 6]).await;
+    assert_eq!(status, StatusCode::CREATED, "{other_seeds}");
+    assert_ne!(other_seeds["entry_id"], first["entry_id"]);
+    let snapshot_b = upload(&app, &b, archive).await;
+    let (status, by_b) = enter(&app, &b, &snapshot_b, &[1, 2, 3]).await;
+    assert_eq!(status, StatusCode::CREATED, "{by_b}");
+    assert_eq!(store.all_entries().await.unwrap().len(), 3);
+}

@@ -133,3 +133,52 @@ async fn predictions_and_quota_counts_work_on_postgresql() {
     );
     store.close().await;
 }
+
+/// sqlx's `Any` driver types a NULL float as `float4` on PostgreSQL; a statement cached
+/// after such a NULL refused every later value ("incorrect binary data format in bind
+/// parameter 8"): evaluations answered 500 once the Ladder had withheld a release.
+#[tokio::test]
+async fn a_withheld_release_does_not_break_later_evaluations_on_postgresql() {
+    let pg = Postgres::start();
+    let store = Store::connect(&pg.url).await.unwrap();
+    let mut tx = store.begin_write().await.unwrap();
+    let agent = AgentRecord {
+        id: "a".into(),
+        name: "a".into(),
+        token_hash: "00".repeat(32),
+        created_at: 0,
+        expires_at: None,
+        revoked: false,
+    };
+    assert!(tx.insert_agent(&agent).await.unwrap());
+    tx.commit().await.unwrap();
+    // One evaluation per batch, as the server writes them: the same statement each time.
+    for (id, released, private) in [
+        (1, None, None),
+        (2, Some(0.75), Some(0.5)),
+        (3, None, Some(0.25)),
+        (4, Some(0.5), None),
+    ] {
+        let mut insert = evaluation(id, vec![1, 0, 1]);
+        insert.record.new.released_accuracy = released;
+        insert.record.new.private_accuracy = private;
+        let mut tx = store.begin_write().await.unwrap();
+        tx.insert_evaluations(&[insert]).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    let stored = store.recent_evaluations(10).await.unwrap();
+    let mut released: Vec<(i64, Option<f64>, Option<f64>)> = stored
+        .iter()
+        .map(|e| (e.id, e.new.released_accuracy, e.new.private_accuracy))
+        .collect();
+    released.sort_by_key(|r| r.0);
+    assert_eq!(
+        released,
+        vec![
+            (1, None, None),
+            (2, Some(0.75), Some(0.5)),
+            (3, None, Some(0.25)),
+            (4, Some(0.5), None)
+        ]
+    );
+}
