@@ -478,6 +478,16 @@ impl Ledger {
         sum
     }
 
+    /// Brings `agent`'s running time up to date and saves: a process that may be killed
+    /// (a scheduler's job) calls this every few seconds, so that a restart counts
+    /// nearly all the time spent before it.
+    pub fn checkpoint(&self, agent: &str) -> Result<(), LedgerError> {
+        let mut guard = self.lock();
+        let (state, clocks) = &mut *guard;
+        tick(state, clocks, agent);
+        self.save(state)
+    }
+
     /// Replaces `agent`'s totals with ones counted elsewhere (a researcher running as a
     /// job of its own keeps its own ledger; the campaign's mirrors it) and saves.
     pub fn set_agent_totals(&self, agent: &str, totals: Totals) -> Result<(), LedgerError> {
@@ -718,6 +728,22 @@ mod tests {
             table.price("claude-sonnet-4-5").map(|p| p.output),
             Some(15.0)
         );
+    }
+
+    #[test]
+    fn a_checkpoint_saves_the_running_time_so_far() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("ledger.json");
+        let ledger = Ledger::open(&path, PriceTable::default(), Budgets::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        ledger.start_agent("a");
+        std::thread::sleep(Duration::from_millis(120));
+        ledger.checkpoint("a").unwrap_or_else(|e| panic!("{e}"));
+        // As a killed process leaves it: nothing after the checkpoint is saved.
+        let saved = Ledger::open(&path, PriceTable::default(), Budgets::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let ms = saved.agent_totals("a").active_ms;
+        assert!((120..5_000).contains(&ms), "{ms} ms saved");
     }
 
     #[test]

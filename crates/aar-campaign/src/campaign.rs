@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use crate::error::{CampaignError, Result};
 use crate::executor::local::LocalExecutor;
 use crate::executor::slurm::{SlurmExecutor, SlurmSetup};
-use crate::executor::{Executor, ExecutorKind, Placement, Work};
+use crate::executor::{Executor, ExecutorKind, Placement, QueuedVerification, Work};
 use crate::relay::{Relay, RelayedResearcher};
 use crate::report::{Report, write_report};
 use crate::researcher::ResearcherSpec;
@@ -433,6 +433,9 @@ impl Admin {
     }
 }
 
+/// How long a verification job's claim on an entry lasts unless renewed.
+const VERIFICATION_LEASE: Duration = Duration::from_secs(60);
+
 /// The research server of a running campaign.
 struct RunningServer {
     task: tokio::task::JoinHandle<std::result::Result<(), aar_server::ServerError>>,
@@ -516,7 +519,12 @@ async fn start_server(
         verify_workers,
         task_root,
         admin_token: aar_server::AdminTokenSource::Literal(identities.admin_token.clone()),
-        policy: aar_server::Policy::default(),
+        policy: aar_server::Policy {
+            // A verification job that dies gives its entry back within a minute
+            // (its worker renews the lease every 15 s while it runs).
+            verification_lease: VERIFICATION_LEASE,
+            ..aar_server::Policy::default()
+        },
     };
     let mut task = tokio::spawn(aar_server::serve(server_config));
     wait_for_health(&base, &mut task).await?;
@@ -598,8 +606,9 @@ pub async fn run_campaign(config: CampaignConfig, interrupt: Arc<AtomicBool>) ->
     let paths = CampaignPaths {
         root: config.home.join("campaigns").join(&config.name),
     };
-    std::fs::create_dir_all(&paths.root).map_err(CampaignError::io(&paths.root))?;
+    // Refused before anything is written.
     campaign_database(&config, &paths)?;
+    std::fs::create_dir_all(&paths.root).map_err(CampaignError::io(&paths.root))?;
 
     let prepare_config = config.clone();
     let prepare_interrupt = interrupt.clone();
@@ -815,26 +824,67 @@ struct Progress<'a> {
     every: Duration,
 }
 
-/// What the campaign tells its executor each tick.
-async fn current_work(store: &aar_store::Store) -> Work {
-    let queued = match store.pending_verifications().await {
-        Ok(pending) => pending
-            .iter()
-            .filter(|e| e.verification == aar_store::VerificationState::Queued)
-            .count(),
+/// What the campaign tells its executor each tick. Which entries' methods ask for a
+/// GPU is read from their snapshots once (`gpu_by_entry` keeps the answers).
+async fn current_work(store: &aar_store::Store, gpu_by_entry: &mut BTreeMap<i64, bool>) -> Work {
+    let pending = match store.pending_verifications().await {
+        Ok(pending) => pending,
         Err(err) => {
             tracing::warn!(error = %err, "cannot read the verification queue");
-            0
+            return Work::default();
         }
     };
+    let mut queued = Vec::new();
+    for entry in pending {
+        if entry.verification != aar_store::VerificationState::Queued {
+            continue;
+        }
+        let gpu = match gpu_by_entry.get(&entry.id) {
+            Some(gpu) => *gpu,
+            None => {
+                let gpu = method_wants_gpu(store, entry.snapshot_id.as_deref()).await;
+                gpu_by_entry.insert(entry.id, gpu);
+                gpu
+            }
+        };
+        queued.push(QueuedVerification {
+            entry_id: entry.id,
+            gpu,
+        });
+    }
     Work {
         queued_verifications: queued,
     }
 }
 
+/// Whether a snapshot's manifest asks for a GPU (a snapshot that cannot be read asks
+/// for nothing: its verification fails with the reason anyway).
+async fn method_wants_gpu(store: &aar_store::Store, snapshot: Option<&str>) -> bool {
+    let Some(snapshot) = snapshot else {
+        return false;
+    };
+    let Ok(Some(archive)) = store.snapshot_archive(snapshot).await else {
+        return false;
+    };
+    tokio::task::spawn_blocking(move || aar_oversight::verifier::snapshot_manifest(&archive))
+        .await
+        .ok()
+        .and_then(std::result::Result::ok)
+        .is_some_and(|m| m.resources.device == aar_oversight::method::Device::Gpu)
+}
+
 /// One executor tick (the scheduler's commands block for milliseconds).
-async fn tick(executor: &mut dyn Executor, store: &aar_store::Store) -> bool {
-    let work = current_work(store).await;
+async fn tick(
+    executor: &mut dyn Executor,
+    store: &aar_store::Store,
+    gpu_by_entry: &mut BTreeMap<i64, bool>,
+) -> bool {
+    // Entries verified in the server's own process need nothing from the executor.
+    let work = if executor.verifies_in_process() {
+        Work::default()
+    } else {
+        current_work(store, gpu_by_entry).await
+    };
     match tokio::task::block_in_place(|| executor.tick(work)) {
         Ok(busy) => busy,
         Err(err) => {
@@ -847,8 +897,9 @@ async fn tick(executor: &mut dyn Executor, store: &aar_store::Store) -> bool {
 
 /// Ticks the executor forever (while the verifier's queue drains after the research).
 async fn keep_ticking(executor: &mut dyn Executor, store: &aar_store::Store) {
+    let mut gpu_by_entry = BTreeMap::new();
     loop {
-        tick(executor, store).await;
+        tick(executor, store, &mut gpu_by_entry).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
@@ -865,13 +916,14 @@ async fn supervise(
     // A short tick notices Ctrl-C quickly; progress prints every `progress.every`.
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut last_progress = Instant::now();
+    let mut gpu_by_entry = BTreeMap::new();
     loop {
         ticker.tick().await;
         if interrupt.load(Ordering::SeqCst) {
             tokio::task::block_in_place(|| executor.stop());
             return true;
         }
-        let busy = tick(executor, store).await;
+        let busy = tick(executor, store, &mut gpu_by_entry).await;
         relay.tick().await;
         if last_progress.elapsed() >= progress.every {
             last_progress = Instant::now();

@@ -32,10 +32,19 @@ pub enum ExecutorKind {
 }
 
 /// What the campaign knows each tick that an executor may act on.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Work {
-    /// Leaderboard entries waiting for a verifier (not yet claimed).
-    pub queued_verifications: usize,
+    /// Leaderboard entries waiting for a verifier (not yet claimed), oldest first.
+    pub queued_verifications: Vec<QueuedVerification>,
+}
+
+/// One entry waiting for a verifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueuedVerification {
+    /// The entry.
+    pub entry_id: i64,
+    /// Whether its method's manifest asks for a GPU (`resources.device: gpu`).
+    pub gpu: bool,
 }
 
 /// Where a researcher runs and how its job stands: progress lines and the report.

@@ -242,6 +242,9 @@ pub(crate) fn build_researcher(
     )?)
 }
 
+/// How often a researcher running as a job saves its ledger.
+const LEDGER_CHECKPOINT: Duration = Duration::from_secs(5);
+
 /// The budgets of a researcher that keeps its own ledger: its wall time, and an equal
 /// share of the campaign's dollars (jobs cannot see each other's spending).
 fn own_budgets(config: &CampaignConfig) -> Budgets {
@@ -276,9 +279,18 @@ pub async fn run_researcher_job(
     )?;
     let model = language_model(&spec.campaign.policy)?;
     let mut agent = build_researcher(spec, server, token, &ledger, model.as_ref())?;
+    // A scheduler may kill the job without warning (node lost): the time spent is
+    // saved every few seconds, so the next job's budget continues from it.
     let stopped = async {
+        let mut last_save = Instant::now();
         while !interrupt.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(200)).await;
+            if last_save.elapsed() >= LEDGER_CHECKPOINT {
+                last_save = Instant::now();
+                if let Err(e) = ledger.checkpoint(&spec.name) {
+                    tracing::warn!(error = %e, "ledger checkpoint");
+                }
+            }
         }
     };
     let summary = tokio::select! {

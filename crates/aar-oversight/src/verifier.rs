@@ -634,11 +634,15 @@ fn variant_rows(
 
 /// The method's name from a snapshot's manifest, or what is wrong with it.
 fn check_method_snapshot(archive: &[u8]) -> std::result::Result<String, String> {
+    snapshot_manifest(archive).map(|m| m.name)
+}
+
+/// The method manifest of a snapshot archive, checked as the verifier checks it (a
+/// scheduler reads the resources its runs ask for from it).
+pub fn snapshot_manifest(archive: &[u8]) -> std::result::Result<Manifest, String> {
     let scratch = tempfile::tempdir().map_err(|e| format!("scratch directory: {e}"))?;
     let dir = unpack(archive, scratch.path()).map_err(|e| e.to_string())?;
-    Manifest::read(&dir)
-        .map(|m| m.name)
-        .map_err(|e| format!("the snapshot is not a method directory: {e}"))
+    Manifest::read(&dir).map_err(|e| format!("the snapshot is not a method directory: {e}"))
 }
 
 /// The [`Verifier`] of a server whose entries remote workers verify (cluster mode):

@@ -214,6 +214,9 @@ pub struct WorkerOptions {
     pub interrupt: Arc<AtomicBool>,
     /// Wait between claims while nothing is queued.
     pub poll: Duration,
+    /// Claim only this entry (a job submitted for it with the resources its method
+    /// asks for); `None`: whatever is queued.
+    pub entry: Option<i64>,
 }
 
 impl Default for WorkerOptions {
@@ -224,6 +227,7 @@ impl Default for WorkerOptions {
             worker: default_worker_name(),
             interrupt: Arc::default(),
             poll: Duration::from_secs(5),
+            entry: None,
         }
     }
 }
@@ -452,6 +456,7 @@ impl Client {
     ) -> Result<Option<Claim>, WorkerError> {
         let body = ClaimRequest {
             worker: worker.to_owned(),
+            entry_id: options.entry,
         };
         let response = match self
             .post("/api/verifier/claim", Some(&body), BULK_TIMEOUT)

@@ -465,6 +465,44 @@ async fn an_error_is_posted_and_an_interrupted_worker_gives_its_entry_back() {
     assert_eq!(entry(&server.url(), second).await["verification"], "queued");
 }
 
+/// A job submitted for one entry (with the GPU its method asks for) takes that entry
+/// only, even when an older one waits; an entry no longer queued gives it nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_for_one_entry_claims_only_that_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("aar.db"), None, Duration::from_secs(60));
+    let (_, older) = queue_entry(&server.url()).await;
+    let (_, newer) = queue_entry_again(&server.url()).await;
+    let stub = Stub::default();
+    let for_newer = WorkerOptions {
+        entry: Some(newer),
+        ..once()
+    };
+    let summary = run_worker(&server.url(), WORKER, &stub, for_newer.clone())
+        .await
+        .unwrap();
+    assert_eq!((summary.claimed, summary.verified), (1, 1));
+    let claimed: Vec<i64> = stub
+        .jobs
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|j| j.entry_id)
+        .collect();
+    assert_eq!(claimed, vec![newer]);
+    assert_eq!(entry(&server.url(), older).await["verification"], "queued");
+    assert_eq!(
+        entry(&server.url(), newer).await["verification"],
+        "verified"
+    );
+    // Done already: a second job for it claims nothing (and not the older entry).
+    let again = run_worker(&server.url(), WORKER, &stub, for_newer)
+        .await
+        .unwrap();
+    assert_eq!(again.claimed, 0);
+    assert_eq!(entry(&server.url(), older).await["verification"], "queued");
+}
+
 /// A second agent's entry (the first agent's name is taken).
 async fn queue_entry_again(server: &str) -> (String, i64) {
     let (status, agent) = call(

@@ -59,6 +59,10 @@ pub struct ClaimRequest {
     /// Free text naming the worker for the admin (node, Slurm job id); at most
     /// [`WORKER_CHARS`] characters, one line.
     pub worker: String,
+    /// Only this entry (a job submitted for it, with the resources its method asks
+    /// for); absent: the oldest queued entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry_id: Option<i64>,
 }
 
 /// `POST /api/verifier/claim` answer (200; 204 without a body when nothing is queued).
@@ -554,7 +558,7 @@ pub async fn claim(
 ) -> Result<Response, AppError> {
     check_worker(&req.worker)?;
     loop {
-        let Some(leased) = claim_next(&state, &req.worker).await? else {
+        let Some(leased) = claim_next(&state, &req.worker, req.entry_id).await? else {
             return Ok(StatusCode::NO_CONTENT.into_response());
         };
         state.notify_change();
@@ -585,14 +589,20 @@ pub async fn claim(
     }
 }
 
-/// Claims the oldest queued entry under a new lease, with its audit line.
-async fn claim_next(state: &AppState, worker: &str) -> Result<Option<LeasedEntry>, AppError> {
+/// Claims the oldest queued entry (or `entry_id`, when it is queued) under a new
+/// lease, with its audit line.
+async fn claim_next(
+    state: &AppState,
+    worker: &str,
+    entry_id: Option<i64>,
+) -> Result<Option<LeasedEntry>, AppError> {
     let now = now_millis();
     let lease = NewLease {
         lease_id: random_hex(16)?,
         worker: worker.to_owned(),
         now,
         expires_at: now.saturating_add(lease_millis(state)),
+        entry_id,
     };
     let mut tx = state.store().begin_write().await?;
     let Some(leased) = tx.claim_verification(&lease).await? else {

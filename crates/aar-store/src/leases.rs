@@ -47,6 +47,9 @@ pub struct NewLease {
     pub now: i64,
     /// When the lease runs out unless renewed (Unix ms).
     pub expires_at: i64,
+    /// Only this entry (a job submitted for it, e.g. with the GPU its method asks
+    /// for); `None`: the oldest queued one.
+    pub entry_id: Option<i64>,
 }
 
 /// The columns [`LeasedEntry::from_row`] reads, in order.
@@ -127,7 +130,8 @@ impl WriteTx {
             "UPDATE entries SET verification = 'running', lease_id = $1, lease_worker = $2, ",
             "lease_expires_at = $3, verification_started_at = $4, ",
             "verification_attempts = verification_attempts + 1 ",
-            "WHERE id = (SELECT id FROM entries WHERE verification = 'queued' ORDER BY id LIMIT 1) ",
+            "WHERE id = (SELECT id FROM entries WHERE verification = 'queued' ",
+            "AND ($5 IS NULL OR id = $5) ORDER BY id LIMIT 1) ",
             "AND verification = 'queued' RETURNING ",
             leased_columns!()
         );
@@ -136,6 +140,7 @@ impl WriteTx {
             .bind(&lease.worker)
             .bind(lease.expires_at)
             .bind(lease.now)
+            .bind(lease.entry_id)
             .fetch_optional(&mut *self.tx)
             .await?;
         row.map(|r| LeasedEntry::from_row(&r)).transpose()

@@ -261,6 +261,7 @@ fn lease(id: &str, now: i64, expires_at: i64) -> NewLease {
         worker: format!("node-{id}"),
         now,
         expires_at,
+        entry_id: None,
     }
 }
 

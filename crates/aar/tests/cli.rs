@@ -388,6 +388,41 @@ fn up_refuses_an_llm_model_without_a_price() {
     );
 }
 
+/// Cluster mode is refused before anything starts: on SQLite, or with Slurm flags but
+/// the local executor, or with a Slurm setting that would split into several arguments.
+#[test]
+fn up_refuses_cluster_settings_it_cannot_honour() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().to_str().unwrap();
+    let out = aar(&["up", "--executor", "slurm", "--home", home]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--executor slurm needs the server on PostgreSQL"),
+        "{}",
+        stderr(&out)
+    );
+    let out = aar(&["up", "--partition", "gpu", "--home", home]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("need --executor slurm"),
+        "{}",
+        stderr(&out)
+    );
+    let settings = root.path().join("slurm.json");
+    std::fs::write(&settings, r#"{"partition": "gpu nodes"}"#).unwrap();
+    let out = aar(&["up", "--executor", "slurm", "--home", home]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("partition") && err.contains("one word"),
+        "{err}"
+    );
+    assert!(
+        !root.path().join("campaigns").exists(),
+        "nothing was started before the checks"
+    );
+}
+
 /// Broken methods exit 2 with what to fix; a command method passes without any model.
 #[test]
 fn method_check_says_what_to_fix_in_a_broken_method() {

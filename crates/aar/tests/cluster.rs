@@ -8,6 +8,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -114,6 +115,38 @@ fn wait_for_progress(campaign: &Path, active_ms: u64, child: &mut Child) -> (Str
     }
 }
 
+/// Watches for an entry whose verification job holds it, cancels that job and returns
+/// the entry's id; `None` if the campaign ended (`over`) before one was seen.
+fn cancel_a_running_verification(
+    url: String,
+    slurm_conf: PathBuf,
+    over: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Option<i64>> {
+    std::thread::spawn(move || {
+        while !over.load(Ordering::SeqCst) {
+            let running = sql(
+                &url,
+                "SELECT id || ' ' || lease_worker FROM entries WHERE verification = 'running' \
+                 AND lease_worker LIKE '% slurm job %' ORDER BY id LIMIT 1",
+            );
+            if let Some(row) = running.first() {
+                let entry: i64 = row.split(' ').next().unwrap().parse().unwrap();
+                let job = row.rsplit(' ').next().unwrap().to_owned();
+                let cancel = Command::new("scancel")
+                    .arg(&job)
+                    .env("SLURM_CONF", &slurm_conf)
+                    .output()
+                    .unwrap();
+                assert!(cancel.status.success(), "scancel {job}: {cancel:?}");
+                eprintln!("cancelled verification job {job} of entry {entry}");
+                return Some(entry);
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        None
+    })
+}
+
 #[test]
 #[ignore = "needs root, a Slurm cluster (scripts/slurm-local installs Debian's slurm-wlm and munge) and PostgreSQL; run: cargo test -p aar --test cluster -- --ignored"]
 fn a_slurm_campaign_survives_a_cancelled_researcher_job() {
@@ -154,6 +187,11 @@ fn a_slurm_campaign_survives_a_cancelled_researcher_job() {
         .spawn()
         .unwrap();
     let output = collect(&mut child);
+    // A verification job, once its entry is running under its lease: the entry must go
+    // back to the queue and be verified by another job.
+    let over = Arc::new(AtomicBool::new(false));
+    let verification_fault =
+        cancel_a_running_verification(pg.url.clone(), slurm.conf.clone(), over.clone());
 
     // Mid-campaign: cancel researcher-1's job once it has used 45 s of its budget.
     let (job, used_before) = wait_for_progress(&campaign, 45_000, &mut child);
@@ -178,6 +216,11 @@ fn a_slurm_campaign_survives_a_cancelled_researcher_job() {
         }
         std::thread::sleep(Duration::from_secs(1));
     };
+    over.store(true, Ordering::SeqCst);
+    let lost_entry = verification_fault
+        .join()
+        .unwrap()
+        .expect("no verification job was seen running");
     std::thread::sleep(Duration::from_millis(200));
     let output = output.lock().unwrap().clone();
     let report = read_json(&campaign.join("report/report.json"));
@@ -192,6 +235,10 @@ fn a_slurm_campaign_survives_a_cancelled_researcher_job() {
         })
         .unwrap_or(0);
     let evaluations_after = sql(&pg.url, "SELECT id FROM evaluations ORDER BY id");
+    let lost_entry_attempts = sql(
+        &pg.url,
+        &format!("SELECT verification_attempts FROM entries WHERE id = {lost_entry}"),
+    );
     let entries_after = sql(
         &pg.url,
         "SELECT id || ' ' || verification FROM entries ORDER BY id",
@@ -265,7 +312,13 @@ fn a_slurm_campaign_survives_a_cancelled_researcher_job() {
     for row in &entries_after {
         assert!(row.ends_with(" verified"), "entry not verified: {row}");
     }
-    assert!(worker_logs >= 1, "no verification ran as a slurm job");
+    assert!(worker_logs >= 2, "verifications did not run as slurm jobs");
+    // The verification whose job was cancelled was run again by a new job.
+    assert_eq!(
+        lost_entry_attempts,
+        vec!["2".to_owned()],
+        "entry {lost_entry}: attempts"
+    );
 
     // The report: where each researcher ran, and the verified entries.
     let report = report.unwrap();

@@ -18,7 +18,7 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Executor, Placement, Work};
+use super::{Executor, Placement, QueuedVerification, Work};
 use crate::campaign::write_private;
 use crate::error::{CampaignError, Result};
 use crate::researcher::{FINISHED_MARKER, ResearcherSpec};
@@ -216,8 +216,9 @@ pub struct SlurmExecutor {
     ledger: aar_agents::accounting::Ledger,
     specs: BTreeMap<String, ResearcherSpec>,
     jobs: JobsFile,
-    /// Verification jobs not seen ended yet, with their last state.
-    workers: BTreeMap<String, String>,
+    /// Verification jobs not seen ended yet: the entry each was submitted for and its
+    /// last state.
+    workers: BTreeMap<String, (i64, String)>,
     workers_submitted: usize,
     /// Set by `stop`: nothing is submitted after it (a cancelled job is not restarted).
     stopped: bool,
@@ -374,29 +375,42 @@ impl SlurmExecutor {
         Ok(id)
     }
 
-    fn submit_worker(&mut self) -> Result<String> {
+    /// Submits one verification job for `entry`, with a GPU when its method asks.
+    fn submit_worker(&mut self, entry: QueuedVerification) -> Result<String> {
         let oversight = self.root.join("oversight");
         let script = format!(
-            "#!/bin/sh\n# Written by `aar up --executor slurm`: one verification.\n\
-             exec {aar} verify-worker --server {server} --token-file {token} --config {config} --once\n",
+            "#!/bin/sh\n# Written by `aar up --executor slurm`: the verification of entry {id}.\n\
+             exec {aar} verify-worker --server {server} --token-file {token} --config {config} --entry {id}\n",
+            id = entry.entry_id,
             aar = shell_quote(&self.aar_binary.display().to_string()),
             server = shell_quote(&self.server),
             token = shell_quote(&self.worker_token.display().to_string()),
             config = shell_quote(&self.worker_config.display().to_string()),
         );
-        let mut args = self.common_args(self.settings.verify_gres.as_ref());
+        let gres = entry.gpu.then(|| {
+            self.settings
+                .verify_gres
+                .clone()
+                .unwrap_or_else(|| "gpu:1".to_owned())
+        });
+        let mut args = self.common_args(gres.as_ref());
         let campaign = self
             .root
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        args.push(format!("--job-name=aar-{campaign}-verify"));
+        args.push(format!(
+            "--job-name=aar-{campaign}-verify-{}",
+            entry.entry_id
+        ));
         args.push(format!(
             "--output={}",
             oversight.join("slurm-%j.log").display()
         ));
-        let id = self.submit(&oversight.join("verify-job.sh"), &script, args)?;
-        self.workers.insert(id.clone(), "PENDING".to_owned());
+        let script_path = oversight.join(format!("verify-{}.sh", entry.entry_id));
+        let id = self.submit(&script_path, &script, args)?;
+        self.workers
+            .insert(id.clone(), (entry.entry_id, "PENDING".to_owned()));
         self.workers_submitted += 1;
         Ok(id)
     }
@@ -523,20 +537,25 @@ impl SlurmExecutor {
         }
     }
 
-    /// Submits verification jobs for entries no job will claim yet.
-    fn dispatch_verifications(&mut self, work: Work, seen: &BTreeMap<String, Seen>) -> Result<()> {
-        for (id, state) in &mut self.workers {
+    /// Submits a verification job for each queued entry that has none alive, up to
+    /// `verify_jobs` at once. An entry whose job died is queued again by the server
+    /// (its lease runs out) and so gets a new job here.
+    fn dispatch_verifications(&mut self, work: &Work, seen: &BTreeMap<String, Seen>) -> Result<()> {
+        for (id, (_, state)) in &mut self.workers {
             *state = seen
                 .get(id)
                 .map_or_else(|| "LOST".to_owned(), |s| s.state.clone());
         }
-        self.workers.retain(|_, state| !is_terminal(state));
-        let waiting = self.workers.values().filter(|s| *s == "PENDING").count();
-        let room = self.settings.verify_jobs.saturating_sub(self.workers.len());
-        let wanted = work.queued_verifications.saturating_sub(waiting).min(room);
-        for _ in 0..wanted {
-            let id = self.submit_worker()?;
-            tracing::info!(job = %id, "verification job submitted");
+        self.workers.retain(|_, (_, state)| !is_terminal(state));
+        for entry in &work.queued_verifications {
+            if self.workers.len() >= self.settings.verify_jobs {
+                break;
+            }
+            if self.workers.values().any(|(id, _)| *id == entry.entry_id) {
+                continue;
+            }
+            let job = self.submit_worker(*entry)?;
+            tracing::info!(job = %job, entry = entry.entry_id, gpu = entry.gpu, "verification job submitted");
         }
         Ok(())
     }
@@ -615,7 +634,7 @@ impl Executor for SlurmExecutor {
         };
         self.check_researchers(&seen)?;
         self.mirror_ledgers();
-        self.dispatch_verifications(work, &seen)?;
+        self.dispatch_verifications(&work, &seen)?;
         Ok(self
             .specs
             .keys()

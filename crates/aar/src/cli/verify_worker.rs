@@ -29,6 +29,10 @@ pub struct VerifyWorkerArgs {
     /// Exit after this many seconds with nothing to verify.
     #[arg(long, value_name = "N")]
     idle_exit_seconds: Option<u64>,
+    /// Verify only this entry (a job submitted for it, with the resources its method
+    /// asks for), and exit; nothing else is claimed.
+    #[arg(long, value_name = "ID")]
+    entry: Option<i64>,
 }
 
 pub fn run(args: VerifyWorkerArgs) -> anyhow::Result<()> {
@@ -50,8 +54,9 @@ pub fn run(args: VerifyWorkerArgs) -> anyhow::Result<()> {
         let verifier = SandboxedVerifier::new(verifier_config, None)
             .context("setting up the verifier")?;
         let options = WorkerOptions {
-            once: args.once,
+            once: args.once || args.entry.is_some(),
             idle_exit: args.idle_exit_seconds.map(Duration::from_secs),
+            entry: args.entry,
             ..WorkerOptions::default()
         };
         let flag = options.interrupt.clone();
