@@ -47,4 +47,4 @@ pub mod transcript;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub(crate) mod fsutil;
+pub mod fsutil;

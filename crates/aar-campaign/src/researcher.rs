@@ -99,24 +99,7 @@ pub(crate) fn language_model(policy: &Researchers) -> Result<Option<Arc<dyn Lang
 
 /// Reads a token file, refusing one that others may read.
 pub fn read_token_file(path: &Path) -> Result<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(CampaignError::io(path))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        return Err(CampaignError::Setup(format!(
-            "token file {}: readable by group or others (mode {:o}); chmod 600 it",
-            path.display(),
-            meta.permissions().mode() & 0o777
-        )));
-    }
-    let token = std::fs::read_to_string(path).map_err(CampaignError::io(path))?;
-    let token = token.trim();
-    if token.is_empty() {
-        return Err(CampaignError::Setup(format!(
-            "token file {} is empty",
-            path.display()
-        )));
-    }
-    Ok(token.to_owned())
+    aar_agents::fsutil::read_private_token(path).map_err(|e| CampaignError::Setup(e.to_string()))
 }
 
 /// What every researcher's sandbox mounts alike.

@@ -85,3 +85,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
 }
+
+/// SIGTERM (a scheduler cancelling or preempting a job) or Ctrl-C.
+pub(crate) async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

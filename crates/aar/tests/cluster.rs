@@ -44,21 +44,27 @@ fn tiny_home() -> PathBuf {
     std::path::absolute(home).unwrap()
 }
 
-/// Rows of one SQL query on the campaign's PostgreSQL, one string per row.
-fn sql(url: &str, query: &str) -> Vec<String> {
+/// Rows of one SQL query on the campaign's PostgreSQL, one string per row, or psql's
+/// error (the tables exist only once the server has started).
+fn try_sql(url: &str, query: &str) -> Result<Vec<String>, String> {
     let out = Command::new("psql")
         .args([url, "-At", "-c", query])
         .output()
         .expect("psql runs (Debian's postgresql-client)");
-    assert!(
-        out.status.success(),
-        "psql {query}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    if !out.status.success() {
+        return Err(format!(
+            "psql {query}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_owned)
-        .collect()
+        .collect())
+}
+
+fn sql(url: &str, query: &str) -> Vec<String> {
+    try_sql(url, query).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn read_json(path: &Path) -> Option<Value> {
@@ -115,35 +121,53 @@ fn wait_for_progress(campaign: &Path, active_ms: u64, child: &mut Child) -> (Str
     }
 }
 
-/// Watches for an entry whose verification job holds it, cancels that job and returns
-/// the entry's id; `None` if the campaign ended (`over`) before one was seen.
-fn cancel_a_running_verification(
+/// Watches for an entry whose verification job holds it, kills that job's worker
+/// with SIGKILL (as a crash or a lost node leaves it: it cannot give the entry back, so
+/// only its lease running out can) and returns the entry's id; `None` if the campaign
+/// ended (`over`) before one was seen. (`scancel`, even with `--signal=KILL`, sends
+/// SIGTERM first, and the worker then gives the entry back at once.)
+fn kill_a_running_verification(
     url: String,
-    slurm_conf: PathBuf,
     over: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<Option<i64>> {
     std::thread::spawn(move || {
         while !over.load(Ordering::SeqCst) {
-            let running = sql(
+            let running = try_sql(
                 &url,
-                "SELECT id || ' ' || lease_worker FROM entries WHERE verification = 'running' \
+                "SELECT id FROM entries WHERE verification = 'running' \
                  AND lease_worker LIKE '% slurm job %' ORDER BY id LIMIT 1",
-            );
-            if let Some(row) = running.first() {
-                let entry: i64 = row.split(' ').next().unwrap().parse().unwrap();
-                let job = row.rsplit(' ').next().unwrap().to_owned();
-                let cancel = Command::new("scancel")
-                    .arg(&job)
-                    .env("SLURM_CONF", &slurm_conf)
-                    .output()
-                    .unwrap();
-                assert!(cancel.status.success(), "scancel {job}: {cancel:?}");
-                eprintln!("cancelled verification job {job} of entry {entry}");
+            )
+            .unwrap_or_default();
+            if let Some(entry) = running.first() {
+                let entry: i64 = entry.parse().unwrap();
+                let pid = worker_pid(entry).expect("the worker holding the lease runs here");
+                let kill = Command::new("kill").args(["-9", &pid]).output().unwrap();
+                assert!(kill.status.success(), "kill -9 {pid}: {kill:?}");
+                eprintln!("killed the verification worker of entry {entry} (pid {pid})");
                 return Some(entry);
             }
             std::thread::sleep(Duration::from_millis(300));
         }
         None
+    })
+}
+
+/// The pid of `aar verify-worker ... --entry ENTRY`.
+fn worker_pid(entry: i64) -> Option<String> {
+    let wanted = [
+        "verify-worker".to_owned(),
+        "--entry".to_owned(),
+        entry.to_string(),
+    ];
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|dir| {
+        let pid = dir.file_name().to_string_lossy().into_owned();
+        let cmdline = std::fs::read(dir.path().join("cmdline")).ok()?;
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let has = |w: &String| args.contains(w);
+        (pid.chars().all(|c| c.is_ascii_digit()) && wanted.iter().all(has)).then_some(pid)
     })
 }
 
@@ -190,8 +214,7 @@ fn a_slurm_campaign_survives_a_cancelled_researcher_job() {
     // A verification job, once its entry is running under its lease: the entry must go
     // back to the queue and be verified by another job.
     let over = Arc::new(AtomicBool::new(false));
-    let verification_fault =
-        cancel_a_running_verification(pg.url.clone(), slurm.conf.clone(), over.clone());
+    let verification_fault = kill_a_running_verification(pg.url.clone(), over.clone());
 
     // Mid-campaign: cancel researcher-1's job once it has used 45 s of its budget.
     let (job, used_before) = wait_for_progress(&campaign, 45_000, &mut child);
@@ -220,7 +243,7 @@ fn a_slurm_campaign_survives_a_cancelled_researcher_job() {
     let lost_entry = verification_fault
         .join()
         .unwrap()
-        .expect("no verification job was seen running");
+        .expect("no verification worker was seen running");
     std::thread::sleep(Duration::from_millis(200));
     let output = output.lock().unwrap().clone();
     let report = read_json(&campaign.join("report/report.json"));
@@ -313,7 +336,8 @@ fn a_slurm_campaign_survives_a_cancelled_researcher_job() {
         assert!(row.ends_with(" verified"), "entry not verified: {row}");
     }
     assert!(worker_logs >= 2, "verifications did not run as slurm jobs");
-    // The verification whose job was cancelled was run again by a new job.
+    // The verification whose worker was killed was run again by a new job once its
+    // lease ran out (a second claim).
     assert_eq!(
         lost_entry_attempts,
         vec!["2".to_owned()],

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use aar_campaign::researcher::{ResearcherSpec, read_token_file, run_researcher_job};
+use aar_campaign::researcher::{ResearcherSpec, run_researcher_job};
 use anyhow::Context;
 
 /// Run one researcher until its budget is spent, resuming from its saved state
@@ -31,7 +31,7 @@ pub fn run(args: ResearcherArgs) -> anyhow::Result<()> {
         args.server
     );
     let spec = ResearcherSpec::read(&args.spec)?;
-    let token = read_token_file(&args.token_file)?;
+    let token = aar_agents::fsutil::read_private_token(&args.token_file)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -40,7 +40,7 @@ pub fn run(args: ResearcherArgs) -> anyhow::Result<()> {
         let interrupt = Arc::new(AtomicBool::new(false));
         let flag = interrupt.clone();
         tokio::spawn(async move {
-            wait_for_stop_signal().await;
+            super::stop_signal().await;
             eprintln!("stopping: saving the researcher's state");
             flag.store(true, Ordering::SeqCst);
         });
@@ -60,20 +60,4 @@ pub fn run(args: ResearcherArgs) -> anyhow::Result<()> {
         std::process::exit(143);
     }
     Ok(())
-}
-
-/// SIGTERM (a scheduler cancelling or preempting the job) or Ctrl-C.
-async fn wait_for_stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

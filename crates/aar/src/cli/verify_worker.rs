@@ -41,7 +41,7 @@ pub fn run(args: VerifyWorkerArgs) -> anyhow::Result<()> {
         "--server must be an http:// or https:// URL, not {:?}",
         args.server
     );
-    let token = read_private_token(&args.token_file)?;
+    let token = aar_agents::fsutil::read_private_token(&args.token_file)?;
     let config = WorkerConfig::read(&args.config)?;
     let mut verifier_config = config.verifier_config()?;
     let scratch = worker_scratch(&verifier_config.work_dir);
@@ -61,7 +61,7 @@ pub fn run(args: VerifyWorkerArgs) -> anyhow::Result<()> {
         };
         let flag = options.interrupt.clone();
         tokio::spawn(async move {
-            wait_for_stop_signal().await;
+            super::stop_signal().await;
             eprintln!("stopping: the entry being verified (if any) goes back to the queue");
             flag.store(true, Ordering::SeqCst);
         });
@@ -105,70 +105,4 @@ fn host_name() -> String {
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "host".to_owned())
-}
-
-/// The token in `path`, which others must not be able to read: a token readable by the
-/// group or by everyone may already be someone else's.
-fn read_private_token(path: &Path) -> anyhow::Result<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)
-        .with_context(|| format!("token file {}", path.display()))?
-        .permissions()
-        .mode();
-    anyhow::ensure!(
-        mode & 0o077 == 0,
-        "token file {}: readable by other users (mode {:o}); chmod 600 it",
-        path.display(),
-        mode & 0o777
-    );
-    let token =
-        std::fs::read_to_string(path).with_context(|| format!("token file {}", path.display()))?;
-    let token = token.trim().to_owned();
-    anyhow::ensure!(!token.is_empty(), "token file {} is empty", path.display());
-    Ok(token)
-}
-
-/// SIGTERM (a scheduler cancelling or preempting the job) or Ctrl-C.
-async fn wait_for_stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::os::unix::fs::PermissionsExt;
-
-    use super::read_private_token;
-
-    #[test]
-    fn a_token_file_others_can_read_is_refused() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let path = dir.path().join("token");
-        std::fs::write(&path, "worker-token-0123456789\n").unwrap_or_else(|e| panic!("{e}"));
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let refused = read_private_token(&path).map_err(|e| e.to_string());
-        assert!(
-            refused
-                .as_ref()
-                .is_err_and(|e| e.contains("readable by other users") && e.contains("640")),
-            "{refused:?}"
-        );
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            read_private_token(&path).map_err(|e| e.to_string()),
-            Ok("worker-token-0123456789".to_owned())
-        );
-    }
 }
