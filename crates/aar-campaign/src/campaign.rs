@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 use crate::error::{CampaignError, Result};
 use crate::executor::local::LocalExecutor;
+use crate::executor::manual::ManualExecutor;
 use crate::executor::slurm::{SlurmExecutor, SlurmSetup};
 use crate::executor::{Executor, ExecutorKind, Placement, QueuedVerification, Work};
 use crate::relay::{Relay, RelayedResearcher};
@@ -553,6 +554,13 @@ fn make_executor(
             ledger.clone(),
             crate::researcher::language_model(&config.policy)?,
         )),
+        ExecutorKind::Manual => Box::new(ManualExecutor::new(
+            &server.public_url,
+            ledger.clone(),
+            config.aar_binary.clone(),
+            paths.root.join("oversight").join("worker.token"),
+            paths.root.join("oversight").join("worker.json"),
+        )),
         ExecutorKind::Slurm(settings) => Box::new(SlurmExecutor::new(
             (**settings).clone(),
             SlurmSetup {
@@ -967,7 +975,7 @@ async fn print_progress(progress: &Progress<'_>, placements: &[Placement]) {
             .unwrap_or_default();
         // Names and task names reach the terminal: no control sequence of theirs may.
         let line = format!(
-            "{name}{place}: {} tool calls, best PGR by task: {best}, spent ${:.4}, {used:.1}/{minutes:.0} min (about {eta:.1} min left)",
+            "{name}{place}: {} tool calls, best PGR by task: {best}, spent ${:.4}, {used:.1}/{minutes} min (about {eta:.1} min left)",
             totals.tool_calls,
             totals.dollars(),
         );

@@ -8,11 +8,14 @@
 //!
 //! - [`local`]: researchers as tasks of this process, verifications in the server's
 //!   process (the default: one machine);
+//! - [`manual`]: the campaign prints the commands (`aar researcher`, `aar
+//!   verify-worker`) and the user runs them wherever they like;
 //! - [`slurm`]: each researcher a batch job (`aar researcher`), each verification a
 //!   batch job (`aar verify-worker --once`); jobs that end before their researcher's
 //!   budget is spent are submitted again and resume from the saved state.
 
 pub mod local;
+pub mod manual;
 pub mod slurm;
 
 use serde::{Deserialize, Serialize};
@@ -29,6 +32,9 @@ pub enum ExecutorKind {
     Local,
     /// Researchers and verifications as Slurm batch jobs.
     Slurm(Box<slurm::SlurmSettings>),
+    /// The campaign prints each researcher's and the workers' command lines and waits;
+    /// the user runs them wherever they like.
+    Manual,
 }
 
 /// What the campaign knows each tick that an executor may act on.
@@ -105,4 +111,30 @@ pub trait Executor: Send {
     /// Whether verifications run in the server's own process (else through this
     /// executor, from the server's queue).
     fn verifies_in_process(&self) -> bool;
+}
+
+/// Copies the ledger each researcher keeps as a process of its own into the campaign's
+/// (which progress lines and the report read).
+pub(crate) fn mirror_ledgers<'a>(
+    ledger: &aar_agents::accounting::Ledger,
+    specs: impl IntoIterator<Item = &'a ResearcherSpec>,
+) {
+    for spec in specs {
+        let Some(path) = &spec.ledger else { continue };
+        let state: aar_agents::accounting::LedgerState = match std::fs::read(path) {
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(state) => state,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "unreadable researcher ledger");
+                    continue;
+                }
+            },
+            Err(_) => continue,
+        };
+        if let Some(totals) = state.agents.get(&spec.name)
+            && let Err(e) = ledger.set_agent_totals(&spec.name, *totals)
+        {
+            tracing::warn!(error = %e, "campaign ledger not saved");
+        }
+    }
 }

@@ -5,44 +5,19 @@
 //! submit it again, resume it, lose no evaluation or entry, and not reset its budget.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap: a panic is the failure report
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod support;
+use support::{aar, active_ms, collect, read_json, session_reasons, tiny_home};
+
 /// Each researcher's budget in this test, minutes.
 const MINUTES: f64 = 2.0;
-
-fn aar() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_aar"))
-}
-
-/// The repository's `.aar` with the tiny preset's assets (as `tests/cli.rs` uses it).
-fn tiny_home() -> PathBuf {
-    let home = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.aar");
-    let out = aar()
-        .args([
-            "assets",
-            "fetch",
-            "--only",
-            "rotten-tomatoes",
-            "minilm-l6-v2",
-        ])
-        .arg("--home")
-        .arg(&home)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "fetching the tiny preset's assets: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::path::absolute(home).unwrap()
-}
 
 /// Rows of one SQL query on the campaign's PostgreSQL, one string per row, or psql's
 /// error (the tables exist only once the server has started).
@@ -67,44 +42,16 @@ fn sql(url: &str, query: &str) -> Vec<String> {
     try_sql(url, query).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn read_json(path: &Path) -> Option<Value> {
-    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
-}
-
-/// Collects a child's output lines while it runs.
-fn collect(child: &mut Child) -> Arc<Mutex<String>> {
-    let text = Arc::new(Mutex::new(String::new()));
-    let pipes: Vec<Box<dyn std::io::Read + Send>> = vec![
-        Box::new(child.stdout.take().unwrap()),
-        Box::new(child.stderr.take().unwrap()),
-    ];
-    for pipe in pipes {
-        let text = text.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                eprintln!("  | {line}");
-                let mut text = text.lock().unwrap();
-                text.push_str(&line);
-                text.push('\n');
-            }
-        });
-    }
-    text
-}
-
-/// researcher-1's current job id once it has run for `active_ms` of its budget.
-fn wait_for_progress(campaign: &Path, active_ms: u64, child: &mut Child) -> (String, u64) {
+/// researcher-1's current job id once it has run for `wanted_ms` of its budget.
+fn wait_for_progress(campaign: &Path, wanted_ms: u64, child: &mut Child) -> (String, u64) {
     let deadline = Instant::now() + Duration::from_secs(20 * 60);
-    let ledger = campaign.join("agents/researcher-1/state/ledger.json");
     loop {
         assert!(Instant::now() < deadline, "researcher-1 never got going");
         assert!(
             child.try_wait().unwrap().is_none(),
             "aar up ended before the fault was injected"
         );
-        let used = read_json(&ledger)
-            .and_then(|l| l["agents"]["researcher-1"]["active_ms"].as_u64())
-            .unwrap_or(0);
+        let used = active_ms(campaign, "researcher-1");
         let job = read_json(&campaign.join("slurm.json")).and_then(|jobs| {
             let last = jobs["researchers"]["researcher-1"]["jobs"]
                 .as_array()?
@@ -113,7 +60,7 @@ fn wait_for_progress(campaign: &Path, active_ms: u64, child: &mut Child) -> (Str
             (last["state"] == "RUNNING").then(|| last["id"].as_str().map(str::to_owned))?
         });
         if let Some(job) = job
-            && used >= active_ms
+            && used >= wanted_ms
         {
             return (job, used);
         }
@@ -266,9 +213,7 @@ fn a_slurm_campaign_survives_a_cancelled_researcher_job() {
         &pg.url,
         "SELECT id || ' ' || verification FROM entries ORDER BY id",
     );
-    let transcript =
-        std::fs::read_to_string(campaign.join("agents/researcher-1/state/transcript.jsonl"))
-            .unwrap_or_default();
+    let sessions = session_reasons(&campaign, "researcher-1");
     let _ = std::fs::remove_dir_all(&campaign);
     eprintln!("campaign took {:.0} s", started.elapsed().as_secs_f64());
     assert!(status.success(), "aar up failed\n{}", slurm.logs());
@@ -297,12 +242,6 @@ fn a_slurm_campaign_survives_a_cancelled_researcher_job() {
         "no placement in progress lines"
     );
     // The new job resumed the researcher's own transcript rather than starting over.
-    let sessions: Vec<String> = transcript
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|event| event["kind"] == "session_start")
-        .map(|event| event["reason"].as_str().unwrap_or("").to_owned())
-        .collect();
     assert_eq!(
         sessions.first().map(String::as_str),
         Some("start"),

@@ -515,26 +515,8 @@ impl SlurmExecutor {
         Ok(())
     }
 
-    /// Copies each job's own ledger into the campaign's (progress and the report read it).
     fn mirror_ledgers(&self) {
-        for spec in self.specs.values() {
-            let Some(path) = &spec.ledger else { continue };
-            let state: aar_agents::accounting::LedgerState = match std::fs::read(path) {
-                Ok(bytes) => match serde_json::from_slice(&bytes) {
-                    Ok(state) => state,
-                    Err(e) => {
-                        tracing::warn!(path = %path.display(), error = %e, "unreadable researcher ledger");
-                        continue;
-                    }
-                },
-                Err(_) => continue,
-            };
-            if let Some(totals) = state.agents.get(&spec.name)
-                && let Err(e) = self.ledger.set_agent_totals(&spec.name, *totals)
-            {
-                tracing::warn!(error = %e, "campaign ledger not saved");
-            }
-        }
+        super::mirror_ledgers(&self.ledger, self.specs.values());
     }
 
     /// Submits a verification job for each queued entry that has none alive, up to

@@ -47,8 +47,10 @@ pub struct UpArgs {
     /// Seconds between progress lines.
     #[arg(long, default_value_t = 30)]
     progress_seconds: u64,
-    /// Where researchers and verifications run: `local` (this machine) or `slurm` (each
-    /// researcher and each verification a batch job; needs --database-url postgres://...).
+    /// Where researchers and verifications run: `local` (this machine), `slurm` (each
+    /// researcher and each verification a batch job; needs --database-url postgres://...)
+    /// or `manual` (prints each researcher's and the verification workers' command lines
+    /// for you to run wherever you like, and waits).
     #[arg(long, value_enum, default_value_t = ExecutorArg::Local)]
     executor: ExecutorArg,
     /// Slurm defaults (JSON: partition, account, qos, time_limit, gres, verify_gres,
@@ -90,17 +92,21 @@ pub struct UpArgs {
 enum ExecutorArg {
     Local,
     Slurm,
+    Manual,
 }
 
 /// The executor: Slurm settings from the config file, overridden by flags.
 fn executor(args: &UpArgs, home: &Path) -> anyhow::Result<ExecutorKind> {
-    if args.executor == ExecutorArg::Local {
+    if args.executor != ExecutorArg::Slurm {
         let slurm_only = [&args.partition, &args.account, &args.gres, &args.time_limit];
         anyhow::ensure!(
             slurm_only.iter().all(|a| a.is_none()) && args.slurm_config.is_none(),
             "--partition, --account, --gres, --time-limit and --slurm-config need --executor slurm"
         );
-        return Ok(ExecutorKind::Local);
+        return Ok(match args.executor {
+            ExecutorArg::Manual => ExecutorKind::Manual,
+            _ => ExecutorKind::Local,
+        });
     }
     let default_file = home.join("slurm.json");
     let file = args
