@@ -254,6 +254,45 @@ pub struct RunSummary {
     pub sessions: u64,
 }
 
+/// An LLM call on its way: if the agent's future is dropped before the call returns
+/// (the guard is disarmed when it does), the ledger is charged the estimate. The
+/// transcript cannot be written from a destructor, so only the ledger shows it.
+struct InFlight {
+    ledger: Ledger,
+    agent: String,
+    model: String,
+    billed: BilledUsage,
+    armed: bool,
+}
+
+impl InFlight {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        match self
+            .ledger
+            .record_llm_failure(&self.agent, &self.model, &self.billed)
+        {
+            Ok(_) => tracing::info!(
+                agent = %self.agent,
+                model = %self.model,
+                tokens = self.billed.usage.total(),
+                "an LLM call was abandoned mid-flight (stopped); charged what it was sent, estimated"
+            ),
+            Err(e) => {
+                tracing::warn!(agent = %self.agent, error = %e, "an abandoned LLM call could not be charged")
+            }
+        }
+    }
+}
+
 /// One researcher.
 pub struct Agent {
     config: AgentConfig,
@@ -396,6 +435,15 @@ impl Agent {
     /// context overflow starts a fresh session, a billed failure is charged before its
     /// error stops the run.
     async fn ask_policy(&mut self) -> Result<Asked, AgentError> {
+        // Dropped mid-call (Ctrl-C, a scheduler's SIGTERM), the call is still charged
+        // what it was sent: the provider bills a request it received.
+        let in_flight = self.cut_call_estimate().map(|(model, billed)| InFlight {
+            ledger: self.ledger.clone(),
+            agent: self.config.name.clone(),
+            model,
+            billed,
+            armed: true,
+        });
         let turn = Turn {
             system: &self.config.system_prompt,
             messages: &self.messages,
@@ -405,6 +453,10 @@ impl Agent {
             Some(left) => tokio::time::timeout(left, self.policy.step(turn)).await,
             None => Ok(self.policy.step(turn).await),
         };
+        // Finished here: answered, failed with what it was billed, or cut below.
+        if let Some(call) = in_flight {
+            call.disarm();
+        }
         let Ok(stepped) = stepped else {
             // The campaign's end does not wait for a slow model: the call is dropped
             // (its connection closed) and charged what it was sent, estimated.
@@ -517,9 +569,18 @@ impl Agent {
     /// Charges an LLM call cut off at the wall-time budget: the prompt it was sent, at
     /// four characters a token, flagged as estimated (the provider's count never came).
     fn record_cut_call(&mut self) -> Result<(), AgentError> {
-        let Some(model) = self.policy.billed_model().map(str::to_owned) else {
+        let Some((model, billed)) = self.cut_call_estimate() else {
             return Ok(());
         };
+        tracing::info!(agent = %self.config.name, %model, "an LLM call was cut off at the wall-time budget");
+        self.record_failed(&model, &billed)
+    }
+
+    /// What a call that is cut off before it answers is charged: what it was sent
+    /// (system prompt, messages and tools), estimated; `None` for a policy that bills
+    /// nothing.
+    fn cut_call_estimate(&self) -> Option<(String, BilledUsage)> {
+        let model = self.policy.billed_model()?.to_owned();
         let sent = self.config.system_prompt.len()
             + serde_json::to_string(&self.messages).map_or(0, |m| m.len())
             + serde_json::to_string(&self.specs).map_or(0, |s| s.len());
@@ -532,8 +593,7 @@ impl Agent {
             estimated_tokens: tokens,
             attempts: 1,
         };
-        tracing::info!(agent = %self.config.name, %model, "an LLM call was cut off at the wall-time budget");
-        self.record_failed(&model, &billed)
+        Some((model, billed))
     }
 
     /// Charges what failed LLM attempts were billed, and writes it to the transcript

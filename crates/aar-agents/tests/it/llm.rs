@@ -567,3 +567,43 @@ async fn the_wall_time_budget_cuts_a_hanging_llm_call() {
         (totals.usage.total(), totals.cost_nanodollars)
     );
 }
+
+/// Ctrl-C (or a scheduler's SIGTERM) drops the agent mid-call: the provider has the
+/// request and bills it, so the ledger is charged what was sent, estimated, not nothing.
+#[tokio::test]
+async fn a_call_abandoned_by_a_stop_is_charged_what_it_was_sent() {
+    let root = crate::support::tempdir();
+    let mock = MockAnthropic::start(vec![Reply::Stall { seconds: 60 }])
+        .await
+        .unwrap();
+    let (mut agent, ledger) = agent_over(root.path(), &mock, 1);
+    let running = tokio::spawn(async move { agent.run().await });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while mock.received().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no request reached the model"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.abort();
+    assert!(running.await.unwrap_err().is_cancelled());
+    let totals = ledger.agent_totals("r0");
+    assert_eq!((totals.llm_calls, totals.failed_llm_calls), (0, 1));
+    let sent = mock.received()[0].body.to_string().len() as u64;
+    assert!(
+        totals.estimated_tokens > sent / 8 && totals.estimated_tokens <= sent / 4 + 1,
+        "estimated {} tokens for a {sent}-byte request",
+        totals.estimated_tokens
+    );
+    assert_eq!(totals.usage.input_tokens, totals.estimated_tokens);
+    assert!(totals.cost_nanodollars > 0);
+    // The charge is saved: a resumed campaign counts it.
+    let reopened = aar_agents::accounting::Ledger::open(
+        &root.path().join("ledger.json"),
+        aar_agents::accounting::PriceTable::default(),
+        aar_agents::accounting::Budgets::default(),
+    )
+    .unwrap();
+    assert_eq!(reopened.agent_totals("r0").failed_llm_calls, 1);
+}

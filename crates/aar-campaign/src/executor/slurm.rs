@@ -375,8 +375,9 @@ impl SlurmExecutor {
         Ok(id)
     }
 
-    /// Submits one verification job for `entry`, with a GPU when its method asks.
-    fn submit_worker(&mut self, entry: QueuedVerification) -> Result<String> {
+    /// The script (its path and text) and `sbatch` arguments of `entry`'s verification
+    /// job: a GPU (`verify_gres`, default `gpu:1`) when its method asks for one.
+    fn verify_job(&self, entry: QueuedVerification) -> (PathBuf, String, Vec<String>) {
         let oversight = self.root.join("oversight");
         let script = format!(
             "#!/bin/sh\n# Written by `aar up --executor slurm`: the verification of entry {id}.\n\
@@ -407,8 +408,14 @@ impl SlurmExecutor {
             "--output={}",
             oversight.join("slurm-%j.log").display()
         ));
-        let script_path = oversight.join(format!("verify-{}.sh", entry.entry_id));
-        let id = self.submit(&script_path, &script, args)?;
+        let path = oversight.join(format!("verify-{}.sh", entry.entry_id));
+        (path, script, args)
+    }
+
+    /// Submits one verification job for `entry`.
+    fn submit_worker(&mut self, entry: QueuedVerification) -> Result<String> {
+        let (path, script, args) = self.verify_job(entry);
+        let id = self.submit(&path, &script, args)?;
         self.workers
             .insert(id.clone(), (entry.entry_id, "PENDING".to_owned()));
         self.workers_submitted += 1;
@@ -718,6 +725,72 @@ mod tests {
             err.contains("partitoin") && err.contains("slurm.json"),
             "{err}"
         );
+    }
+
+    /// An executor as `new` makes it, without asking for `squeue` (CI has no Slurm).
+    fn executor(dir: &Path, settings: SlurmSettings) -> SlurmExecutor {
+        let ledger = aar_agents::accounting::Ledger::open(
+            &dir.join("ledger.json"),
+            aar_agents::accounting::PriceTable::default(),
+            aar_agents::accounting::Budgets::default(),
+        )
+        .unwrap();
+        SlurmExecutor {
+            settings,
+            server: "http://login:8700".to_owned(),
+            aar_binary: PathBuf::from("/opt/aar bin/aar"),
+            root: dir.join("campaigns").join("c1"),
+            worker_token: dir.join("worker.token"),
+            worker_config: dir.join("worker.json"),
+            ledger,
+            specs: BTreeMap::new(),
+            jobs: JobsFile::default(),
+            workers: BTreeMap::new(),
+            workers_submitted: 0,
+            stopped: false,
+            last_poll: None,
+        }
+    }
+
+    #[test]
+    fn a_method_that_asks_for_a_gpu_gets_a_verification_job_with_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = executor(dir.path(), SlurmSettings::default());
+        let cpu = QueuedVerification {
+            entry_id: 7,
+            gpu: false,
+        };
+        let gpu = QueuedVerification {
+            entry_id: 8,
+            gpu: true,
+        };
+        let (_, script, args) = plain.verify_job(cpu);
+        assert!(!args.iter().any(|a| a.starts_with("--gres")), "{args:?}");
+        assert!(
+            script.contains("--entry 7\n") && script.contains("'/opt/aar bin/aar'"),
+            "{script}"
+        );
+        assert!(
+            args.contains(&"--job-name=aar-c1-verify-7".to_owned()),
+            "{args:?}"
+        );
+        let (path, _, args) = plain.verify_job(gpu);
+        assert!(args.contains(&"--gres=gpu:1".to_owned()), "{args:?}");
+        assert!(path.ends_with("oversight/verify-8.sh"));
+        let a100 = executor(
+            dir.path(),
+            SlurmSettings {
+                verify_gres: Some("gpu:a100:1".to_owned()),
+                partition: Some("gpu".to_owned()),
+                ..SlurmSettings::default()
+            },
+        );
+        let (_, _, args) = a100.verify_job(gpu);
+        assert!(args.contains(&"--gres=gpu:a100:1".to_owned()), "{args:?}");
+        assert!(args.contains(&"--partition=gpu".to_owned()), "{args:?}");
+        // The researchers' own --gres is not the verification jobs'.
+        let (_, _, args) = a100.verify_job(cpu);
+        assert!(!args.iter().any(|a| a.starts_with("--gres")), "{args:?}");
     }
 
     #[test]
