@@ -932,6 +932,7 @@ async fn supervise(
             return true;
         }
         let busy = tick(executor, store, &mut gpu_by_entry).await;
+        relay.set_placements(&executor.placements());
         relay.tick().await;
         if last_progress.elapsed() >= progress.every {
             last_progress = Instant::now();

@@ -55,6 +55,9 @@ pub(crate) struct Relay {
     ledger: Ledger,
     minutes: f64,
     tracked: Vec<Tracked>,
+    /// Where each researcher runs, by name, for executors that place it elsewhere
+    /// (`slurm job 12 RUNNING on node3`).
+    runs_on: BTreeMap<String, String>,
 }
 
 impl Relay {
@@ -100,7 +103,17 @@ impl Relay {
             ledger: ledger.clone(),
             minutes,
             tracked,
+            runs_on: BTreeMap::new(),
         }
+    }
+
+    /// Where the researchers run now (sent with their next status).
+    pub(crate) fn set_placements(&mut self, placements: &[crate::executor::Placement]) {
+        self.runs_on = placements
+            .iter()
+            .filter(|p| p.job.is_some())
+            .map(|p| (p.researcher.clone(), p.describe()))
+            .collect();
     }
 
     /// Sends every researcher's new lines and status. A failure is logged and retried
@@ -193,7 +206,11 @@ impl Relay {
                 "agent_seconds": budget.wall_time.map(|t| t.as_secs_f64()),
             },
             "campaign": { "ends_at_ms": aar_store::now_millis() + left_ms as i64 },
-            "sandbox": { "workspace_bytes": workspace_bytes, "now": usage },
+            "sandbox": {
+                "workspace_bytes": workspace_bytes,
+                "now": usage,
+                "runs_on": self.runs_on.get(&tracked.name),
+            },
         })
     }
 }

@@ -474,6 +474,9 @@ fn sandbox_table(sandbox: &Value) -> Markup {
     let now = &sandbox["now"];
     html! {
         table.sandbox {
+            @if let Some(place) = sandbox["runs_on"].as_str() {
+                tr { th { "Runs on" } td { (place) } }
+            }
             tr { th { "Workspace" } td { (mib(&sandbox["workspace_bytes"])) " MiB" } }
             tr { th { "Processes now" } td { (num(now["processes"].as_f64(), 0)) } }
             tr { th { "Resident memory now" } td { (mib(&now["resident_bytes"])) " MiB" } }

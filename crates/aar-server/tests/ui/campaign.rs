@@ -380,7 +380,7 @@ impl Campaign {
             "spend": { "dollars": 0.42, "agent_seconds": 1800.0, "tool_calls": 12, "llm_calls": 30 },
             "budget": { "dollars": 5.0, "agent_seconds": 7200.0 },
             "campaign": { "ends_at_ms": aar_store::now_millis() + 90 * 60_000 },
-            "sandbox": { "workspace_bytes": 123_456_789,
+            "sandbox": { "workspace_bytes": 123_456_789, "runs_on": "slurm job 12 RUNNING on node3",
                          "now": { "processes": 3, "resident_bytes": 734_003_200, "cpu_seconds_of_running_processes": 41.5 } },
         });
         self.call(

@@ -56,6 +56,12 @@ fn pages(campaign: &Campaign) -> Vec<(String, &'static str, String)> {
             "#timeline",
             "run_command".into(),
         ),
+        // Where a researcher runs, for executors that place it on other machines.
+        (
+            format!("/ui/researchers/{agent_id}"),
+            "table.sandbox",
+            "slurm job 12 RUNNING on node3".into(),
+        ),
         ("/ui/forum".into(), "ul.posts", "Self-training helps".into()),
         (
             format!("/ui/forum/{}", campaign.hostile_post),
