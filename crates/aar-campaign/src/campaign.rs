@@ -596,8 +596,12 @@ fn researcher_specs(
             std::fs::create_dir_all(dir.join("state")).map_err(CampaignError::io(&dir))?;
             let token_file = dir.join("token");
             write_private(&token_file, token.as_bytes())?;
+            // A researcher never touches the database: its URL (which may hold a
+            // password) stays out of the spec files.
+            let mut campaign = config.clone();
+            campaign.database_url = None;
             Ok(ResearcherSpec {
-                campaign: config.clone(),
+                campaign,
                 name: name.clone(),
                 index,
                 token_file,
@@ -669,8 +673,43 @@ pub async fn run_campaign(config: CampaignConfig, interrupt: Arc<AtomicBool>) ->
     if interrupted {
         eprintln!("interrupted: everything so far is kept; `aar up` again resumes");
     }
-    let waiting = crate::oversight::finish(&server.database_url, &served, &interrupt);
-    let ticking = keep_ticking(executor.as_mut(), &store);
+    let ending = Ending {
+        config: &config,
+        paths: &paths,
+        options: &options,
+        table: &table,
+        served: &served,
+        interrupted,
+        interrupt: &interrupt,
+    };
+    let report = conclude(&ending, executor.as_mut(), &store, &server, &progress).await;
+    server.task.abort();
+    report
+}
+
+/// What the end of a campaign works from.
+struct Ending<'a> {
+    config: &'a CampaignConfig,
+    paths: &'a CampaignPaths,
+    options: &'a RunOptions,
+    table: &'a BaselineTable,
+    served: &'a [String],
+    interrupted: bool,
+    interrupt: &'a Arc<AtomicBool>,
+}
+
+/// After the research: waits for the verifications (the executor keeps placing them),
+/// stops whatever still runs, runs the generalization gate unless interrupted, and
+/// writes the report.
+async fn conclude(
+    ending: &Ending<'_>,
+    executor: &mut dyn Executor,
+    store: &aar_store::Store,
+    server: &RunningServer,
+    progress: &Progress<'_>,
+) -> Result<Report> {
+    let waiting = crate::oversight::finish(&server.database_url, ending.served, ending.interrupt);
+    let ticking = keep_ticking(executor, store);
     tokio::select! {
         finished = waiting => finished?,
         () = ticking => {}
@@ -679,26 +718,33 @@ pub async fn run_campaign(config: CampaignConfig, interrupt: Arc<AtomicBool>) ->
     // after the wait gives its entry back to the queue; the next run verifies it).
     tokio::task::block_in_place(|| executor.stop());
     // An interrupted campaign skips the gate: `aar up` again (or `aar generalize`) runs it.
-    let generalization = if interrupted {
+    let generalization = if ending.interrupted {
         None
     } else {
         crate::generalize::at_campaign_end(
-            &config,
-            &paths.root,
-            &options,
-            &table,
+            ending.config,
+            &ending.paths.root,
+            ending.options,
+            ending.table,
             &server.database_url,
-            &interrupt,
+            ending.interrupt,
         )
         .await
     };
-    let mut report = Report::gather(&admin, &ledger, &agent_ids, &table, &config).await?;
+    let mut report = Report::gather(
+        progress.admin,
+        progress.ledger,
+        progress.agent_ids,
+        ending.table,
+        ending.config,
+    )
+    .await?;
     report.placements = executor.placements();
-    write_report(&report, &paths.report_dir())?;
+    let dir = ending.paths.report_dir();
+    write_report(&report, &dir)?;
     if let Some(generalization) = &generalization {
-        crate::generalize::append_to_report(generalization, &paths.report_dir())?;
+        crate::generalize::append_to_report(generalization, &dir)?;
     }
-    server.task.abort();
     Ok(report)
 }
 

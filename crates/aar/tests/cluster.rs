@@ -7,8 +7,8 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -192,99 +192,153 @@ fn a_slurm_campaign_survives_a_cancelled_researcher_job() {
         .unwrap()
         .expect("no verification worker was seen running");
     std::thread::sleep(Duration::from_millis(200));
-    let output = output.lock().unwrap().clone();
-    let report = read_json(&campaign.join("report/report.json"));
-    let report_md = std::fs::read_to_string(campaign.join("report/report.md")).unwrap_or_default();
-    let jobs = read_json(&campaign.join("slurm.json"));
-    let ledger = read_json(&campaign.join("ledger.json"));
-    let worker_logs = std::fs::read_dir(campaign.join("oversight"))
-        .map(|dir| {
-            dir.flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with("slurm-"))
-                .count()
-        })
-        .unwrap_or(0);
-    let evaluations_after = sql(&pg.url, "SELECT id FROM evaluations ORDER BY id");
-    let lost_entry_attempts = sql(
-        &pg.url,
-        &format!("SELECT verification_attempts FROM entries WHERE id = {lost_entry}"),
-    );
-    let entries_after = sql(
-        &pg.url,
-        "SELECT id || ' ' || verification FROM entries ORDER BY id",
-    );
-    let sessions = session_reasons(&campaign, "researcher-1");
+    let after = Outcome::read(&campaign, &pg.url, &output, lost_entry);
     let _ = std::fs::remove_dir_all(&campaign);
     eprintln!("campaign took {:.0} s", started.elapsed().as_secs_f64());
     assert!(status.success(), "aar up failed\n{}", slurm.logs());
+    let before = Before {
+        job,
+        used_ms: used_before,
+        evaluations: evaluations_before,
+        entries: entries_before,
+    };
+    the_cancelled_researcher_resumed(&before, &after);
+    nothing_acknowledged_was_lost(&before, &after, lost_entry);
+    the_report_says_where_researchers_ran(&after);
+}
 
-    // The cancelled job was submitted again and resumed; the other researcher's ran through.
-    let researcher_jobs = |name: &str| -> Vec<Value> {
-        jobs.as_ref().unwrap()["researchers"][name]["jobs"]
+/// The store and researcher-1 when its job was cancelled.
+struct Before {
+    job: String,
+    used_ms: u64,
+    evaluations: Vec<String>,
+    entries: Vec<String>,
+}
+
+/// What the campaign left.
+struct Outcome {
+    output: String,
+    report: Value,
+    report_md: String,
+    jobs: Value,
+    ledger: Value,
+    verification_logs: usize,
+    evaluations: Vec<String>,
+    /// `id state` per entry.
+    entries: Vec<String>,
+    lost_entry_attempts: Vec<String>,
+    sessions: Vec<String>,
+}
+
+impl Outcome {
+    fn read(campaign: &Path, url: &str, output: &Mutex<String>, lost_entry: i64) -> Outcome {
+        let verification_logs = std::fs::read_dir(campaign.join("oversight"))
+            .map(|dir| {
+                dir.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("slurm-"))
+                    .count()
+            })
+            .unwrap_or(0);
+        Outcome {
+            output: output.lock().unwrap().clone(),
+            report: read_json(&campaign.join("report/report.json")).unwrap_or_default(),
+            report_md: std::fs::read_to_string(campaign.join("report/report.md"))
+                .unwrap_or_default(),
+            jobs: read_json(&campaign.join("slurm.json")).unwrap_or_default(),
+            ledger: read_json(&campaign.join("ledger.json")).unwrap_or_default(),
+            verification_logs,
+            evaluations: sql(url, "SELECT id FROM evaluations ORDER BY id"),
+            entries: sql(
+                url,
+                "SELECT id || ' ' || verification FROM entries ORDER BY id",
+            ),
+            lost_entry_attempts: sql(
+                url,
+                &format!("SELECT verification_attempts FROM entries WHERE id = {lost_entry}"),
+            ),
+            sessions: session_reasons(campaign, "researcher-1"),
+        }
+    }
+
+    fn researcher_jobs(&self, name: &str) -> Vec<Value> {
+        self.jobs["researchers"][name]["jobs"]
             .as_array()
             .cloned()
             .unwrap_or_default()
-    };
-    let first = researcher_jobs("researcher-1");
+    }
+}
+
+/// The cancelled job was submitted again and resumed the researcher's own transcript
+/// and budget; the other researcher's job ran through.
+fn the_cancelled_researcher_resumed(before: &Before, after: &Outcome) {
+    let first = after.researcher_jobs("researcher-1");
     assert!(
         first.len() >= 2,
         "researcher-1 was not submitted again: {first:?}"
     );
-    assert_eq!(first[first.len() - 2]["id"], Value::from(job.clone()));
-    assert_eq!(first.last().unwrap()["state"], "COMPLETED", "{first:?}");
-    assert_eq!(researcher_jobs("researcher-2").len(), 1);
-    assert!(
-        output.contains(&format!("job {job} ended CANCELLED")),
-        "{output}"
+    assert_eq!(
+        first[first.len() - 2]["id"],
+        Value::from(before.job.clone())
     );
+    assert_eq!(first.last().unwrap()["state"], "COMPLETED", "{first:?}");
+    assert_eq!(after.researcher_jobs("researcher-2").len(), 1);
+    let ended = format!("job {} ended CANCELLED", before.job);
+    assert!(after.output.contains(&ended), "{}", after.output);
     assert!(
-        output.contains("[slurm job "),
+        after.output.contains("[slurm job "),
         "no placement in progress lines"
     );
-    // The new job resumed the researcher's own transcript rather than starting over.
+    let sessions = &after.sessions;
     assert_eq!(
         sessions.first().map(String::as_str),
         Some("start"),
         "{sessions:?}"
     );
     assert!(sessions.iter().any(|r| r == "resume"), "{sessions:?}");
-
-    // The budget continued across the restart instead of starting over.
-    let used_after = ledger.as_ref().unwrap()["agents"]["researcher-1"]["active_ms"]
+    let used_after = after.ledger["agents"]["researcher-1"]["active_ms"]
         .as_u64()
         .unwrap();
     let budget_ms = (MINUTES * 60_000.0) as u64;
     assert!(
-        used_after >= used_before && used_after <= budget_ms + 20_000,
-        "researcher-1 used {used_after} ms in all (budget {budget_ms}, {used_before} before the cancel)"
+        used_after >= before.used_ms && used_after <= budget_ms + 20_000,
+        "researcher-1 used {used_after} ms in all (budget {budget_ms}, {} before the cancel)",
+        before.used_ms
     );
+}
 
-    // Nothing the server acknowledged was lost, and every entry was verified by a job.
-    let ids_after: Vec<String> = entries_after
+/// Every evaluation and entry stored before the cancel is still there, every entry was
+/// verified by a job, and the entry whose worker was killed was run again by a new job
+/// once its lease ran out (a second claim).
+fn nothing_acknowledged_was_lost(before: &Before, after: &Outcome, lost_entry: i64) {
+    let ids: Vec<&str> = after
+        .entries
         .iter()
-        .map(|row| row.split(' ').next().unwrap().to_owned())
+        .map(|row| row.split(' ').next().unwrap())
         .collect();
-    for id in &evaluations_before {
-        assert!(evaluations_after.contains(id), "evaluation {id} lost");
+    for id in &before.evaluations {
+        assert!(after.evaluations.contains(id), "evaluation {id} lost");
     }
-    for id in &entries_before {
-        assert!(ids_after.contains(id), "entry {id} lost");
+    for id in &before.entries {
+        assert!(ids.contains(&id.as_str()), "entry {id} lost");
     }
-    assert!(!entries_after.is_empty(), "no entry in the campaign");
-    for row in &entries_after {
+    assert!(!after.entries.is_empty(), "no entry in the campaign");
+    for row in &after.entries {
         assert!(row.ends_with(" verified"), "entry not verified: {row}");
     }
-    assert!(worker_logs >= 2, "verifications did not run as slurm jobs");
-    // The verification whose worker was killed was run again by a new job once its
-    // lease ran out (a second claim).
+    assert!(
+        after.verification_logs >= 2,
+        "verifications did not run as slurm jobs"
+    );
     assert_eq!(
-        lost_entry_attempts,
+        after.lost_entry_attempts,
         vec!["2".to_owned()],
         "entry {lost_entry}: attempts"
     );
+}
 
-    // The report: where each researcher ran, and the verified entries.
-    let report = report.unwrap();
+/// The report: where each researcher ran, and the verified entries.
+fn the_report_says_where_researchers_ran(after: &Outcome) {
+    let report = &after.report;
     let placements = report["placements"].as_array().unwrap();
     assert_eq!(placements.len(), 2);
     let placed = placements
@@ -292,9 +346,10 @@ fn a_slurm_campaign_survives_a_cancelled_researcher_job() {
         .find(|p| p["researcher"] == "researcher-1")
         .unwrap();
     assert_eq!(placed["executor"], "slurm");
-    assert_eq!(placed["jobs"].as_array().unwrap().len(), first.len());
+    let jobs = after.researcher_jobs("researcher-1").len();
+    assert_eq!(placed["jobs"].as_array().unwrap().len(), jobs);
     assert!(placed["node"].is_string(), "{placed}");
-    assert!(report_md.contains("## Where researchers ran"));
+    assert!(after.report_md.contains("## Where researchers ran"));
     let entries = report["tasks"][0]["entries"].as_array().unwrap();
     assert!(!entries.is_empty(), "{report}");
     for entry in entries {
