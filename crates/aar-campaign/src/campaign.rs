@@ -151,6 +151,13 @@ pub struct CampaignPaths {
 }
 
 impl CampaignPaths {
+    /// The directories of `config`'s campaign: `<home>/campaigns/<name>`.
+    pub fn of(config: &CampaignConfig) -> CampaignPaths {
+        CampaignPaths {
+            root: config.home.join("campaigns").join(&config.name),
+        }
+    }
+
     fn identities(&self) -> PathBuf {
         self.root.join("identities.json")
     }
@@ -351,7 +358,7 @@ fn prepare_testbed(
     // the testbed's own cache also holds features of train_label and the transfer set.
     aar_testbed::baselines::fill_agent_feature_cache(&options, &served_tasks)?;
     // The researchers' /data: this campaign's copy of the agent copies, with decoys.
-    let root = config.home.join("campaigns").join(&config.name);
+    let root = CampaignPaths::of(config).root;
     crate::decoys::build_agent_data(&root, &options.agent_dir(), &served_tasks)?;
     Ok((options, table))
 }
@@ -615,9 +622,7 @@ fn researcher_specs(
 /// is raised, then writes the report and returns it.
 pub async fn run_campaign(config: CampaignConfig, interrupt: Arc<AtomicBool>) -> Result<Report> {
     let started = Instant::now();
-    let paths = CampaignPaths {
-        root: config.home.join("campaigns").join(&config.name),
-    };
+    let paths = CampaignPaths::of(&config);
     // Refused before anything is written.
     campaign_database(&config, &paths)?;
     std::fs::create_dir_all(&paths.root).map_err(CampaignError::io(&paths.root))?;

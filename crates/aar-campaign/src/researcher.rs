@@ -44,13 +44,7 @@ pub struct ResearcherSpec {
 impl ResearcherSpec {
     /// The campaign's directories.
     pub fn paths(&self) -> CampaignPaths {
-        CampaignPaths {
-            root: self
-                .campaign
-                .home
-                .join("campaigns")
-                .join(&self.campaign.name),
-        }
+        CampaignPaths::of(&self.campaign)
     }
 
     /// Its state directory (notebook, transcript, own ledger, finish marker).

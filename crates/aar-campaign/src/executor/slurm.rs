@@ -219,7 +219,6 @@ pub struct SlurmExecutor {
     /// Verification jobs not seen ended yet: the entry each was submitted for and its
     /// last state.
     workers: BTreeMap<String, (i64, String)>,
-    workers_submitted: usize,
     /// Set by `stop`: nothing is submitted after it (a cancelled job is not restarted).
     stopped: bool,
     /// When the scheduler was last asked (it is asked at most every [`POLL_EVERY`]).
@@ -269,7 +268,6 @@ impl SlurmExecutor {
             specs: BTreeMap::new(),
             jobs: JobsFile::default(),
             workers: BTreeMap::new(),
-            workers_submitted: 0,
             stopped: false,
             last_poll: None,
         })
@@ -418,7 +416,6 @@ impl SlurmExecutor {
         let id = self.submit(&path, &script, args)?;
         self.workers
             .insert(id.clone(), (entry.entry_id, "PENDING".to_owned()));
-        self.workers_submitted += 1;
         Ok(id)
     }
 
@@ -672,13 +669,6 @@ impl Executor for SlurmExecutor {
     }
 }
 
-impl SlurmExecutor {
-    /// How many verification jobs this run submitted.
-    pub fn verification_jobs(&self) -> usize {
-        self.workers_submitted
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -746,7 +736,6 @@ mod tests {
             specs: BTreeMap::new(),
             jobs: JobsFile::default(),
             workers: BTreeMap::new(),
-            workers_submitted: 0,
             stopped: false,
             last_poll: None,
         }
