@@ -24,6 +24,22 @@ pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Writes `bytes` to `path` with mode 0600 (tokens, specs and configs that name secrets
+/// or labeled data): a temporary sibling (private from its creation), fsync, rename.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let partial = path.with_extension(format!("partial-{}", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&partial)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&partial, path)
+}
+
 /// The token in `path` (a researcher's or a verification worker's), which others
 /// must not be able to read: a token readable by the group or by everyone may already
 /// be someone else's. Errors name the file and what to do.

@@ -120,19 +120,7 @@ fn random_token() -> Result<String> {
 
 /// Writes `bytes` to `path` atomically with mode 0600.
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let partial = path.with_extension("partial");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&partial)
-        .map_err(CampaignError::io(&partial))?;
-    file.write_all(bytes).map_err(CampaignError::io(&partial))?;
-    file.sync_all().map_err(CampaignError::io(&partial))?;
-    std::fs::rename(&partial, path).map_err(CampaignError::io(path))
+    aar_agents::fsutil::write_private(path, bytes).map_err(CampaignError::io(path))
 }
 
 fn free_port_on(ip: std::net::IpAddr) -> Result<SocketAddr> {

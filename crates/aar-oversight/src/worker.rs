@@ -145,8 +145,6 @@ impl WorkerConfig {
     /// Writes the config (mode 0600: it names the key and the labeled data) to a
     /// temporary file beside `path`, then renames it into place.
     pub fn write(&self, path: &Path) -> Result<(), WorkerError> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         let text = serde_json::to_vec_pretty(self).map_err(|e| WorkerError::Config {
             path: path.to_owned(),
             message: e.to_string(),
@@ -154,18 +152,7 @@ impl WorkerConfig {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io_at(dir))?;
         }
-        let partial = path.with_extension(format!("partial-{}", std::process::id()));
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&partial)
-            .map_err(io_at(&partial))?;
-        file.write_all(&text)
-            .and_then(|()| file.sync_all())
-            .map_err(io_at(&partial))?;
-        std::fs::rename(&partial, path).map_err(io_at(path))
+        aar_agents::fsutil::write_private(path, &text).map_err(io_at(path))
     }
 
     /// The verifier's config, with the key loaded (it must exist: a fresh key would

@@ -35,19 +35,24 @@ fn evaluation(id: i64, predictions: Vec<u8>) -> EvaluationInsert {
     }
 }
 
-#[tokio::test]
-async fn predictions_and_quota_counts_work_on_postgresql() {
-    let pg = Postgres::start();
-    let store = Store::connect(&pg.url).await.unwrap();
-    let mut tx = store.begin_write().await.unwrap();
-    let agent = AgentRecord {
+/// Agent `a`, the author of every row these tests write.
+fn agent_a() -> AgentRecord {
+    AgentRecord {
         id: "a".into(),
         name: "a".into(),
         token_hash: "00".repeat(32),
         created_at: 0,
         expires_at: None,
         revoked: false,
-    };
+    }
+}
+
+#[tokio::test]
+async fn predictions_and_quota_counts_work_on_postgresql() {
+    let pg = Postgres::start();
+    let store = Store::connect(&pg.url).await.unwrap();
+    let mut tx = store.begin_write().await.unwrap();
+    let agent = agent_a();
     assert!(tx.insert_agent(&agent).await.unwrap());
     let odd: Vec<u8> = (0..1301).map(|i| u8::from(i % 7 == 3)).collect();
     tx.insert_evaluations(&[evaluation(1, odd.clone()), evaluation(2, vec![1; 9])])
@@ -142,14 +147,7 @@ async fn a_withheld_release_does_not_break_later_evaluations_on_postgresql() {
     let pg = Postgres::start();
     let store = Store::connect(&pg.url).await.unwrap();
     let mut tx = store.begin_write().await.unwrap();
-    let agent = AgentRecord {
-        id: "a".into(),
-        name: "a".into(),
-        token_hash: "00".repeat(32),
-        created_at: 0,
-        expires_at: None,
-        revoked: false,
-    };
+    let agent = agent_a();
     assert!(tx.insert_agent(&agent).await.unwrap());
     tx.commit().await.unwrap();
     // One evaluation per batch, as the server writes them: the same statement each time.
