@@ -596,6 +596,30 @@ mod tests {
     }
 
     #[test]
+    fn researchers_run_as_jobs_are_placed_in_a_table() {
+        let mut report = report("plain");
+        assert!(!html(&report).contains("Where researchers ran"));
+        report.placements = vec![crate::executor::Placement {
+            researcher: "researcher-1".into(),
+            executor: "slurm".into(),
+            job: Some("13".into()),
+            node: Some(EVIL.into()),
+            state: "COMPLETED".into(),
+            jobs: vec!["12".into(), "13".into()],
+        }];
+        let page = html(&report);
+        assert!(page.contains("Where researchers ran"), "{page}");
+        assert!(page.contains("12, 13") && page.contains("COMPLETED"));
+        assert!(!page.contains("<script"), "a node name is shown as text");
+        assert!(balanced(&page));
+        assert!(
+            report
+                .markdown()
+                .contains("| researcher-1 | slurm | 12, 13 |")
+        );
+    }
+
+    #[test]
     fn one_inline_svg_per_task_and_nothing_external() {
         let report = report(EVIL);
         let html = html(&report);
