@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{aar, active_ms, collect, read_json, session_reasons, tiny_home};
+use support::{active_ms, collect, read_json, session_reasons, tiny_home, up_command};
 
 /// Each researcher's budget in this test, minutes.
 const MINUTES: f64 = 1.5;
@@ -59,32 +59,7 @@ fn researchers_and_verification_run_by_hand_as_processes_of_their_own() {
     let name = format!("by-hand-{}", std::process::id());
     let campaign = home.join("campaigns").join(&name);
     let port = aar_testkit::free_port();
-    let mut up = aar()
-        .args([
-            "up",
-            "--preset",
-            "tiny",
-            "--researchers",
-            "2",
-            "--executor",
-            "manual",
-        ])
-        .args([
-            "--minutes",
-            &MINUTES.to_string(),
-            "--progress-seconds",
-            "15",
-        ])
-        .args([
-            "--bind",
-            &format!("127.0.0.1:{port}"),
-            "--name",
-            &name,
-            "--home",
-        ])
-        .arg(&home)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+    let mut up = up_command(&home, &name, "manual", MINUTES, port)
         .spawn()
         .unwrap();
     let output: Arc<Mutex<String>> = collect(&mut up);

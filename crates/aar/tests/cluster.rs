@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap: a panic is the failure report
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod support;
-use support::{aar, active_ms, collect, read_json, session_reasons, tiny_home};
+use support::{active_ms, collect, read_json, session_reasons, tiny_home, up_command};
 
 /// Each researcher's budget in this test, minutes.
 const MINUTES: f64 = 2.0;
@@ -128,33 +128,9 @@ fn a_slurm_campaign_survives_a_cancelled_researcher_job() {
     let campaign = home.join("campaigns").join(&name);
     let port = aar_testkit::free_port();
     let started = Instant::now();
-    let mut child = aar()
-        .args([
-            "up",
-            "--preset",
-            "tiny",
-            "--researchers",
-            "2",
-            "--executor",
-            "slurm",
-        ])
-        .args([
-            "--minutes",
-            &MINUTES.to_string(),
-            "--progress-seconds",
-            "15",
-        ])
-        .args([
-            "--database-url",
-            &pg.url,
-            "--bind",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .args(["--name", &name, "--home"])
-        .arg(&home)
+    let mut child = up_command(&home, &name, "slurm", MINUTES, port)
+        .args(["--database-url", &pg.url])
         .env("SLURM_CONF", &slurm.conf)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let output = collect(&mut child);

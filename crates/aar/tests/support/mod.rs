@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
@@ -11,6 +11,22 @@ use serde_json::Value;
 /// The `aar` binary under test.
 pub fn aar() -> Command {
     Command::new(env!("CARGO_BIN_EXE_aar"))
+}
+
+/// `aar up` on the tiny preset with two researchers under `executor`, its server on
+/// `127.0.0.1:port`, output piped (read it with [`collect`]).
+pub fn up_command(home: &Path, name: &str, executor: &str, minutes: f64, port: u16) -> Command {
+    let mut command = aar();
+    command
+        .args(["up", "--preset", "tiny", "--researchers", "2"])
+        .args(["--executor", executor, "--minutes", &minutes.to_string()])
+        .args(["--progress-seconds", "15", "--name", name])
+        .arg(format!("--bind=127.0.0.1:{port}"))
+        .arg("--home")
+        .arg(home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
 }
 
 /// The repository's `.aar` with the tiny preset's assets (as `tests/cli.rs` uses it).
