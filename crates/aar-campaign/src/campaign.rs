@@ -317,6 +317,7 @@ fn prepare_testbed(
                     weak: o.weak.clone(),
                     ceiling: o.ceiling.clone(),
                     vanilla: o.vanilla.clone(),
+                    builtins: o.methods.clone(),
                 })
         };
         // The held-out splits' own W and S: the verifier's private and transfer PGR.

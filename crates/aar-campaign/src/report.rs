@@ -146,6 +146,8 @@ pub struct Comparisons {
     pub vs_vanilla: Option<ComparisonView>,
     /// `pgr(entry) - pgr(entry above)`; ranked entries but the first.
     pub vs_above: Option<ComparisonView>,
+    /// `pgr(entry) - pgr(built-in)` for every other built-in method of the testbed.
+    pub vs_builtins: Vec<ComparisonView>,
 }
 
 impl Comparisons {
@@ -154,6 +156,7 @@ impl Comparisons {
         Comparisons {
             vs_vanilla: view("vs_vanilla"),
             vs_above: view("vs_above"),
+            vs_builtins: serde_json::from_value(split["vs_builtins"].clone()).unwrap_or_default(),
         }
     }
 }
@@ -241,11 +244,44 @@ pub struct TaskReport {
     /// Vanilla transfer PGR (testbed, over its seeds) on the public test, the private
     /// test and the transfer set.
     pub vanilla_pgr: (Option<f64>, Option<f64>, Option<f64>),
-    /// Baseline methods' public-test PGR, for context.
-    pub baseline_pgr: Vec<(String, Option<f64>)>,
+    /// The testbed's built-in methods (vanilla among them): PGR on every split.
+    pub builtins: Vec<BuiltinRow>,
     /// Entries: ranked ones by held-out PGR first, then pending, failed, flagged and
     /// disqualified ones.
     pub entries: Vec<EntryRow>,
+}
+
+/// A built-in method's PGR on each split, from the testbed's runs: `se` over its seeds
+/// and the test's rows where the result files keep per-row outcomes.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuiltinRow {
+    /// The method's name.
+    pub method: String,
+    /// On the public test.
+    pub public: Option<PgrView>,
+    /// On the private test.
+    pub private: Option<PgrView>,
+    /// On the transfer set.
+    pub transfer: Option<PgrView>,
+}
+
+impl BuiltinRow {
+    fn of(method: &aar_testbed::report::MethodRow) -> Self {
+        let view = |split: &str| {
+            let score = method.split(split)?;
+            score
+                .estimate
+                .as_ref()
+                .map(PgrView::from_estimate)
+                .or_else(|| score.pgr.map(PgrView::seeds_only))
+        };
+        BuiltinRow {
+            method: method.method.clone(),
+            public: view("test"),
+            private: view("test_private"),
+            transfer: view("transfer"),
+        }
+    }
 }
 
 /// What the report holds.
@@ -316,11 +352,7 @@ impl Report {
                     method_pgr("vanilla_w2s", "test_private"),
                     method_pgr("vanilla_w2s", "transfer"),
                 ),
-                baseline_pgr: task
-                    .methods
-                    .iter()
-                    .map(|m| (m.method.clone(), method_pgr(&m.method, "test")))
-                    .collect(),
+                builtins: task.methods.iter().map(BuiltinRow::of).collect(),
                 entries,
             });
         }
@@ -382,14 +414,7 @@ impl Report {
                 f(task.vanilla_pgr.2)
             );
             out += &entries_markdown(&task.entries);
-            out += "\nBaselines (testbed, public PGR): ";
-            out += &task
-                .baseline_pgr
-                .iter()
-                .map(|(m, p)| format!("{m} {}", f(*p)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            out += "\n\n";
+            out += &builtins_markdown(&task.builtins);
         }
         out += "## Researchers\n\n| researcher | tool calls | LLM calls | dollars | hours | dollars per agent-hour |\n|---|---|---|---|---|---|\n";
         for r in &self.researchers {
@@ -488,14 +513,75 @@ pub(crate) fn neighbours_text(entries: &[EntryRow]) -> String {
     }
 }
 
+/// An entry against every built-in method on one split, paired over the split's rows:
+/// `private: above 3 of 4 built-ins (1 significantly); below ue_zeroshot: -0.290 +-
+/// 0.080, significant`; `None` when it was compared with none.
+fn builtins_split_text(split: &str, comparisons: &[ComparisonView]) -> Option<String> {
+    if comparisons.is_empty() {
+        return None;
+    }
+    let above = |c: &&ComparisonView| c.difference.difference > 0.0;
+    let significantly = comparisons
+        .iter()
+        .filter(above)
+        .filter(|c| c.difference.significant)
+        .count();
+    let mut text = format!(
+        "{split}: above {} of {} built-ins ({significantly} significantly)",
+        comparisons.iter().filter(above).count(),
+        comparisons.len()
+    );
+    for below in comparisons.iter().filter(|c| !above(c)) {
+        text += &format!("; below {}: {}", below.against, below.describe);
+    }
+    Some(text)
+}
+
+/// Private and transfer comparisons with the built-ins in one cell, or `-`.
+pub(crate) fn builtins_text(private: &Comparisons, transfer: &Comparisons) -> String {
+    let parts: Vec<String> = [
+        builtins_split_text("private", &private.vs_builtins),
+        builtins_split_text("transfer", &transfer.vs_builtins),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if parts.is_empty() {
+        "-".to_owned()
+    } else {
+        parts.join(". ")
+    }
+}
+
+/// The testbed's built-in methods with their PGR on every split.
+fn builtins_markdown(builtins: &[BuiltinRow]) -> String {
+    if builtins.is_empty() {
+        return "\n".to_owned();
+    }
+    let mut out = "\nBuilt-in methods (the testbed's runs; PGR +- SE over their seeds and the \
+                   test's rows):\n\n| built-in | PGR public | PGR private | PGR transfer |\n\
+                   |---|---|---|---|\n"
+        .to_owned();
+    for b in builtins {
+        out += &format!(
+            "| {} | {} | {} | {} |\n",
+            markdown_cell(&b.method),
+            pgr_text(b.public),
+            pgr_text(b.private),
+            pgr_text(b.transfer)
+        );
+    }
+    out + "\n"
+}
+
 /// One task's entries table with comparisons, and the neighbours' statement.
 fn entries_markdown(entries: &[EntryRow]) -> String {
     let mut out = "Ranked by held-out PGR (mean of private and transfer), from the verifier's runs; \
                    PGR +- SE over the declared seeds and the test's rows (paired bootstrap), \
-                   differences against vanilla and the entry ranked just above with their error \
-                   (significant: beyond 1.96 SE); flags are the probes' findings, for a person to judge.\n\n"
+                   differences against vanilla, every other built-in method and the entry ranked \
+                   just above with their error (significant: beyond 1.96 SE); flags are the probes' findings, for a person to judge.\n\n"
         .to_owned();
-    out += "| entry | researcher | method | snapshot | seeds | board | PGR public | PGR private | PGR transfer | vs vanilla | vs entry above | flags | verified in |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    out += "| entry | researcher | method | snapshot | seeds | board | PGR public | PGR private | PGR transfer | vs vanilla | vs built-ins | vs entry above | flags | verified in |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for e in entries {
         let flags = e
             .flags
@@ -504,7 +590,7 @@ fn entries_markdown(entries: &[EntryRow]) -> String {
             .collect::<Vec<_>>()
             .join("; ");
         out += &format!(
-            "| {} | {} | {} | {} | {:?} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {:?} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             e.entry_id,
             markdown_cell(&e.researcher),
             markdown_cell(&e.method),
@@ -518,6 +604,7 @@ fn entries_markdown(entries: &[EntryRow]) -> String {
                 e.private_vs.vs_vanilla.as_ref(),
                 e.transfer_vs.vs_vanilla.as_ref()
             ),
+            builtins_text(&e.private_vs, &e.transfer_vs),
             comparison_text(
                 e.private_vs.vs_above.as_ref(),
                 e.transfer_vs.vs_above.as_ref()
@@ -736,6 +823,14 @@ mod tests {
             let d = pgr_difference(&runs, method, rows, 1000, 3).unwrap();
             ComparisonView::new(format!("entry {other}"), d)
         });
+        // Two built-ins: `zeroshot` right on 1,290 rows (PGR 0.725), `logconf` on 1,050.
+        let vs_builtins: Vec<ComparisonView> = [("zeroshot", 1290), ("logconf", 1050)]
+            .into_iter()
+            .map(|(name, right)| {
+                let d = pgr_difference(&runs, method, &rows(|i| i < right), 1000, 4).unwrap();
+                ComparisonView::new(name.into(), d)
+            })
+            .collect();
         serde_json::json!({
             "entry_id": id, "agent_id": "a", "method": format!("m{id}"), "seeds": [1],
             "status": "ok",
@@ -743,6 +838,7 @@ mod tests {
                 "pgr": PgrView::from_estimate(&estimate),
                 "vs_vanilla": ComparisonView::new("vanilla".into(), vs_vanilla),
                 "vs_above": vs_above,
+                "vs_builtins": vs_builtins,
             } } },
         })
     }
@@ -763,6 +859,11 @@ mod tests {
             board_row(3, &third, Some((2, &second))),
         ];
         let ids = BTreeMap::new();
+        let zeroshot_private = PgrView::seeds_only(aar_core::metrics::MeanSe {
+            mean: 0.725,
+            se: Some(0.1),
+            n: 5,
+        });
         let entries: Vec<EntryRow> = board
             .iter()
             .map(|row| EntryRow::from_board(row, "ranked", &ids))
@@ -779,7 +880,12 @@ mod tests {
                 private: Some((0.5, 0.7)),
                 transfer: None,
                 vanilla_pgr: (None, Some(0.25), None),
-                baseline_pgr: Vec::new(),
+                builtins: vec![BuiltinRow {
+                    method: "zeroshot".into(),
+                    public: None,
+                    private: Some(zeroshot_private),
+                    transfer: None,
+                }],
                 entries,
             }],
             evaluations: Vec::new(),
@@ -795,27 +901,47 @@ mod tests {
         };
         let cells = |id: i64| -> Vec<String> { line(id).split(" | ").map(str::to_owned).collect() };
         // Columns: entry, researcher, method, snapshot, seeds, board, public, private,
-        // transfer, vs vanilla, vs entry above, ...
+        // transfer, vs vanilla, vs built-ins, vs entry above, ...
         assert!(cells(1)[7].starts_with("0.775 +- 0.0"), "{}", line(1));
+        // Entry 1 is 20 rows above zeroshot (190 rows disagree: within noise), far
+        // above logconf; vanilla (entry 3) is far below zeroshot, 50 rows above logconf.
+        assert_eq!(
+            cells(1)[10],
+            "private: above 2 of 2 built-ins (1 significantly)",
+            "{}",
+            line(1)
+        );
+        assert!(
+            cells(3)[10].starts_with(
+                "private: above 1 of 2 built-ins (1 significantly); below zeroshot: -0.475 +- 0.0"
+            ),
+            "{}",
+            line(3)
+        );
+        assert!(cells(3)[10].ends_with(", significant"), "{}", line(3));
+        assert!(
+            markdown.contains("| zeroshot | - | 0.725 +- 0.100 | - |"),
+            "the built-ins' table: {markdown}"
+        );
         assert!(
             cells(1)[9].starts_with("private: +0.525 +- 0.0"),
             "{}",
             line(1)
         );
         assert!(cells(1)[9].ends_with(", significant"), "{}", line(1));
-        assert_eq!(cells(1)[10], "-");
+        assert_eq!(cells(1)[11], "-");
         assert!(
-            cells(2)[10].starts_with("private: -0.025 +- 0.0"),
+            cells(2)[11].starts_with("private: -0.025 +- 0.0"),
             "{}",
             line(2)
         );
-        assert!(cells(2)[10].ends_with(", within noise"), "{}", line(2));
+        assert!(cells(2)[11].ends_with(", within noise"), "{}", line(2));
         assert!(
-            cells(3)[10].starts_with("private: -0.500 +- 0.0"),
+            cells(3)[11].starts_with("private: -0.500 +- 0.0"),
             "{}",
             line(3)
         );
-        assert!(cells(3)[10].ends_with(", significant"), "{}", line(3));
+        assert!(cells(3)[11].ends_with(", significant"), "{}", line(3));
         assert!(
             cells(3)[9].ends_with("within noise"),
             "vanilla itself: {}",
@@ -872,7 +998,7 @@ mod tests {
                 private: None,
                 transfer: None,
                 vanilla_pgr: (Some(0.3), None, None),
-                baseline_pgr: Vec::new(),
+                builtins: Vec::new(),
                 entries: vec![entry],
             }],
             evaluations: Vec::new(),
@@ -887,7 +1013,7 @@ mod tests {
         let rows: Vec<&str> = markdown.lines().filter(|l| l.starts_with('|')).collect();
         // Header, separator, the one entry; then the researchers' header and separator (no rows).
         assert_eq!(rows.len(), 5, "{markdown}");
-        assert!(rows.iter().take(3).all(|r| cells(r) == 14), "{markdown}");
+        assert!(rows.iter().take(3).all(|r| cells(r) == 15), "{markdown}");
         assert!(
             !markdown.contains('\u{202e}'),
             "bidirectional controls are shown escaped"

@@ -18,7 +18,7 @@ use aar_core::text::terminal_line;
 use aar_server::scores::PgrView;
 
 use crate::report::{
-    EntryRow, Report, ResearcherReport, TaskReport, comparison_text, neighbours_text,
+    EntryRow, Report, ResearcherReport, TaskReport, builtins_text, comparison_text, neighbours_text,
 };
 
 /// The page's style sheet (no `<`, `>` or URLs in it).
@@ -135,15 +135,22 @@ fn task_section(report: &Report, task: &TaskReport, index: usize, span: &TimeSpa
             (entries_table(&task.entries))
             @let neighbours = neighbours_text(&task.entries);
             @if !neighbours.is_empty() { p { (neighbours) } }
-            h3 { "Baseline methods (testbed, public-test PGR)" }
-            @if task.baseline_pgr.is_empty() {
+            h3 { "Built-in methods (the testbed's runs; PGR ± SE over their seeds and the test's rows)" }
+            @if task.builtins.is_empty() {
                 p { "None." }
             } @else {
                 table {
-                    thead { tr { th { "method" } th { "PGR public" } } }
+                    thead { tr {
+                        th { "built-in" } th { "PGR public" } th { "PGR private" } th { "PGR transfer" }
+                    } }
                     tbody {
-                        @for (method, pgr) in &task.baseline_pgr {
-                            tr { td.text { (shown(method)) } td.num { (num(*pgr)) } }
+                        @for b in &task.builtins {
+                            tr {
+                                td.text { (shown(&b.method)) }
+                                td.num title=[error_parts(b.public)] { (mean_se(b.public)) }
+                                td.num title=[error_parts(b.private)] { (mean_se(b.private)) }
+                                td.num title=[error_parts(b.transfer)] { (mean_se(b.transfer)) }
+                            }
                         }
                     }
                 }
@@ -187,7 +194,7 @@ fn entries_table(entries: &[EntryRow]) -> Markup {
             thead { tr {
                 th { "entry" } th { "researcher" } th { "method" } th { "snapshot" }
                 th { "seeds" } th { "board" } th { "PGR public" } th { "PGR private" }
-                th { "PGR transfer" } th { "vs vanilla" } th { "vs entry above" }
+                th { "PGR transfer" } th { "vs vanilla" } th { "vs built-ins" } th { "vs entry above" }
                 th { "flags" } th { "verified in" } th { "verification error" }
             } }
             tbody {
@@ -219,6 +226,7 @@ fn entry_row(e: &EntryRow) -> Markup {
             td.text {
                 (comparison_text(e.private_vs.vs_vanilla.as_ref(), e.transfer_vs.vs_vanilla.as_ref()))
             }
+            td.text { (builtins_text(&e.private_vs, &e.transfer_vs)) }
             td.text {
                 (comparison_text(e.private_vs.vs_above.as_ref(), e.transfer_vs.vs_above.as_ref()))
             }
@@ -504,7 +512,16 @@ mod tests {
             private: Some((0.61, 0.79)),
             transfer: None,
             vanilla_pgr: (Some(0.3), None, Some(0.25)),
-            baseline_pgr: vec![(text.into(), Some(0.1)), ("vanilla_w2s".into(), None)],
+            builtins: vec![crate::report::BuiltinRow {
+                method: text.into(),
+                public: Some(PgrView::seeds_only(aar_core::metrics::MeanSe {
+                    mean: 0.1,
+                    se: Some(0.02),
+                    n: 5,
+                })),
+                private: None,
+                transfer: None,
+            }],
             entries: vec![entry(text)],
         }
     }
@@ -654,7 +671,7 @@ mod tests {
                 researchers: Vec::new(),
                 tasks: vec![TaskReport {
                     entries: Vec::new(),
-                    baseline_pgr: Vec::new(),
+                    builtins: Vec::new(),
                     ..task("t", "t")
                 }],
                 evaluations: Vec::new(),

@@ -309,8 +309,8 @@ fn split_scores(
 }
 
 /// The admin's view of one split: accuracy over seeds, PGR with an error that includes
-/// the test's sampling noise (where the baselines' rows are pinned) and the comparison
-/// with vanilla.
+/// the test's sampling noise (where the baselines' rows are pinned) and the comparisons
+/// with vanilla and the other built-in methods.
 fn admin_split(
     entry: &EntryRecord,
     runs: &[VerificationRun],
@@ -323,7 +323,14 @@ fn admin_split(
     let accuracy = MeanSe::from_values(&values).ok();
     let pgr = score.and_then(|s| s.pgr);
     let vs_vanilla = score.and_then(|s| s.vs_vanilla.clone());
-    json!({ "accuracy": accuracy, "pgr": pgr, "per_seed": values, "vs_vanilla": vs_vanilla })
+    let vs_builtins = score.map(|s| s.vs_builtins.clone()).unwrap_or_default();
+    json!({
+        "accuracy": accuracy,
+        "pgr": pgr,
+        "per_seed": values,
+        "vs_vanilla": vs_vanilla,
+        "vs_builtins": vs_builtins,
+    })
 }
 
 /// Scores every split of `entries` from `runs` (bootstraps on the blocking pool,
@@ -578,7 +585,7 @@ pub(crate) async fn build_leaderboard(
     }
     let source = match viewer {
         Viewer::Admin => {
-            "the verifier's runs only; PGR +- SE over each entry's declared seeds and the test's rows (paired bootstrap, se_seeds and se_test apart); ranked by held-out (private, transfer) PGR; vs_vanilla and vs_above say whether a difference is beyond that noise"
+            "the verifier's runs only; PGR +- SE over each entry's declared seeds and the test's rows (paired bootstrap, se_seeds and se_test apart); ranked by held-out (private, transfer) PGR; vs_vanilla, vs_builtins and vs_above say whether a difference is beyond that noise"
         }
         Viewer::Agent(_) => {
             "the verifier's runs only; an entry's public score appears once the Ladder releases it to its author"

@@ -109,7 +109,8 @@ impl PgrView {
 /// A comparison as the admin's JSON carries it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ComparisonView {
-    /// What the entry is compared with: `vanilla` or `entry <id>`.
+    /// What the entry is compared with: `vanilla`, a built-in method's name or
+    /// `entry <id>`.
     pub against: String,
     /// `pgr(entry) - pgr(against)`, its error and whether it is significant.
     #[serde(flatten)]
@@ -138,6 +139,8 @@ pub struct SplitScore {
     pub pgr: Option<PgrView>,
     /// Against vanilla transfer on the same split.
     pub vs_vanilla: Option<ComparisonView>,
+    /// Against every other built-in method pinned with per-row outcomes, by name.
+    pub vs_builtins: Vec<ComparisonView>,
 }
 
 /// What is cached: the bootstrap's results.
@@ -145,6 +148,7 @@ pub struct SplitScore {
 enum Key {
     Estimate(i64, String),
     VsVanilla(i64, String),
+    VsBuiltin(i64, String, String),
     VsEntry(i64, i64, String),
 }
 
@@ -206,29 +210,40 @@ pub fn score_split(
             .ok()
             .map(Cached::Estimate)
     });
-    let vs_vanilla = cache.get_or(Key::VsVanilla(entry.id, split.to_owned()), || {
-        if pinned.vanilla.is_empty() {
-            return None;
+    let against = |key: Key, reference: &[CorrectRows], name: &str| {
+        let found = cache.get_or(key, || {
+            if reference.is_empty() {
+                return None;
+            }
+            pgr_difference(&pinned.runs(), &rows, reference, DEFAULT_RESAMPLES, seed)
+                .ok()
+                .map(Cached::Difference)
+        });
+        match found {
+            Some(Cached::Difference(d)) => Some(ComparisonView::new(name.to_owned(), d)),
+            _ => None,
         }
-        pgr_difference(
-            &pinned.runs(),
-            &rows,
-            &pinned.vanilla,
-            DEFAULT_RESAMPLES,
-            seed,
-        )
-        .ok()
-        .map(Cached::Difference)
-    });
+    };
+    let vs_vanilla = against(
+        Key::VsVanilla(entry.id, split.to_owned()),
+        &pinned.vanilla,
+        "vanilla",
+    );
+    let vs_builtins = pinned
+        .builtins
+        .iter()
+        .filter_map(|(method, reference)| {
+            let key = Key::VsBuiltin(entry.id, method.clone(), split.to_owned());
+            against(key, reference, method)
+        })
+        .collect();
     SplitScore {
         pgr: match estimate {
             Some(Cached::Estimate(e)) => Some(PgrView::from_estimate(&e)),
             _ => seeds_only(entry, runs, split, baselines),
         },
-        vs_vanilla: match vs_vanilla {
-            Some(Cached::Difference(d)) => Some(ComparisonView::new("vanilla".to_owned(), d)),
-            _ => None,
-        },
+        vs_vanilla,
+        vs_builtins,
         rows: Some(rows),
     }
 }

@@ -89,6 +89,10 @@ pub struct RowOutcomes {
     /// Vanilla weak-to-strong transfer's seeds (the reference entries are compared to).
     #[serde(default)]
     pub vanilla: Vec<CorrectRows>,
+    /// The other built-in methods' seeds, by method name: entries are compared with
+    /// each (admin only), so a report can say whether an entry beats every baseline.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub builtins: BTreeMap<String, Vec<CorrectRows>>,
 }
 
 impl RowOutcomes {
@@ -106,12 +110,17 @@ impl RowOutcomes {
         let Some(labels) = labels else {
             return Err(format!("{field}: the task has no {split} split"));
         };
-        for (group, runs) in [
-            ("weak", &self.weak),
-            ("ceiling", &self.ceiling),
-            ("vanilla", &self.vanilla),
-        ] {
-            if runs.is_empty() && group != "vanilla" {
+        let fixed = [
+            ("weak".to_owned(), &self.weak),
+            ("ceiling".to_owned(), &self.ceiling),
+            ("vanilla".to_owned(), &self.vanilla),
+        ];
+        let builtins = self
+            .builtins
+            .iter()
+            .map(|(method, runs)| (format!("builtins.{method}"), runs));
+        for (group, runs) in fixed.into_iter().chain(builtins) {
+            if runs.is_empty() && (group == "weak" || group == "ceiling") {
                 return Err(format!("{field}.{group}: no runs"));
             }
             if let Some((seed, run)) = runs.iter().enumerate().find(|(_, r)| r.len() != labels) {
@@ -440,6 +449,18 @@ mod tests {
             err,
             "task sentiment: baselines.json: splits.transfer.correct_rows.ceiling[0]: \
              4 rows, but transfer has 5 labels"
+        );
+        // A built-in method's runs are checked the same way, named by the method.
+        task_dir(
+            bad.path(),
+            "sentiment",
+            r#"{"weak":[0.5],"ceiling":[0.8],"correct_rows":{"weak":["101010"],
+                "ceiling":["111110"],"builtins":{"zeroshot":["111110","11"]}}}"#,
+        );
+        let err = TaskRegistry::load(bad.path()).unwrap_err().to_string();
+        assert!(
+            err.ends_with("correct_rows.builtins.zeroshot[1]: 2 rows, but test has 6 labels"),
+            "{err}"
         );
         // Outcomes of a split the task does not have, and a character other than 0/1.
         task_dir(

@@ -4,6 +4,7 @@
 //! rows' own sampling noise ([`aar_core::noise`]) when the result files hold per-row
 //! outcomes (`correct_rows`), and the seeds' standard error alone, said so, when they do not.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
@@ -74,6 +75,9 @@ pub struct SplitOutcomes {
     /// Vanilla transfer's (`vanilla_w2s`) seeds; empty when it was not run (or was run
     /// under several configurations).
     pub vanilla: Vec<CorrectRows>,
+    /// Every other method's seeds, by name (those run under one configuration, with
+    /// per-row outcomes in every file): what entries are compared with beyond vanilla.
+    pub methods: BTreeMap<String, Vec<CorrectRows>>,
 }
 
 impl SplitOutcomes {
@@ -335,6 +339,7 @@ fn split_baselines(
                 weak,
                 ceiling,
                 vanilla: Vec::new(),
+                methods: BTreeMap::new(),
             });
         out.push(SplitBaseline {
             split: name,
@@ -427,10 +432,13 @@ fn method_rows(
                 let Some((score, rows)) = score_split(baseline, &runs, &context)? else {
                     continue;
                 };
-                if let (true, Some(outcomes), Some(rows)) =
-                    (method == VANILLA && !several, &mut baseline.outcomes, rows)
+                if let (false, Some(outcomes), Some(rows)) = (several, &mut baseline.outcomes, rows)
                 {
-                    outcomes.vanilla = rows;
+                    if method == VANILLA {
+                        outcomes.vanilla = rows;
+                    } else {
+                        outcomes.methods.insert(method.to_owned(), rows);
+                    }
                 }
                 splits.push((baseline.split.to_owned(), score));
             }

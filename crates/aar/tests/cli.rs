@@ -606,6 +606,23 @@ fn up_runs_a_short_tiny_campaign_and_reports_all_three_test_sets() {
             entry["private_vs"]["vs_vanilla"]["describe"].is_string(),
             "{entry}"
         );
+        // ... and with the testbed's other built-in methods, each listed with its PGR.
+        let builtins: Vec<&str> = task["builtins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|b| b["method"].as_str())
+            .collect();
+        let compared = entry["private_vs"]["vs_builtins"].as_array().unwrap();
+        assert!(!compared.is_empty(), "{entry}");
+        for comparison in compared {
+            let against = comparison["against"].as_str().unwrap();
+            assert!(
+                builtins.contains(&against) && against != "vanilla_w2s",
+                "{against}: {builtins:?}"
+            );
+            assert!(comparison["se"].is_f64(), "{comparison}");
+        }
         if !task["transfer"].is_null() {
             assert!(entry["transfer_pgr"]["mean"].is_f64(), "{entry}");
         }

@@ -464,6 +464,7 @@ mod tests {
             weak: vec![rows(50)],
             ceiling: vec![rows(90)],
             vanilla: vec![rows(60)],
+            methods: Default::default(),
         };
         let mut result = result(None);
         let scorer = TargetBaselines::new(&target);

@@ -297,12 +297,18 @@ const PINNED_PRIVATE_RIGHT: [[usize; 3]; 3] = [[281, 291, 287], [365, 375, 371],
 /// The pinned weak, ceiling and vanilla outcomes of the public test.
 fn public_outcomes() -> RowOutcomes {
     let [weak, ceiling, vanilla] = PINNED_RIGHT.map(|g| g.map(|r| first_right(N, r)).to_vec());
+    let zeroshot = PINNED_ZEROSHOT_RIGHT.map(|r| first_right(N, r)).to_vec();
     RowOutcomes {
         weak,
         ceiling,
         vanilla,
+        builtins: [("zeroshot".to_owned(), zeroshot)].into(),
     }
 }
+
+/// Right rows of a pinned built-in method (`zeroshot`) on the public test, per seed:
+/// better than vanilla, so entries are compared with a second reference.
+const PINNED_ZEROSHOT_RIGHT: [usize; 3] = [1030, 1035, 1040];
 
 /// The pinned weak, ceiling and vanilla outcomes of the private test.
 fn private_outcomes() -> RowOutcomes {
@@ -312,6 +318,7 @@ fn private_outcomes() -> RowOutcomes {
         weak,
         ceiling,
         vanilla,
+        builtins: Default::default(),
     }
 }
 
@@ -760,6 +767,19 @@ async fn leaderboard_comes_from_declared_seeds_only() {
     // Hand check: (mean 1013.33 - 903.33 vanilla) / (1040 - 845) right rows.
     assert!((vs.difference - 110.0 / 195.0).abs() < 1e-9, "{vs:?}");
     assert!(vs.significant, "{}", vs.describe());
+    // Every other pinned built-in gets the same paired comparison, by name.
+    let zeroshot = PINNED_ZEROSHOT_RIGHT.map(|r| first_right(N, r)).to_vec();
+    let vs = pgr_difference(&pinned.runs(), &method, &zeroshot, DEFAULT_RESAMPLES, seed).unwrap();
+    let got = &splits[PUBLIC_SPLIT]["vs_builtins"];
+    assert_eq!(got.as_array().map(Vec::len), Some(1), "{got}");
+    assert_eq!(got[0]["against"], "zeroshot", "{got}");
+    assert_close(&got[0]["difference"], vs.difference);
+    assert_close(&got[0]["se"], vs.se);
+    assert_eq!(got[0]["significant"], vs.significant, "{got}");
+    // Hand check: (1013.33 - 1035) / 195 right rows.
+    assert!((vs.difference + 65.0 / 3.0 / 195.0).abs() < 1e-9, "{vs:?}");
+    // No built-in pinned on the private test: none compared there.
+    assert_eq!(splits[PRIVATE_SPLIT]["vs_builtins"], json!([]), "{row}");
     // The same number twice: the bootstrap is seeded by the entry id.
     let again = admin_board(&w.app).await;
     assert_eq!(
@@ -2013,6 +2033,7 @@ async fn no_route_shows_an_agent_a_label_value_the_ladder_did_not_release() {
     // vanilla and neighbours: label-dependent, the admin's only.
     let admin = admin_board(&w.app).await;
     let mut noisy = 0;
+    let mut compared_with_builtins = 0;
     for row in ["ranked", "flagged"]
         .iter()
         .flat_map(|s| admin[*s].as_array().unwrap())
@@ -2027,16 +2048,28 @@ async fn no_route_shows_an_agent_a_label_value_the_ladder_did_not_release() {
                 );
                 noisy += 1;
             }
-            for against in ["vs_vanilla", "vs_above"] {
+            let builtins = scores["vs_builtins"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            compared_with_builtins += builtins.len();
+            let against = [&scores["vs_vanilla"], &scores["vs_above"]]
+                .into_iter()
+                .chain(builtins.iter());
+            for comparison in against {
                 for field in ["difference", "se"] {
-                    if let Some(v) = scores[against][field].as_f64() {
-                        secrets.add(v, &format!("the admin's {against} {field}"));
+                    if let Some(v) = comparison[field].as_f64() {
+                        secrets.add(v, &format!("the admin's comparison {field}"));
                     }
                 }
             }
         }
     }
     assert!(noisy >= 8, "the admin sees errors with test noise: {admin}");
+    assert!(
+        compared_with_builtins >= 3,
+        "the admin compares entries with the built-ins: {admin}"
+    );
     // Ranked by held-out PGR: b1, a1, a2 (b2 is flagged). Each but the first is compared
     // with the one above it on the private test, from rows built here.
     let ranked: Vec<i64> = admin["ranked"]

@@ -163,6 +163,7 @@ fn test_noise_matches_the_delta_method(table: &BaselineTable, rows: usize) {
         weak: tiled(&outcomes.weak, times),
         ceiling: tiled(&outcomes.ceiling, times),
         vanilla: tiled(&outcomes.vanilla, times),
+        methods: Default::default(),
     };
     let tiled_estimate = pgr_estimate(
         &tiled_outcomes.runs(),
