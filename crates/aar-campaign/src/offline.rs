@@ -8,9 +8,14 @@
 //! `aar-method.json`), runs it in the sandbox as the verifier will, and evaluates its
 //! public-test predictions. Its loop:
 //! - **Claims.** Before it starts a family on a task it reads the forum's claims and
-//!   posts its own, so no two researchers run the same family on the same task. Vanilla
-//!   (the reference point) is a family like any other: one researcher per task runs it
-//!   and posts its PGR for everyone.
+//!   posts its own, so no two researchers run the same family on the same task at once.
+//!   A claim is a reservation, judged from what the server vouches for (the post's author
+//!   and time): it holds for one method run's time limit after its post, until its author
+//!   posts a result for the pair, and only an author's two most recent claims hold, so an
+//!   agent claiming everything keeps no researcher idle. A family skipped for a claim
+//!   comes back once the claim has lapsed and nothing else is left. Vanilla (the
+//!   reference point) is a family like any other: one researcher per task runs it and
+//!   posts its PGR for everyone.
 //! - **Cheap checks first.** A run that fails, or whose test predictions equal ones it
 //!   already evaluated, costs no evaluation.
 //! - **Paced evaluations.** Predictions wait for a slot: the time left in the campaign
@@ -21,11 +26,15 @@
 //! - **Entries.** A new best above the task's vanilla is posted with its evaluation as
 //!   evidence and entered: `aar method check`, upload, `create_entry` over three declared
 //!   seeds. The server's verifier runs the entries; the researcher never scores them.
+//! - **Resuming.** What it tried, evaluated, claimed and entered is saved in its
+//!   workspace ([`saved`]) and read back first when a stopped job is resumed.
 
 mod families;
+mod saved;
 
+use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use aar_agents::agent::{Policy, PolicyError, PolicyStep, Turn};
 use aar_agents::directions::Direction;
@@ -54,6 +63,18 @@ const MAX_VARIATIONS: usize = 3;
 const LONGEST_WAIT: Duration = Duration::from_secs(30);
 /// How long to wait after the server refuses an evaluation for the hourly budget.
 const HOURLY_BACKOFF: Duration = Duration::from_secs(300);
+/// The time limit every method directory declares (`resources.minutes`).
+const METHOD_MINUTES: u64 = 10;
+/// How long a claim holds after its post (server time): one method run's time limit. By
+/// then the claimer's run has finished or been killed, and a result worth sharing is
+/// posted; a researcher that stopped or an agent that never meant to run anything holds
+/// the pair no longer.
+const CLAIM_HOLDS: Duration = Duration::from_secs(60 * METHOD_MINUTES);
+/// How many of another author's claims hold at once: its most recent ones. An offline
+/// researcher claims one family at a time and may claim the next while the last one's
+/// predictions wait for an evaluation slot; an agent claiming every family on every task
+/// blocks no more than this.
+const OPEN_CLAIMS_PER_AUTHOR: usize = 2;
 
 /// A method configuration on a task: what one experiment runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,8 +91,28 @@ impl Candidate {
         (self.task.clone(), self.family.name)
     }
 
+    /// What tells candidates apart (`task|family|grid key`): the form the researcher's
+    /// saved state names them by, see [`Candidate::from_id`].
     fn id(&self) -> String {
-        format!("{}|{}|{}", self.task, self.family.name, self.config)
+        let config = self
+            .family
+            .grid_key(&self.config)
+            .unwrap_or_else(|| self.config.to_string());
+        format!("{}|{}|{config}", self.task, self.family.name)
+    }
+
+    /// The candidate an [`Candidate::id`] names; `None` unless the task is a plain name,
+    /// the family known and the configuration on its grid.
+    fn from_id(id: &str) -> Option<Candidate> {
+        let mut parts = id.splitn(3, '|');
+        let (task, family, key) = (parts.next()?, parts.next()?, parts.next()?);
+        let family = families::family(family).filter(|_| saved::is_plain_name(task))?;
+        Some(Candidate {
+            task: task.to_owned(),
+            family,
+            config: family.config_at(key)?,
+            builds_on: None,
+        })
     }
 
     /// The method line of a finding: family, configuration and PGR, as JSON.
@@ -85,17 +126,30 @@ impl Candidate {
 #[derive(Debug, Clone)]
 struct Ready {
     candidate: Candidate,
-    /// The method directory, `methods/<task>-<family>-<n>`.
-    dir: String,
-    /// The experiment directory holding `test.json` (and `private.json`).
-    experiment: String,
+    /// The experiment's number, `n` of its directories.
+    number: usize,
     has_private: bool,
+}
+
+impl Ready {
+    /// The method directory, `methods/<task>-<family>-<n>`.
+    fn dir(&self) -> String {
+        let c = &self.candidate;
+        format!("methods/{}-{}-{}", c.task, c.family.name, self.number)
+    }
+
+    /// The experiment directory holding `test.json` (and `private.json`).
+    fn experiment(&self) -> String {
+        format!("experiments/{:03}", self.number)
+    }
 }
 
 /// A new best on its way to becoming a leaderboard entry.
 #[derive(Debug, Clone)]
 struct NewMethod {
     task: String,
+    /// The method's [`Candidate::id`], recorded as entered once the entry is made.
+    candidate: String,
     dir: String,
     title: String,
     /// The finding that announced it.
@@ -115,8 +169,15 @@ enum Pending {
     ReadForum,
     CheckMethod(NewMethod),
     UploadMethod(NewMethod),
-    CreateEntry,
+    /// The entry of the method with this [`Candidate::id`].
+    CreateEntry(String),
     Notebook,
+    /// Reading the saved state back.
+    Restore,
+    /// Writing the state to its temporary file; the move follows.
+    SaveWrite,
+    /// Moving it over the state file.
+    SaveMove,
 }
 
 /// One tool call the researcher has planned.
@@ -140,9 +201,18 @@ pub struct OfflineResearcher {
     queue: VecDeque<Candidate>,
     /// (task, family) this researcher claimed.
     claimed: HashSet<(String, &'static str)>,
-    /// (task, family) others claimed.
-    taken: HashSet<(String, &'static str)>,
+    /// (task, family) others' claims hold, until when (the last read of the claims).
+    taken: HashMap<(String, &'static str), Instant>,
+    /// Candidates skipped for a claim, with when it lapses: back in the queue once it
+    /// has and the queue is empty.
+    deferred: Vec<(Instant, Candidate)>,
+    /// When (server milliseconds) each other author last posted a result for a (task,
+    /// family): that releases its earlier claim on the pair.
+    results_posted: HashMap<(String, String, &'static str), i64>,
+    /// [`Candidate::id`]s run.
     tried: HashSet<String>,
+    /// [`Candidate::id`]s entered on the leaderboard.
+    entered: HashSet<String>,
     ready: VecDeque<Ready>,
     /// sha256 of test predictions already evaluated, with what produced them.
     seen: HashMap<String, String>,
@@ -150,8 +220,11 @@ pub struct OfflineResearcher {
     evaluations_left: Option<i64>,
     /// Best released PGR per task, own.
     best: HashMap<String, (f64, Candidate)>,
-    /// Vanilla's released PGR per task (own or from the forum): what an entry must beat.
+    /// Vanilla's released PGR per task from its own evaluations: what an entry must beat.
     vanilla: HashMap<String, f64>,
+    /// The lowest plausible vanilla PGR others posted per task, the reference while it
+    /// has no evaluation of its own.
+    forum_vanilla: HashMap<String, f64>,
     variations: HashMap<(String, &'static str), usize>,
     plan: VecDeque<Action>,
     pending: Option<Pending>,
@@ -163,13 +236,15 @@ pub struct OfflineResearcher {
     failures: u32,
     /// Where in the task list this researcher starts (its seed).
     first_task: u64,
+    /// The state last written to its workspace (JSON), so it is written when it changed.
+    last_saved: String,
 }
 
 impl OfflineResearcher {
     /// A researcher following `direction` until `deadline`, its methods calling `aar`
     /// with `AAR_HOME=home`.
     pub fn new(name: &str, direction: Direction, home: &str, seed: u64, deadline: Instant) -> Self {
-        OfflineResearcher {
+        let mut researcher = OfflineResearcher {
             name: name.to_owned(),
             direction,
             home: home.to_owned(),
@@ -177,20 +252,33 @@ impl OfflineResearcher {
             tasks: Vec::new(),
             queue: VecDeque::new(),
             claimed: HashSet::new(),
-            taken: HashSet::new(),
+            taken: HashMap::new(),
+            deferred: Vec::new(),
+            results_posted: HashMap::new(),
             tried: HashSet::new(),
+            entered: HashSet::new(),
             ready: VecDeque::new(),
             seen: HashMap::new(),
             next_slot: Instant::now(),
             evaluations_left: None,
             best: HashMap::new(),
             vanilla: HashMap::new(),
+            forum_vanilla: HashMap::new(),
             variations: HashMap::new(),
-            plan: VecDeque::from([Action {
-                tool: "list_tasks",
-                input: json!({}),
-                pending: Pending::ListTasks,
-            }]),
+            // What a stopped job of this researcher did comes first (nothing, on a first
+            // start: the file is missing).
+            plan: VecDeque::from([
+                Action {
+                    tool: "read_file",
+                    input: json!({"path": saved::STATE_FILE}),
+                    pending: Pending::Restore,
+                },
+                Action {
+                    tool: "list_tasks",
+                    input: json!({}),
+                    pending: Pending::ListTasks,
+                },
+            ]),
             pending: None,
             experiments: 0,
             forum_read_at: 0,
@@ -198,7 +286,12 @@ impl OfflineResearcher {
             rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
             failures: 0,
             first_task: seed,
-        }
+            last_saved: String::new(),
+        };
+        // Nothing to save until something happens (and never over the saved state
+        // before it is read back).
+        researcher.last_saved = researcher.state_json().unwrap_or_default();
+        researcher
     }
 
     fn random(&mut self) -> u64 {
@@ -231,8 +324,17 @@ impl OfflineResearcher {
             }
             Pending::CheckMethod(method) => self.after_check(method, result, is_error),
             Pending::UploadMethod(method) => self.after_upload(method, result, is_error),
-            Pending::CreateEntry => self.note(format!("entry: {}", first_lines(result))),
-            Pending::Claim | Pending::WriteMethod | Pending::Share(None) | Pending::Notebook => {}
+            Pending::CreateEntry(candidate) => self.after_entry(candidate, result, is_error),
+            Pending::Restore => self.after_restore(result, is_error),
+            Pending::SaveWrite => self.after_save_write(result, is_error),
+            Pending::SaveMove if is_error => {
+                tracing::warn!(agent = %self.name, error = %first_lines(result), "state not saved");
+            }
+            Pending::Claim
+            | Pending::WriteMethod
+            | Pending::Share(None)
+            | Pending::Notebook
+            | Pending::SaveMove => {}
         }
     }
 
@@ -257,22 +359,28 @@ impl OfflineResearcher {
         }
     }
 
-    /// Drops the candidate if another researcher claimed its family on its task;
-    /// otherwise claims it and runs it.
+    /// Defers the candidate while another researcher's claim on its family and task
+    /// holds; otherwise claims it and runs it.
     fn after_claims(&mut self, candidate: Candidate, result: &str) {
-        for (author, task, family) in claims_in_posts(result) {
-            if author != self.name
-                && let Some(family) = families::family(&family)
-            {
-                self.taken.insert((task, family.name));
-            }
-        }
+        let now = server_now(latest_post_at(result));
+        let open = open_claims(
+            &claims_in_posts(result),
+            &self.results_posted,
+            &self.name,
+            now,
+        );
+        // The latest read replaces the earlier ones: claims lapse, authors move on.
+        self.taken = open
+            .into_iter()
+            .map(|(key, until)| (key, instant_after(until.saturating_sub(now))))
+            .collect();
         let key = candidate.key();
-        if self.taken.contains(&key) {
+        if let Some(&until) = self.taken.get(&key) {
             self.note(format!(
-                "{} on {} is claimed by another researcher; skipping it",
+                "{} on {} is claimed by another researcher; skipping it for now",
                 key.1, key.0
             ));
+            self.defer(until, candidate);
             return;
         }
         self.claimed.insert(key.clone());
@@ -290,6 +398,8 @@ impl OfflineResearcher {
 
     /// A run that worked and predicts something new waits for an evaluation slot.
     fn after_run(&mut self, ready: Ready, result: &str, is_error: bool) {
+        // Tried once the run ended (a job stopped mid-run runs it again when resumed).
+        self.tried.insert(ready.candidate.id());
         let label = format!(
             "{} {} on {}",
             ready.candidate.family.name, ready.candidate.config, ready.candidate.task
@@ -297,7 +407,11 @@ impl OfflineResearcher {
         let hash = result
             .lines()
             .find_map(|l| l.strip_prefix("predictions sha256="))
-            .map(|h| h.split_whitespace().next().unwrap_or("").to_owned());
+            .and_then(|h| {
+                let hash = h.split_whitespace().next()?;
+                let hex = !hash.is_empty() && hash.chars().all(|c| c.is_ascii_hexdigit());
+                hex.then(|| hash.chars().take(saved::HASH_CHARS).collect::<String>())
+            });
         let Some(hash) = hash.filter(|_| !is_error) else {
             self.failures += 1;
             self.note(format!("run of {label} failed: {}", first_lines(result)));
@@ -349,6 +463,10 @@ impl OfflineResearcher {
             self.plan_vanilla_post(candidate, pgr, evaluation);
             return;
         }
+        if self.entered.contains(&candidate.id()) {
+            // Entered before a restart: the leaderboard has it already.
+            return;
+        }
         if self
             .best
             .get(&candidate.task)
@@ -359,8 +477,8 @@ impl OfflineResearcher {
         self.best
             .insert(candidate.task.clone(), (pgr, candidate.clone()));
         self.queue_variation(candidate);
-        match self.vanilla.get(&candidate.task) {
-            Some(&reference) if pgr <= reference => self.note(format!(
+        match self.reference(&candidate.task) {
+            Some(reference) if pgr <= reference => self.note(format!(
                 "{} on {}: {pgr:.2} is not above vanilla's {reference:.2}; not entered",
                 candidate.family.name, candidate.task
             )),
@@ -384,8 +502,9 @@ impl OfflineResearcher {
         }
     }
 
-    /// Others' results become candidates on this researcher's other tasks; vanilla
-    /// results become the reference an entry must beat.
+    /// Others' results become candidates on this researcher's other tasks (and release
+    /// their authors' claims); vanilla results become the reference an entry must beat
+    /// until it has its own.
     fn after_forum(&mut self, result: &str) {
         for post in methods_in_posts(result) {
             if post.author == self.name {
@@ -394,11 +513,9 @@ impl OfflineResearcher {
             let Some(family) = families::family(&post.family) else {
                 continue;
             };
+            self.note_result_posted(&post, family);
             if family.name == "vanilla" {
-                // Forum text is anyone's: the lowest vanilla claimed, so a forged high one
-                // cannot keep this researcher's methods off the leaderboard.
-                let reference = self.vanilla.entry(post.task.clone()).or_insert(post.pgr);
-                *reference = reference.min(post.pgr);
+                self.note_forum_vanilla(&post);
                 continue;
             }
             // Only the family's own knobs at its own values: a post cannot make this
@@ -417,6 +534,42 @@ impl OfflineResearcher {
                 }
             }
         }
+    }
+
+    /// When `post`'s author last posted a result for its family on its task.
+    fn note_result_posted(&mut self, post: &PostedMethod, family: &'static Family) {
+        let Some(at) = post.created_at else {
+            return;
+        };
+        let key = (post.author.clone(), post.task.clone(), family.name);
+        let latest = self.results_posted.entry(key).or_insert(at);
+        *latest = (*latest).max(at);
+    }
+
+    /// Another's vanilla PGR as the task's reference. Forum text is anyone's: the lowest
+    /// posted counts, so a forged high one cannot keep this researcher's methods off the
+    /// leaderboard; one at or below 0 is ignored, as no released PGR is there (the Ladder
+    /// releases nothing until a submission beats the weak teacher's accuracy by a step),
+    /// so a forged one cannot wave every method through. Its own evaluation, once it has
+    /// one, outranks them all ([`OfflineResearcher::reference`]).
+    fn note_forum_vanilla(&mut self, post: &PostedMethod) {
+        if post.pgr <= 0.0 {
+            return;
+        }
+        let reference = self
+            .forum_vanilla
+            .entry(post.task.clone())
+            .or_insert(post.pgr);
+        *reference = reference.min(post.pgr);
+    }
+
+    /// The vanilla PGR a method on `task` must beat: its own evaluation's, else the
+    /// forum's.
+    fn reference(&self, task: &str) -> Option<f64> {
+        self.vanilla
+            .get(task)
+            .or_else(|| self.forum_vanilla.get(task))
+            .copied()
     }
 
     /// One knob of a new best moved, tried next (at most [`MAX_VARIATIONS`] per family
@@ -472,8 +625,17 @@ impl OfflineResearcher {
         self.plan_front(vec![Action {
             tool: "create_entry",
             input,
-            pending: Pending::CreateEntry,
+            pending: Pending::CreateEntry(method.candidate),
         }]);
+    }
+
+    /// Records an entry made (a duplicate the server recognised included), so it is
+    /// never entered again, not even after a restart.
+    fn after_entry(&mut self, candidate: String, result: &str, is_error: bool) {
+        if !is_error {
+            self.entered.insert(candidate);
+        }
+        self.note(format!("entry: {}", first_lines(result)));
     }
 
     /// Puts `actions` at the front of the plan, in their order.
@@ -521,7 +683,7 @@ impl OfflineResearcher {
             .builds_on
             .map(|post| format!(" It builds on post {post}, tried here on another task."))
             .unwrap_or_default();
-        let vanilla = self.vanilla.get(&candidate.task).map_or_else(
+        let vanilla = self.reference(&candidate.task).map_or_else(
             || "vanilla's PGR is not known yet".to_owned(),
             |v| format!("vanilla's is {v:.2}"),
         );
@@ -537,7 +699,8 @@ impl OfflineResearcher {
         );
         let method = NewMethod {
             task: candidate.task.clone(),
-            dir: ready.dir.clone(),
+            candidate: candidate.id(),
+            dir: ready.dir(),
             title: title.clone(),
             post_id: None,
         };
@@ -566,15 +729,18 @@ impl OfflineResearcher {
     /// Writes the candidate's method directory and runs it on the task's public and
     /// private test inputs as the verifier would.
     fn plan_run(&mut self, candidate: Candidate) {
-        self.tried.insert(candidate.id());
         self.experiments += 1;
-        let n = self.experiments;
-        let dir = format!("methods/{}-{}-{n}", candidate.task, candidate.family.name);
-        let experiment = format!("experiments/{n:03}");
+        let ready = Ready {
+            candidate,
+            number: self.experiments,
+            has_private: false,
+        };
+        let (dir, experiment) = (ready.dir(), ready.experiment());
+        let candidate = &ready.candidate;
         let manifest = json!({
             "name": format!("{} {}", candidate.family.name, candidate.config),
             "command": ["python3", "method.py"],
-            "resources": {"device": "cpu", "minutes": 10, "memory_mb": 4096},
+            "resources": {"device": "cpu", "minutes": METHOD_MINUTES, "memory_mb": 4096},
         });
         let write = |file: &str, content: String| Action {
             tool: "write_file",
@@ -589,12 +755,7 @@ impl OfflineResearcher {
         let run = Action {
             tool: "shell",
             input: json!({"command": run_command(&self.home, &candidate.task, &dir, &experiment)}),
-            pending: Pending::Run(Ready {
-                candidate,
-                dir: dir.clone(),
-                experiment,
-                has_private: false,
-            }),
+            pending: Pending::Run(ready),
         };
         self.plan.extend(files);
         self.plan.push_back(run);
@@ -602,10 +763,11 @@ impl OfflineResearcher {
 
     /// Evaluates the oldest predictions waiting for a slot.
     fn plan_evaluate(&mut self, ready: Ready) {
+        let experiment = ready.experiment();
         let mut input = json!({"task": ready.candidate.task,
-                               "predictions_file": format!("{}/test.json", ready.experiment)});
+                               "predictions_file": format!("{experiment}/test.json")});
         if ready.has_private {
-            input["private_predictions_file"] = json!(format!("{}/private.json", ready.experiment));
+            input["private_predictions_file"] = json!(format!("{experiment}/private.json"));
         }
         self.plan.push_back(Action {
             tool: "evaluate",
@@ -706,15 +868,43 @@ impl OfflineResearcher {
         }
     }
 
-    /// The next untried candidate whose family on its task nobody else claimed.
+    /// The next untried candidate whose family on its task no claim holds (as of the
+    /// last read); once the queue is empty, the deferred ones whose claims lapsed.
     fn next_candidate(&mut self) -> Option<Candidate> {
+        if self.queue.is_empty() {
+            self.requeue_lapsed();
+        }
         while let Some(candidate) = self.queue.pop_front() {
-            if self.taken.contains(&candidate.key()) || self.tried.contains(&candidate.id()) {
+            if self.tried.contains(&candidate.id()) {
+                continue;
+            }
+            let held = self.taken.get(&candidate.key()).copied();
+            if let Some(until) = held.filter(|until| *until > Instant::now()) {
+                self.defer(until, candidate);
                 continue;
             }
             return Some(candidate);
         }
         None
+    }
+
+    /// Sets `candidate` aside until `until`, when the claim that holds its family lapses.
+    fn defer(&mut self, until: Instant, candidate: Candidate) {
+        let id = candidate.id();
+        if !self.deferred.iter().any(|(_, c)| c.id() == id) {
+            self.deferred.push((until, candidate));
+        }
+    }
+
+    /// Deferred candidates whose claims lapsed go back to the queue, in their order (the
+    /// claims are read again before they run).
+    fn requeue_lapsed(&mut self) {
+        let now = Instant::now();
+        let (lapsed, held): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
+            .into_iter()
+            .partition(|(until, _)| *until <= now);
+        self.deferred = held;
+        self.queue.extend(lapsed.into_iter().map(|(_, c)| c));
     }
 }
 
@@ -795,21 +985,101 @@ fn marked_lines(post: &Value, marker: &str) -> Vec<Value> {
         .collect()
 }
 
-/// `(author, task, family)` of every claim line in a `search_findings` answer.
-fn claims_in_posts(result: &str) -> Vec<(String, String, String)> {
+/// A hypothesis post's claim line, with what the server says of the post.
+#[derive(Debug, Clone, PartialEq)]
+struct PostedClaim {
+    post_id: i64,
+    /// The post's authenticated author (empty if the answer names none).
+    author: String,
+    /// When the server stored the post, in milliseconds since the epoch.
+    created_at: Option<i64>,
+    task: String,
+    family: String,
+}
+
+/// Every claim line in a `search_findings` answer.
+fn claims_in_posts(result: &str) -> Vec<PostedClaim> {
     let mut out = Vec::new();
     for post in posts(result) {
-        let author = post["author"]["agent_name"]
-            .as_str()
-            .unwrap_or("")
-            .to_owned();
+        let author = post["author"]["agent_name"].as_str().unwrap_or("");
         for claim in marked_lines(&post, CLAIM_MARKER) {
             if let (Some(task), Some(family)) = (claim["task"].as_str(), claim["family"].as_str()) {
-                out.push((author.clone(), task.to_owned(), family.to_owned()));
+                out.push(PostedClaim {
+                    post_id: post["post_id"].as_i64().unwrap_or(0),
+                    author: author.to_owned(),
+                    created_at: post["created_at"].as_i64(),
+                    task: task.to_owned(),
+                    family: family.to_owned(),
+                });
             }
         }
     }
     out
+}
+
+/// The (task, family) pairs others' claims hold at `now` (server milliseconds), each
+/// with when its hold ends. A claim holds while it is fresh ([`CLAIM_HOLDS`]) and its
+/// author has posted no result for the pair since (`results`: when each author last
+/// did); of an author's holding claims only its [`OPEN_CLAIMS_PER_AUTHOR`] most recent
+/// count. Claims without an author or a time vouched for by the server hold nothing.
+fn open_claims(
+    claims: &[PostedClaim],
+    results: &HashMap<(String, String, &'static str), i64>,
+    me: &str,
+    now: i64,
+) -> HashMap<(String, &'static str), i64> {
+    let holds = i64::try_from(CLAIM_HOLDS.as_millis()).unwrap_or(i64::MAX);
+    let mut holding: Vec<(&PostedClaim, &'static str, i64)> = claims
+        .iter()
+        .filter(|c| !c.author.is_empty() && c.author != me)
+        .filter_map(|c| {
+            let (at, family) = (c.created_at?, families::family(&c.family)?.name);
+            let fresh = now.saturating_sub(at) < holds;
+            let result_key = (c.author.clone(), c.task.clone(), family);
+            let released = results.get(&result_key).is_some_and(|r| *r >= at);
+            (fresh && !released).then_some((c, family, at))
+        })
+        .collect();
+    holding.sort_by_key(|(c, _, at)| Reverse((*at, c.post_id)));
+    let mut held: HashMap<&str, Vec<(String, &'static str)>> = HashMap::new();
+    let mut open = HashMap::new();
+    for (claim, family, at) in holding {
+        let pair = (claim.task.clone(), family);
+        let mine = held.entry(claim.author.as_str()).or_default();
+        if mine.len() >= OPEN_CLAIMS_PER_AUTHOR || mine.contains(&pair) {
+            continue;
+        }
+        mine.push(pair.clone());
+        let until = open.entry(pair).or_insert(i64::MIN);
+        *until = (*until).max(at.saturating_add(holds));
+    }
+    open
+}
+
+/// The newest post's time in a `search_findings` answer (server milliseconds).
+fn latest_post_at(result: &str) -> Option<i64> {
+    posts(result)
+        .iter()
+        .filter_map(|p| p["created_at"].as_i64())
+        .max()
+}
+
+/// Now on the server's clock, in milliseconds since the epoch: this machine's clock, but
+/// never before a post the server already stamped (a clock behind the server's would
+/// hold claims too long). A clock ahead of it lets claims lapse early: work done twice,
+/// never a researcher kept idle.
+fn server_now(latest_post: Option<i64>) -> i64 {
+    let here = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+        .unwrap_or(0);
+    latest_post.map_or(here, |latest| here.max(latest))
+}
+
+/// The instant `millis` milliseconds from now (none for a negative count).
+fn instant_after(millis: i64) -> Instant {
+    Instant::now() + Duration::from_millis(u64::try_from(millis).unwrap_or(0))
 }
 
 /// A result post's method line, with where it came from.
@@ -817,6 +1087,8 @@ fn claims_in_posts(result: &str) -> Vec<(String, String, String)> {
 struct PostedMethod {
     post_id: i64,
     author: String,
+    /// When the server stored the post, in milliseconds since the epoch.
+    created_at: Option<i64>,
     task: String,
     family: String,
     config: Value,
@@ -841,6 +1113,7 @@ fn methods_in_posts(result: &str) -> Vec<PostedMethod> {
             out.push(PostedMethod {
                 post_id,
                 author: author.to_owned(),
+                created_at: post["created_at"].as_i64(),
                 task: task.to_owned(),
                 family: family.to_owned(),
                 config: line["config"].clone(),
@@ -864,6 +1137,7 @@ impl Policy for OfflineResearcher {
             while self.plan.is_empty() && Instant::now() < self.deadline {
                 self.decide().await;
             }
+            self.plan_save_if_changed();
             let Some(action) = self.plan.pop_front() else {
                 return Ok(PolicyStep {
                     content: vec![ContentBlock::text(format!(
@@ -927,8 +1201,28 @@ mod tests {
         answer(researcher, result, false).await
     }
 
-    /// Like [`next_call`], with the answer marked as failed or not.
+    /// Like [`next_call`], with the answer marked as failed or not. Housekeeping is
+    /// answered on the way: the saved state's read (nothing saved: a first start) and
+    /// its writes.
     async fn answer(
+        researcher: &mut OfflineResearcher,
+        result: &str,
+        is_error: bool,
+    ) -> (String, Value) {
+        let mut call = raw_answer(researcher, result, is_error).await;
+        loop {
+            let housekeeping = match &researcher.pending {
+                Some(Pending::Restore) => ("No such file or directory", true),
+                Some(Pending::SaveWrite | Pending::SaveMove) => ("ok", false),
+                _ => return call,
+            };
+            call = raw_answer(researcher, housekeeping.0, housekeeping.1).await;
+        }
+    }
+
+    /// Feeds `result` as the answer to the last call and returns the next call, whatever
+    /// it is.
+    async fn raw_answer(
         researcher: &mut OfflineResearcher,
         result: &str,
         is_error: bool,
@@ -955,16 +1249,26 @@ mod tests {
         }
     }
 
+    /// A `search_findings` answer of claims posted just now.
     fn claims(list: &[(&str, &str, &str)]) -> String {
+        let now = server_now(None);
         let posts: Vec<Value> = list
             .iter()
-            .map(|(author, task, family)| {
-                json!({"post_id": 1, "author": {"agent_name": author}, "kind": "hypothesis",
-                       "task": task, "body": format!("text\n{CLAIM_MARKER}{}",
-                                                     json!({"task": task, "family": family}))})
-            })
+            .map(|(author, task, family)| claim_post(1, author, now, &[(task, family)]))
             .collect();
         json!({"posts": posts}).to_string()
+    }
+
+    /// A hypothesis post claiming `pairs` (task, family), posted at `at`.
+    fn claim_post(id: i64, author: &str, at: i64, pairs: &[(&str, &str)]) -> Value {
+        let lines: Vec<String> = pairs
+            .iter()
+            .map(|(task, family)| {
+                format!("{CLAIM_MARKER}{}", json!({"task": task, "family": family}))
+            })
+            .collect();
+        json!({"post_id": id, "author": {"agent_name": author}, "kind": "hypothesis",
+               "created_at": at, "body": format!("text\n{}", lines.join("\n"))})
     }
 
     fn evaluation(improved: bool, pgr: f64, id: i64) -> String {
@@ -988,7 +1292,11 @@ mod tests {
             ("share_finding", &json!("hypothesis"))
         );
         let found = claims_in_posts(&json!({"posts": [claim]}).to_string());
-        assert_eq!(found, vec![(String::new(), "sst".into(), "vanilla".into())]);
+        let found: Vec<_> = found
+            .iter()
+            .map(|c| (c.author.as_str(), c.task.as_str(), c.family.as_str()))
+            .collect();
+        assert_eq!(found, vec![("", "sst", "vanilla")]);
         let (tool, input) = next_call(r, r#"{"post_id": 3}"#).await;
         assert_eq!(tool, "write_file");
         let dir = input["path"]
@@ -1159,7 +1467,7 @@ mod tests {
             result = match tool.as_str() {
                 "list_tasks" => SST.into(),
                 "search_findings" => claims(&[]),
-                "shell" => format!("predictions sha256=h{n} private=no"),
+                "shell" => format!("predictions sha256={n:016x} private=no"),
                 _ => "ok".into(),
             };
         }
@@ -1246,8 +1554,7 @@ mod tests {
         r.seed_queue();
         r.ready.push_back(Ready {
             candidate: r.queue[0].clone(),
-            dir: "methods/x".into(),
-            experiment: "experiments/001".into(),
+            number: 1,
             has_private: false,
         });
         r.decide().await;
@@ -1274,7 +1581,7 @@ mod tests {
             json!({"post_id": 9, "task": "sst", "body": format!("{METHOD_MARKER}not json")}),
         ]});
         r.after_forum(&answer.to_string());
-        assert_eq!(r.vanilla.get("fever"), Some(&0.4));
+        assert_eq!(r.reference("fever"), Some(0.4));
         let queued: Vec<_> = r
             .queue
             .iter()
@@ -1314,5 +1621,327 @@ mod tests {
             !SPLIT_OUTPUT.contains('\''),
             "the script is single-quoted in the shell"
         );
+    }
+
+    /// Minutes before now on the server's clock, in milliseconds.
+    fn minutes_ago(minutes: i64) -> i64 {
+        server_now(None) - minutes * 60_000
+    }
+
+    /// Answers each claims read with `forum` until the researcher claims a family;
+    /// returns the claimed (task, family) and how many it skipped on the way.
+    async fn until_claim(r: &mut OfflineResearcher, forum: &str) -> ((String, String), usize) {
+        let (mut skipped, mut result) = (0, String::new());
+        for _ in 0..40 {
+            // A researcher with nothing left to claim waits: no claim, then.
+            let call = tokio::time::timeout(Duration::from_secs(10), next_call(r, &result));
+            let Ok((tool, input)) = call.await else {
+                panic!("no claim after {skipped} skipped: it waits");
+            };
+            let content = input["content"].as_str().unwrap_or("");
+            skipped += usize::from(tool == "notebook_update" && content.contains("skipping"));
+            if tool == "share_finding" && input["kind"] == "hypothesis" {
+                let claim = claims_in_posts(&json!({"posts": [input]}).to_string());
+                return ((claim[0].task.clone(), claim[0].family.clone()), skipped);
+            }
+            result = match tool.as_str() {
+                "list_tasks" => SST.into(),
+                "search_findings" => forum.into(),
+                _ => "ok".into(),
+            };
+        }
+        panic!("no claim after {skipped} skipped");
+    }
+
+    #[tokio::test]
+    async fn an_agent_claiming_everything_blocks_no_more_than_its_cap() {
+        // One agent claims every family on both tasks, the researcher's first two
+        // candidates (vanilla on each task) most recently.
+        let now = server_now(None);
+        let mut pairs: Vec<(&str, &str)> = Vec::new();
+        for family in FAMILIES.iter().rev() {
+            pairs.extend([("fever", family.name), ("sst", family.name)]);
+        }
+        let posts: Vec<Value> = (0..)
+            .zip(&pairs)
+            .map(|(i, pair)| claim_post(i, "evil", now - 1000 + i, &[*pair]))
+            .chain([claim_post(100, "evil", now - 2000, &pairs)])
+            .collect();
+        let forum = json!({"posts": posts}).to_string();
+        let open = open_claims(&claims_in_posts(&forum), &HashMap::new(), "r0", now);
+        assert_eq!(open.len(), OPEN_CLAIMS_PER_AUTHOR, "{open:?}");
+        let mut r = researcher(0);
+        let (claimed, _) = until_claim(&mut r, &forum).await;
+        assert_ne!(claimed.1, "vanilla", "{claimed:?}");
+        let deferred: Vec<_> = r.deferred.iter().map(|(_, c)| c.key()).collect();
+        assert_eq!(
+            deferred,
+            vec![("sst".into(), "vanilla"), ("fever".into(), "vanilla")]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stale_claim_is_ignored_and_a_fresh_one_skipped() {
+        let stale = json!({"posts": [claim_post(1, "r9", minutes_ago(11), &[("sst", "vanilla")])]});
+        let mut r = researcher(0);
+        let (claimed, skipped) = until_claim(&mut r, &stale.to_string()).await;
+        assert_eq!((claimed, skipped), (("sst".into(), "vanilla".into()), 0));
+        let fresh = json!({"posts": [claim_post(1, "r9", minutes_ago(9), &[("sst", "vanilla")])]});
+        let mut r = researcher(0);
+        let (claimed, skipped) = until_claim(&mut r, &fresh.to_string()).await;
+        assert_eq!((claimed, skipped), (("fever".into(), "vanilla".into()), 1));
+    }
+
+    #[test]
+    fn a_result_releases_its_authors_earlier_claim_only() {
+        let at = minutes_ago(5);
+        let claims = claims_in_posts(
+            &json!({"posts": [
+                claim_post(1, "r9", at, &[("sst", "vanilla")]),
+                claim_post(2, "r8", at, &[("sst", "knn")]),
+                claim_post(3, "", at, &[("fever", "knn")]),
+                json!({"post_id": 4, "author": {"agent_name": "r7"},
+                       "body": format!("{CLAIM_MARKER}{}", json!({"task": "fever", "family": "group"}))}),
+            ]})
+            .to_string(),
+        );
+        let mut r = researcher(0);
+        let result = |id: i64, author: &str, at: i64, family: &str| {
+            json!({"post_id": id, "author": {"agent_name": author}, "task": "sst", "created_at": at,
+                   "body": format!("{METHOD_MARKER}{}", json!({"family": family, "config": {}, "pgr": 0.3}))})
+        };
+        // r8's result came before its claim: the claim still holds.
+        r.after_forum(
+            &json!({"posts": [result(5, "r9", at + 1, "vanilla"), result(6, "r8", at - 1, "knn")]})
+                .to_string(),
+        );
+        let open = open_claims(&claims, &r.results_posted, "r0", server_now(None));
+        let held: Vec<_> = open.keys().collect();
+        assert_eq!(
+            held,
+            vec![&("sst".to_owned(), "knn")],
+            "no author or no server time: no claim"
+        );
+    }
+
+    #[test]
+    fn a_skipped_family_comes_back_once_its_claim_lapsed_and_the_queue_is_empty() {
+        let mut r = researcher(0);
+        r.tasks = vec!["sst".into()];
+        r.seed_queue();
+        let lapsed = r.queue[1].clone();
+        let held = r.queue[2].clone();
+        r.queue.truncate(1);
+        r.defer(Instant::now(), lapsed.clone());
+        r.defer(Instant::now() + CLAIM_HOLDS, held.clone());
+        r.defer(Instant::now(), lapsed.clone());
+        assert_eq!(r.deferred.len(), 2, "deferred once");
+        assert_ne!(r.next_candidate(), Some(lapsed.clone()), "the queue first");
+        assert_eq!(r.next_candidate(), Some(lapsed));
+        assert_eq!(r.next_candidate(), None);
+        assert_eq!(r.deferred.len(), 1);
+        assert_eq!(r.deferred[0].1, held);
+    }
+
+    #[test]
+    fn its_own_vanilla_outranks_the_forum_which_cannot_post_one_at_or_below_zero() {
+        let mut r = researcher(0);
+        let vanilla = |id: i64, pgr: f64| {
+            json!({"post_id": id, "author": {"agent_name": "r7"}, "task": "sst",
+                   "body": format!("{METHOD_MARKER}{}", json!({"family": "vanilla", "config": {}, "pgr": pgr}))})
+        };
+        r.after_forum(&json!({"posts": [vanilla(1, -0.5), vanilla(2, 0.0)]}).to_string());
+        assert_eq!(r.reference("sst"), None);
+        r.after_forum(&json!({"posts": [vanilla(3, 0.2), vanilla(4, 0.25)]}).to_string());
+        assert_eq!(r.reference("sst"), Some(0.2));
+        r.vanilla.insert("sst".into(), 0.35);
+        r.after_forum(&json!({"posts": [vanilla(5, 0.01)]}).to_string());
+        assert_eq!(r.reference("sst"), Some(0.35));
+    }
+
+    /// A researcher that evaluated its way to an entry of knn on some task; returns it
+    /// and the entered method's id.
+    async fn researcher_with_an_entry() -> (OfflineResearcher, String) {
+        let mut r = researcher(0);
+        let input = until_evaluate(&mut r, "knn", "".into()).await;
+        r.vanilla
+            .insert(input["task"].as_str().unwrap().to_owned(), 0.3);
+        let mut result = evaluation(true, 0.45, 11);
+        loop {
+            let (tool, _) = next_call(&mut r, &result).await;
+            result = match tool.as_str() {
+                "share_finding" => r#"{"post_id": 9}"#.into(),
+                "upload_snapshot" => r#"{"snapshot_id": "ab12"}"#.into(),
+                "create_entry" => break,
+                _ => "ok".into(),
+            };
+        }
+        let Some(Pending::CreateEntry(entered)) = r.pending.clone() else {
+            panic!("no entry");
+        };
+        next_call(&mut r, r#"{"entry_id": 3, "duplicate": false}"#).await;
+        (r, entered)
+    }
+
+    /// A researcher built as on resume (afresh) whose first call reads `saved` back.
+    async fn resumed_from(saved: &str) -> OfflineResearcher {
+        let mut r = researcher(0);
+        let (tool, input) = raw_answer(&mut r, "", false).await;
+        assert_eq!(
+            (tool.as_str(), &input["path"]),
+            ("read_file", &json!(saved::STATE_FILE))
+        );
+        let (tool, note) = raw_answer(&mut r, saved, false).await;
+        assert_eq!(tool, "notebook_update");
+        assert!(
+            note["content"].as_str().unwrap().contains("resumed"),
+            "{note}"
+        );
+        assert_eq!(next_call(&mut r, "ok").await.0, "list_tasks");
+        r
+    }
+
+    /// Answers the task list and evaluates the runs left waiting; returns the method it
+    /// turns to next: one whose claims it reads, or one it claimed before and runs.
+    async fn next_method(r: &mut OfflineResearcher) -> Candidate {
+        let (mut tool, mut result) = (String::new(), SST.to_owned());
+        for n in 0..40 {
+            (tool, _) = next_call(r, &result).await;
+            result = match tool.as_str() {
+                "evaluate" => evaluation(false, 0.0, 100 + n),
+                "notebook_update" => "ok".into(),
+                _ => break,
+            };
+        }
+        match (tool.as_str(), &r.pending) {
+            ("search_findings", Some(Pending::ReadClaims(first))) => first.clone(),
+            ("write_file", _) => r
+                .plan
+                .iter()
+                .find_map(|a| match &a.pending {
+                    Pending::Run(ready) => Some(ready.candidate.clone()),
+                    _ => None,
+                })
+                .unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_resumed_researcher_neither_reruns_nor_reenters_what_it_did() {
+        let (before, entered) = researcher_with_an_entry().await;
+        assert!(
+            before.last_saved.contains(&entered),
+            "{}",
+            before.last_saved
+        );
+        let mut r = resumed_from(&before.last_saved).await;
+        let first = next_method(&mut r).await;
+        assert!(r.entered.contains(&entered));
+        let mut planned = vec![first.id()];
+        while let Some(candidate) = r.next_candidate() {
+            planned.push(candidate.id());
+        }
+        for id in &planned {
+            assert!(!before.tried.contains(id), "{id} again: {planned:?}");
+        }
+        assert!(!planned.contains(&entered));
+        // New method directories follow the old ones.
+        let next = r.experiments + 1;
+        assert!(next > before.experiments);
+        r.plan.clear();
+        r.plan_run(Candidate::from_id(&planned[0]).unwrap());
+        let dir = r.plan[0].input["path"].as_str().unwrap();
+        assert!(dir.ends_with(&format!("-{next}/method.py")), "{dir}");
+        // Its evaluation again (a run restored as waiting, say) is not entered again.
+        r.plan.clear();
+        let ready = Ready {
+            candidate: Candidate::from_id(&entered).unwrap(),
+            number: 1,
+            has_private: false,
+        };
+        r.after_evaluate(ready, &evaluation(true, 0.6, 12), false);
+        assert!(
+            r.plan.iter().all(|a| a.tool != "share_finding"),
+            "{:?}",
+            r.plan
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bad_state_file_is_ignored_with_a_warning() {
+        let (before, _) = researcher_with_an_entry().await;
+        assert!(saved::parse(&before.last_saved).is_ok());
+        let good: Value = serde_json::from_str(&before.last_saved).unwrap();
+        let spoil = |field: &str, value: Value| {
+            let mut state = good.clone();
+            state[field] = value;
+            state.to_string()
+        };
+        let bad = [
+            "not json".to_owned(),
+            format!(
+                "{}\n[file is 90000 bytes; showed bytes 0..65536]",
+                before.last_saved
+            ),
+            spoil("version", json!(2)),
+            spoil("extra", json!(1)),
+            spoil("tried", json!(["sst; rm -rf ~|knn|00"])),
+            spoil("tried", json!(["sst|knn|9"])),
+            spoil("entered", json!(["sst|nope|"])),
+            spoil("claimed", json!(["sst"])),
+            spoil("best", json!([["sst|knn|00", null]])),
+            spoil("seen", json!(["not hex"])),
+            spoil(
+                "ready",
+                json!([["sst|knn|00", before.experiments + 1, false]]),
+            ),
+            spoil("experiments", json!(-1)),
+        ];
+        for text in bad {
+            let mut r = researcher(0);
+            raw_answer(&mut r, "", false).await;
+            let (tool, note) = raw_answer(&mut r, &text, false).await;
+            assert_eq!(tool, "notebook_update", "{text}");
+            assert!(
+                note["content"].as_str().unwrap().contains("ignored"),
+                "{text}: {note}"
+            );
+            assert!(
+                r.tried.is_empty() && r.entered.is_empty() && r.experiments == 0,
+                "{text}"
+            );
+            assert_eq!(next_call(&mut r, "ok").await.0, "list_tasks");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_state_is_saved_when_it_changes_and_replaced_only_once_written() {
+        let mut r = researcher(0);
+        next_call(&mut r, "").await;
+        next_call(&mut r, SST).await;
+        // Claiming changes the state: it is written, then moved over the state file.
+        let (tool, write) = raw_answer(&mut r, &claims(&[]), false).await;
+        assert_eq!(
+            (tool.as_str(), &write["path"]),
+            ("write_file", &json!(saved::STATE_TEMP))
+        );
+        let restored = saved::parse(write["content"].as_str().unwrap()).unwrap();
+        assert_eq!(restored.claimed.len(), 1);
+        let (tool, mv) = raw_answer(&mut r, "ok", false).await;
+        assert_eq!(tool, "shell");
+        assert_eq!(
+            mv["command"],
+            json!(format!("mv -f {} {}", saved::STATE_TEMP, saved::STATE_FILE))
+        );
+        // Unchanged: nothing written.
+        let (tool, _) = raw_answer(&mut r, "ok", false).await;
+        assert_eq!(tool, "share_finding");
+        // A failed write keeps the old file: no move.
+        r.claimed.insert(("fever".into(), "knn"));
+        let (tool, _) = raw_answer(&mut r, r#"{"post_id": 3}"#, false).await;
+        assert_eq!(tool, "write_file");
+        let (tool, _) = raw_answer(&mut r, "disk full", true).await;
+        assert_eq!(tool, "write_file", "the method's files, no move");
     }
 }

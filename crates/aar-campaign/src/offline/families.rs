@@ -122,13 +122,47 @@ impl Family {
         let mut out = self.default_config();
         for (name, values) in self.knobs {
             if let Some(value) = given.get(*name) {
-                if !values.contains(&value.as_f64()?) {
+                let value = value.as_f64()?;
+                if !values.contains(&value) {
                     return None;
                 }
-                out[*name] = value.clone();
+                // As a float, like the defaults: `1` and `1.0` are one configuration.
+                out[*name] = json!(value);
             }
         }
         Some(out)
+    }
+
+    /// Where `config` sits on the knob grid: each knob's value index, one digit per knob
+    /// in [`Family::knobs`] order (a knob has at most ten values); `None` off the grid.
+    /// The short, checkable form a researcher's saved state names configurations by.
+    pub fn grid_key(&self, config: &Value) -> Option<String> {
+        self.knobs
+            .iter()
+            .map(|(name, values)| {
+                let value = config.get(*name)?.as_f64()?;
+                let index = values.iter().position(|v| *v == value)?;
+                char::from_digit(u32::try_from(index).ok()?, 10)
+            })
+            .collect()
+    }
+
+    /// The configuration at `key` (a [`Family::grid_key`]); `None` for a key of another
+    /// length or naming a value the knob does not have.
+    pub fn config_at(&self, key: &str) -> Option<Value> {
+        if key.chars().count() != self.knobs.len() {
+            return None;
+        }
+        let config = self
+            .knobs
+            .iter()
+            .zip(key.chars())
+            .map(|((name, values), digit)| {
+                let value = values.get(digit.to_digit(10)? as usize)?;
+                Some(((*name).to_owned(), json!(*value)))
+            })
+            .collect::<Option<Map<String, Value>>>()?;
+        Some(Value::Object(config))
     }
 
     /// `config` with one knob moved to another of its values (`pick` chooses among
@@ -194,6 +228,29 @@ mod tests {
                 .unwrap()
                 .vary(&json!({}), |_| 0)
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn grid_keys_name_every_configuration_and_nothing_else() {
+        for family in FAMILIES {
+            let default = family.default_config();
+            let key = family.grid_key(&default).unwrap();
+            assert_eq!(key, "0".repeat(family.knobs.len()), "{}", family.name);
+            assert_eq!(family.config_at(&key), Some(default), "{}", family.name);
+        }
+        let knn = family("knn").unwrap();
+        let varied = json!({"k": 50.0, "self": 1.0});
+        assert_eq!(knn.grid_key(&varied).as_deref(), Some("21"));
+        assert_eq!(knn.config_at("21"), Some(varied));
+        assert_eq!(knn.grid_key(&json!({"k": 31.0, "self": 0.0})), None);
+        for bad in ["", "2", "211", "31", "x1", "٣1"] {
+            assert_eq!(knn.config_at(bad), None, "{bad}");
+        }
+        assert_eq!(
+            knn.checked_config(&json!({"k": 10})),
+            Some(json!({"k": 10.0, "self": 0.0})),
+            "an integer is the same value as its float"
         );
     }
 
