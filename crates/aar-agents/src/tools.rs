@@ -502,7 +502,9 @@ impl Toolbox {
             specs.extend([
                 spec(
                     "list_tasks",
-                    "List the tasks with their test sizes and fixed weak and ceiling baselines.",
+                    "List the tasks with their test sizes and fixed baselines: the weak teacher's, the \
+                     ceiling's and vanilla transfer's mean public-test accuracy (vanilla is \
+                     what a method has to beat).",
                     json!({"type": "object", "properties": {}}),
                 ),
                 spec(

@@ -220,7 +220,12 @@ pub struct OfflineResearcher {
     evaluations_left: Option<i64>,
     /// Best released PGR per task, own.
     best: HashMap<String, (f64, Candidate)>,
-    /// Vanilla's released PGR per task from its own evaluations: what an entry must beat.
+    /// Vanilla's PGR per task as the server publishes it (`list_tasks`: the pinned
+    /// runs' mean public-test accuracy): the reference an entry must beat. A single
+    /// vanilla evaluation (one seed, Ladder-rounded) is a noisy stand-in for it.
+    served_vanilla: HashMap<String, f64>,
+    /// Vanilla's released PGR per task from its own evaluations, where the server
+    /// publishes no reference.
     vanilla: HashMap<String, f64>,
     /// The lowest plausible vanilla PGR others posted per task, the reference while it
     /// has no evaluation of its own.
@@ -262,6 +267,7 @@ impl OfflineResearcher {
             next_slot: Instant::now(),
             evaluations_left: None,
             best: HashMap::new(),
+            served_vanilla: HashMap::new(),
             vanilla: HashMap::new(),
             forum_vanilla: HashMap::new(),
             variations: HashMap::new(),
@@ -311,6 +317,7 @@ impl OfflineResearcher {
         match pending {
             Pending::ListTasks => {
                 self.tasks = task_names(result);
+                self.served_vanilla = served_vanilla(result);
                 self.seed_queue();
             }
             Pending::ReadClaims(candidate) => self.after_claims(candidate, result),
@@ -338,9 +345,12 @@ impl OfflineResearcher {
         }
     }
 
-    /// Every family of the direction's order on every task, vanilla first. Each
-    /// researcher starts on another task (its tasks rotated by its seed), so researchers
-    /// that start together do not race for the same first claim.
+    /// Every family of the direction's order on every task, vanilla first where the
+    /// server publishes no vanilla reference (where it does, vanilla's evaluation would
+    /// tell less than the server's mean and, one lucky seed, set this researcher's
+    /// Ladder bar above what its methods can show). Each researcher starts on another
+    /// task (its tasks rotated by its seed), so researchers that start together do not
+    /// race for the same first claim.
     fn seed_queue(&mut self) {
         let mut tasks = self.tasks.clone();
         if !tasks.is_empty() {
@@ -349,6 +359,9 @@ impl OfflineResearcher {
         }
         for family in families::order_for(self.direction.name) {
             for task in &tasks {
+                if family.name == "vanilla" && self.served_vanilla.contains_key(task) {
+                    continue;
+                }
                 self.queue.push_back(Candidate {
                     task: task.clone(),
                     family,
@@ -563,11 +576,12 @@ impl OfflineResearcher {
         *reference = reference.min(post.pgr);
     }
 
-    /// The vanilla PGR a method on `task` must beat: its own evaluation's, else the
-    /// forum's.
+    /// The vanilla PGR a method on `task` must beat: the server's, else its own
+    /// evaluation's, else the forum's.
     fn reference(&self, task: &str) -> Option<f64> {
-        self.vanilla
+        self.served_vanilla
             .get(task)
+            .or_else(|| self.vanilla.get(task))
             .or_else(|| self.forum_vanilla.get(task))
             .copied()
     }
@@ -960,6 +974,29 @@ fn task_names(result: &str) -> Vec<String> {
         .flatten()
         .filter_map(|t| t["name"].as_str().or_else(|| t.as_str()))
         .map(str::to_owned)
+        .collect()
+}
+
+/// Vanilla's public-test PGR per task from a `list_tasks` answer: `(vanilla - weak) /
+/// (ceiling - weak)` of the published mean accuracies, where all three are there and
+/// the ceiling beats the weak teacher.
+fn served_vanilla(result: &str) -> HashMap<String, f64> {
+    let Ok(value) = serde_json::from_str::<Value>(result) else {
+        return HashMap::new();
+    };
+    let list = value.get("tasks").and_then(Value::as_array);
+    list.into_iter()
+        .flatten()
+        .filter_map(|t| {
+            let accuracy = |field: &str| t[field].as_f64().filter(|a| a.is_finite());
+            let (weak, ceiling) = (accuracy("weak_baseline")?, accuracy("ceiling_baseline")?);
+            let vanilla = accuracy("vanilla_baseline")?;
+            let pgr = aar_core::metrics::FixedBaselines::from_seed_accuracies(&[weak], &[ceiling])
+                .ok()?
+                .pgr(vanilla)
+                .ok()?;
+            Some((t["name"].as_str()?.to_owned(), pgr))
+        })
         .collect()
 }
 
@@ -1534,6 +1571,47 @@ mod tests {
                 .iter()
                 .all(|a| a.tool != "share_finding" && a.tool != "create_entry")
         );
+    }
+
+    #[tokio::test]
+    async fn the_servers_vanilla_is_the_reference_and_not_evaluated_again() {
+        let mut r = researcher(0);
+        assert_eq!(next_call(&mut r, "").await.0, "list_tasks");
+        // sst's vanilla PGR: (0.65 - 0.6) / (0.8 - 0.6) = 0.25; fever publishes none.
+        let tasks = json!({"tasks": [
+            {"name": "sst", "weak_baseline": 0.6, "ceiling_baseline": 0.8, "vanilla_baseline": 0.65},
+            {"name": "fever", "weak_baseline": 0.6, "ceiling_baseline": 0.8, "vanilla_baseline": null},
+        ]});
+        next_call(&mut r, &tasks.to_string()).await;
+        assert!((r.reference("sst").unwrap() - 0.25).abs() < 1e-9);
+        assert_eq!(r.reference("fever"), None);
+        let planned = |task: &str, family: &str| {
+            let claiming = |p: &Pending| match p {
+                Pending::ReadClaims(c) => Some(c.clone()),
+                _ => None,
+            };
+            let mut queued: Vec<Candidate> = r.queue.iter().cloned().collect();
+            queued.extend(r.plan.iter().filter_map(|a| claiming(&a.pending)));
+            queued.extend(r.pending.as_ref().and_then(claiming));
+            queued
+                .iter()
+                .any(|c| c.task == task && c.family.name == family)
+        };
+        assert!(
+            !planned("sst", "vanilla"),
+            "the server's mean is the reference"
+        );
+        assert!(
+            planned("fever", "vanilla"),
+            "no reference: vanilla is evaluated"
+        );
+        assert!(planned("sst", "shaping"));
+        // A lucky vanilla evaluation of its own does not replace the server's mean.
+        r.vanilla.insert("sst".into(), 0.6);
+        assert!((r.reference("sst").unwrap() - 0.25).abs() < 1e-9);
+        // A ceiling not above the weak teacher gives no reference.
+        let flat = r#"{"tasks": [{"name": "x", "weak_baseline": 0.7, "ceiling_baseline": 0.7, "vanilla_baseline": 0.7}]}"#;
+        assert!(served_vanilla(flat).is_empty());
     }
 
     #[tokio::test]

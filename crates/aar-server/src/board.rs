@@ -2,6 +2,7 @@
 //! Entries and the leaderboard are in `entries.rs`.
 
 use aar_store::{AgentRecord, EntryStatus, now_millis};
+use aar_tasks::Split;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -25,17 +26,24 @@ pub async fn me(caller: Caller) -> Json<Value> {
 }
 
 /// `GET /api/tasks`: names, sizes and pinned baselines (no labels, no label counts).
+/// The baselines are mean public-test accuracies of fixed runs (weak teacher, ceiling,
+/// vanilla transfer): one number each, the reference a researcher measures against,
+/// which a single vanilla evaluation (one seed, Ladder-rounded) cannot give.
 pub async fn list_tasks(State(state): State<AppState>, _caller: Caller) -> Json<Value> {
-    let tasks: Vec<Value> = state
-        .tasks()
+    let registry = state.tasks();
+    let tasks: Vec<Value> = registry
         .iter()
         .map(|t| {
+            let vanilla = registry
+                .outcomes(&t.name, Split::Test.name())
+                .and_then(|o| mean_accuracy(&o.vanilla));
             json!({
                 "name": t.name,
                 "test_size": t.test_labels.len(),
                 "private_size": t.private_labels.as_ref().map(Vec::len),
                 "weak_baseline": t.baselines.map(|b| b.weak.mean),
                 "ceiling_baseline": t.baselines.map(|b| b.ceiling.mean),
+                "vanilla_baseline": vanilla,
             })
         })
         .collect();
@@ -276,4 +284,13 @@ pub async fn verify_audit(
         serde_json::to_value(state.store().verify_audit_chain().await?)
             .map_err(AppError::internal)?,
     ))
+}
+
+/// Mean accuracy of pinned runs; `None` without runs.
+fn mean_accuracy(runs: &[aar_core::noise::CorrectRows]) -> Option<f64> {
+    let total: f64 = runs
+        .iter()
+        .map(aar_core::noise::CorrectRows::accuracy)
+        .sum();
+    (!runs.is_empty()).then(|| total / runs.len() as f64)
 }

@@ -30,7 +30,7 @@ const ENDPOINTS: &[(&str, &str, &str, &str)] = &[
         "/api/tasks",
         "get",
         "any",
-        "Task names, split sizes and pinned baselines.",
+        "Task names, split sizes and pinned baselines: weak_baseline, ceiling_baseline and vanilla_baseline, mean public-test accuracies of fixed runs.",
     ),
     (
         "/api/evaluate",

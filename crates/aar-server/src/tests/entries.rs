@@ -621,6 +621,13 @@ async fn leaderboard_comes_from_declared_seeds_only() {
     let w = world_with_pinned_rows().await;
     let (a_id, a) = new_agent(&w.app, "a").await;
     let (_, b) = new_agent(&w.app, "b").await;
+    // Agents see each fixed baseline's mean public-test accuracy, vanilla's among them:
+    // the pinned vanilla runs got 901, 912 and 897 of N rows right.
+    let (_, tasks) = call(&w.app, "GET", "/api/tasks", Some(&a), None).await;
+    assert_close(
+        &tasks["tasks"][0]["vanilla_baseline"],
+        (901.0 + 912.0 + 897.0) / 3.0 / N as f64,
+    );
     // Seed 99 is perfect, but the entry does not declare it: it must not count.
     let planted = json!({
         "11": w.labels.scored(1003, 311, 257),
