@@ -12,7 +12,7 @@ use aar_oversight::{SandboxedVerifier, VerifierConfig, WorkerConfig};
 use aar_server::verify::VerifierHandle;
 use aar_store::Store;
 use aar_tasks::IdKey;
-use aar_testbed::agent::{Recipe, run_method_on_splits};
+use aar_testbed::agent::{Recipe, run_method_reading_through};
 use aar_testbed::{AgentRun, MethodKind, MethodSpec, RunOptions};
 
 use crate::campaign::CampaignConfig;
@@ -179,6 +179,9 @@ async fn warm_verifier(
 
 /// One vanilla run on the verification copy, here where the cache is writable, so the
 /// sandboxed runs (read-only cache) find the features of every split they predict.
+/// `cache` is the testbed's own cache, so the copy's splits (the agent copy's and the
+/// transfer set's inputs, prompts unchanged) are hits there and only the rows the testbed
+/// never featurised are computed: no seed cache to read through.
 pub(crate) async fn warm_features(options: &RunOptions, cache: &Path, task: &str, input: PathBuf) {
     let splits: Vec<String> = aar_oversight::inputs::SCORED_SPLITS
         .iter()
@@ -194,11 +197,18 @@ pub(crate) async fn warm_features(options: &RunOptions, cache: &Path, task: &str
     };
     let spec = MethodSpec::new(MethodKind::Vanilla);
     let outcome = tokio::task::spawn_blocking(move || {
-        run_method_on_splits(&run, Recipe::Spec(&spec), &splits)
+        run_method_reading_through(&run, Recipe::Spec(&spec), &splits, &[])
     })
     .await;
     match outcome {
-        Ok(Ok(_)) => tracing::info!(task, "verification features ready"),
+        Ok(Ok((_, counts))) => tracing::info!(
+            task,
+            computed = counts.computed,
+            cached = counts.cached,
+            "verification features ready ({} feature sets computed, {} cached)",
+            counts.computed,
+            counts.cached
+        ),
         // LoRA students have no frozen features to cache; their runs compute what they need.
         Ok(Err(e)) => tracing::warn!(task, error = %e, "verification feature warm-up skipped"),
         Err(e) => tracing::warn!(task, error = %e, "verification feature warm-up panicked"),

@@ -5,6 +5,10 @@
 //! change to any of them is a miss and a stale file is never read. The weights hash itself is
 //! remembered beside the cache, keyed by each file's path, size and modification time, so a
 //! cache hit does not reread gigabytes of weights.
+//!
+//! A cache may read through to "seed" caches ([`cached_features_seeded`]): a key missing
+//! from it but present in a seed is linked (or copied) in rather than computed. Seeds are
+//! only ever read, and only the key a call asks for is taken from them.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -32,8 +36,11 @@ pub struct FeatureSpec {
 pub struct Features {
     /// One row per prompt.
     pub values: Tensor,
-    /// Read from the cache rather than computed.
+    /// Read from the cache (or a seed cache) rather than computed.
     pub from_cache: bool,
+    /// The seed cache's file they were read from, when the cache itself lacked the key
+    /// ([`cached_features_seeded`]); it was then linked or copied into the cache.
+    pub seeded_from: Option<PathBuf>,
     /// The cache file.
     pub path: PathBuf,
 }
@@ -118,6 +125,25 @@ pub fn cached_features(
     pad_id: i64,
     batch_size: usize,
 ) -> Result<Features> {
+    cached_features_seeded(model, prompts, spec, cache_dir, &[], pad_id, batch_size)
+}
+
+/// [`cached_features`] reading through to `seeds`: a key missing from `cache_dir` but
+/// present in a seed cache (first in order) is hard-linked into `cache_dir` (copied when
+/// the link fails, e.g. across filesystems; through a `.partial` file then renamed)
+/// instead of computed. The seeds are never written, and nothing enters `cache_dir` but
+/// the one key this call asks for: a cache kept apart for what some reader may see (a
+/// researcher's) takes from a fuller one (the testbed's) only the features of prompts it
+/// was asked to hold anyway.
+pub fn cached_features_seeded(
+    model: &Model,
+    prompts: &[Vec<i64>],
+    spec: &FeatureSpec,
+    cache_dir: &Path,
+    seeds: &[PathBuf],
+    pad_id: i64,
+    batch_size: usize,
+) -> Result<Features> {
     let key = {
         let mut hasher = Sha256::new();
         hasher.update(weights_hash_cached(model.files(), cache_dir)?);
@@ -134,9 +160,40 @@ pub fn cached_features(
             return Ok(Features {
                 values,
                 from_cache: true,
+                seeded_from: None,
                 path,
             });
         }
+    }
+    for seed in seeds {
+        let source = seed.join(format!("{key}.safetensors"));
+        if !source.is_file() {
+            continue;
+        }
+        // A seed entry that cannot be read is a miss there, not an error: computing it
+        // here is what would have happened without the seed.
+        let values = match Tensor::read_safetensors(&source) {
+            Ok(mut tensors) => match tensors.pop() {
+                Some((_, values)) => values,
+                None => continue,
+            },
+            Err(err) => {
+                tracing::warn!(seed = %source.display(), error = %err, "seed features unreadable");
+                continue;
+            }
+        };
+        let partial = cache_dir.join(format!("{key}.partial"));
+        if let Err(err) = link_or_copy(&source, &partial, &path) {
+            // As an unwritable cache below: the features are right, only not kept.
+            tracing::warn!(cache = %cache_dir.display(), error = %err, "seed features not cached");
+        }
+        tracing::debug!(seed = %source.display(), cache = %path.display(), "features from a seed cache");
+        return Ok(Features {
+            values,
+            from_cache: true,
+            seeded_from: Some(source),
+            path,
+        });
     }
     let padding = match spec.pooling {
         Pooling::Cls => PaddingSide::Right,
@@ -179,8 +236,28 @@ pub fn cached_features(
     Ok(Features {
         values,
         from_cache: false,
+        seeded_from: None,
         path,
     })
+}
+
+/// Puts `source` at `path` by way of `partial` (same directory as `path`): a hard link
+/// when both are on one filesystem, else a copy, then a rename, so `path` is never seen
+/// half written. `source` is only read.
+fn link_or_copy(source: &Path, partial: &Path, path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
+    }
+    // A leftover partial (a crash) would make the link fail.
+    match std::fs::remove_file(partial) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(EngineError::io(partial, e)),
+    }
+    if std::fs::hard_link(source, partial).is_err() {
+        std::fs::copy(source, partial).map_err(|e| EngineError::io(partial, e))?;
+    }
+    std::fs::rename(partial, path).map_err(|e| EngineError::io(path, e))
 }
 
 /// A dense row-major fp32 matrix: features handed to crates that do not link libtorch.

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::baselines::{AGENT_META_FILE, AGENT_WEAK_FILE, AgentTaskMeta, WeakLabels};
 use crate::error::{IoContext, Result, TestbedError};
-use crate::features::{FrozenExtractor, constant_choice, group_ids};
+use crate::features::{FeatureCounts, FrozenExtractor, constant_choice, group_ids};
 use crate::method::{MethodInputs, MethodSpec, Student, fit_plan, train_student};
 use crate::plan::{PlanSummary, load_plan};
 use crate::preset::HeadSpec;
@@ -124,9 +124,22 @@ pub fn run_method_on_splits(
     recipe: Recipe<'_>,
     splits: &[String],
 ) -> Result<Predictions> {
+    Ok(run_method_reading_through(run, recipe, splits, &[])?.0)
+}
+
+/// [`run_method_on_splits`] with the run's feature cache reading through to
+/// `seed_caches` (only read): a feature set it asks for that a seed holds is copied into
+/// the run's cache instead of computed ([`FrozenExtractor::with_seed_caches`]). Also says
+/// how many feature sets were computed, read from the cache and copied from a seed.
+pub fn run_method_reading_through(
+    run: &AgentRun,
+    recipe: Recipe<'_>,
+    splits: &[String],
+    seed_caches: &[PathBuf],
+) -> Result<(Predictions, FeatureCounts)> {
     let started = Instant::now();
     let files = read_splits(&run.task_dir, splits)?;
-    let trained = train_on_agent_copy(run, recipe)?;
+    let trained = train_on_agent_copy(run, recipe, seed_caches)?;
     let mut predicted = BTreeMap::new();
     let mut split_probabilities = BTreeMap::new();
     for (name, file) in &files {
@@ -136,7 +149,8 @@ pub fn run_method_on_splits(
         split_probabilities.insert(name.clone(), probs.iter().map(|p| p[1]).collect());
     }
     let test = Split::Test.name();
-    Ok(Predictions {
+    let counts = trained.copy.extractor.counts();
+    let predictions = Predictions {
         task: trained.copy.meta.task,
         method: match recipe {
             Recipe::Spec(spec) => Some(spec.clone()),
@@ -150,7 +164,8 @@ pub fn run_method_on_splits(
         splits: predicted,
         split_probabilities,
         seconds: started.elapsed().as_secs_f64(),
-    })
+    };
+    Ok((predictions, counts))
 }
 
 /// The label-free `<name>.jsonl` of each asked split, in the order asked.
@@ -192,7 +207,7 @@ fn read_splits(task_dir: &Path, splits: &[String]) -> Result<Vec<(String, aar_ta
 /// describes, trained exactly as [`run_method`] trains it. Only trusted code calls this:
 /// the labels it reads never reach an agent.
 pub fn labeled_accuracy(run: &AgentRun, spec: &MethodSpec, labeled: &Path) -> Result<f64> {
-    let trained = train_on_agent_copy(run, Recipe::Spec(spec))?;
+    let trained = train_on_agent_copy(run, Recipe::Spec(spec), &[])?;
     let file = read_task_file(labeled, LabelPolicy::Required)?;
     let labels = file.labels().ok_or_else(|| TestbedError::BadTask {
         task: trained.copy.meta.task.clone(),
@@ -223,7 +238,9 @@ struct AgentCopy {
 }
 
 impl AgentCopy {
-    fn load(run: &AgentRun) -> Result<AgentCopy> {
+    /// Reads the copy and featurises `train_unlabel`, the cache reading through to
+    /// `seed_caches`.
+    fn load(run: &AgentRun, seed_caches: &[PathBuf]) -> Result<AgentCopy> {
         let meta: AgentTaskMeta = read_json(&run.task_dir.join(AGENT_META_FILE))?;
         let weak_path = run
             .weak_labels
@@ -240,7 +257,8 @@ impl AgentCopy {
                 meta.strong.short_name()
             ))
         })?;
-        let extractor = FrozenExtractor::load(&meta.strong, &run.assets_dir, &run.feature_cache)?;
+        let extractor = FrozenExtractor::load(&meta.strong, &run.assets_dir, &run.feature_cache)?
+            .with_seed_caches(seed_caches.to_vec());
         let drop_choice = constant_choice(unlabel.examples());
         let (train, _) = extractor.row_features(unlabel.examples(), drop_choice)?;
         let groups = group_ids(unlabel.examples());
@@ -269,8 +287,12 @@ impl AgentCopy {
     }
 }
 
-fn train_on_agent_copy(run: &AgentRun, recipe: Recipe<'_>) -> Result<TrainedOnAgentCopy> {
-    let copy = AgentCopy::load(run)?;
+fn train_on_agent_copy(
+    run: &AgentRun,
+    recipe: Recipe<'_>,
+    seed_caches: &[PathBuf],
+) -> Result<TrainedOnAgentCopy> {
+    let copy = AgentCopy::load(run, seed_caches)?;
     match recipe {
         Recipe::Spec(spec) => {
             let prior = copy
@@ -344,7 +366,7 @@ pub fn write_agent_features(
     out: &Path,
 ) -> Result<FeaturesIndex> {
     let files = read_splits(&run.task_dir, splits)?;
-    let copy = AgentCopy::load(run)?;
+    let copy = AgentCopy::load(run, &[])?;
     std::fs::create_dir_all(out).at(out)?;
     let mut arrays = BTreeMap::new();
     let dim = copy.train.cols();

@@ -1167,6 +1167,11 @@ pub const AGENT_CACHE_STAMP: &str = "agent-copies.sha256";
 /// `train_label` or the transfer set. A cache filled from other copies (a rebuilt
 /// testbed, other tasks) is emptied first, so texts that have since moved to a labeled
 /// split do not linger. Returns the cache directory.
+///
+/// The fill reads through to the testbed's own cache ([`RunOptions::feature_cache`],
+/// never written here): an agent split's prompts are those of the labeled split it was
+/// copied from, so its key is there already and the file is linked or copied in rather
+/// than computed. Only keys the runs over the agent copies ask for are taken.
 pub fn fill_agent_feature_cache(options: &RunOptions, tasks: &[String]) -> Result<PathBuf> {
     let cache = options.agent_feature_cache();
     let stamp = agent_copies_digest(options, tasks)?;
@@ -1192,7 +1197,25 @@ pub fn fill_agent_feature_cache(options: &RunOptions, tasks: &[String]) -> Resul
             feature_cache: cache.clone(),
             seed: 0,
         };
-        crate::agent::run_method(&run, &MethodSpec::new(crate::method::MethodKind::Vanilla))?;
+        let started = Instant::now();
+        let vanilla = MethodSpec::new(crate::method::MethodKind::Vanilla);
+        let (_, counts) = crate::agent::run_method_reading_through(
+            &run,
+            crate::agent::Recipe::Spec(&vanilla),
+            &crate::agent::default_splits(&run.task_dir),
+            std::slice::from_ref(&options.feature_cache),
+        )?;
+        tracing::info!(
+            task = %task,
+            copied = counts.copied,
+            computed = counts.computed,
+            cached = counts.cached,
+            "researchers' feature cache: {} feature sets copied from the testbed's cache, {} computed, {} already there ({:.1} s)",
+            counts.copied,
+            counts.computed,
+            counts.cached,
+            started.elapsed().as_secs_f64()
+        );
     }
     std::fs::write(&stamp_path, format!("{stamp}\n")).at(&stamp_path)?;
     Ok(cache)

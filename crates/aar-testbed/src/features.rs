@@ -2,9 +2,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aar_engine::Pooling;
-use aar_engine::features::{FeatureSpec, Matrix, cached_features};
+use aar_engine::features::{FeatureSpec, Matrix, cached_features_seeded};
 use aar_engine::model::{LoadOptions, Model};
 use aar_engine::prompt::{Overflow, PromptEncoder, PromptFormat, PromptOptions, Template};
 use aar_tasks::{Example, Inputs};
@@ -132,6 +133,17 @@ pub fn model_dir(model: &str, assets_dir: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// How a [`FrozenExtractor`]'s feature sets were had so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FeatureCounts {
+    /// Computed by the model.
+    pub computed: usize,
+    /// Read from the extractor's own cache.
+    pub cached: usize,
+    /// Copied (or linked) in from a seed cache ([`FrozenExtractor::with_seed_caches`]).
+    pub copied: usize,
+}
+
 /// A loaded frozen-feature extractor.
 #[derive(Debug)]
 pub struct FrozenExtractor {
@@ -141,6 +153,10 @@ pub struct FrozenExtractor {
     max_tokens: usize,
     pair: bool,
     cache_dir: PathBuf,
+    seeds: Vec<PathBuf>,
+    computed: AtomicUsize,
+    cached: AtomicUsize,
+    copied: AtomicUsize,
 }
 
 impl FrozenExtractor {
@@ -194,7 +210,28 @@ impl FrozenExtractor {
             max_tokens: *max_tokens,
             pair: *pair,
             cache_dir: cache_dir.to_owned(),
+            seeds: Vec::new(),
+            computed: AtomicUsize::new(0),
+            cached: AtomicUsize::new(0),
+            copied: AtomicUsize::new(0),
         })
+    }
+
+    /// Reads through to `seeds` (never written): features missing from the extractor's
+    /// cache but present in a seed are copied into it rather than computed
+    /// ([`aar_engine::features::cached_features_seeded`]).
+    pub fn with_seed_caches(mut self, seeds: Vec<PathBuf>) -> Self {
+        self.seeds = seeds;
+        self
+    }
+
+    /// How the feature sets asked for so far were had.
+    pub fn counts(&self) -> FeatureCounts {
+        FeatureCounts {
+            computed: self.computed.load(Ordering::Relaxed),
+            cached: self.cached.load(Ordering::Relaxed),
+            copied: self.copied.load(Ordering::Relaxed),
+        }
     }
 
     /// Features of task rows as this learner reads them: one text per row
@@ -259,14 +296,21 @@ impl FrozenExtractor {
             .iter()
             .map(|t| self.encoder.encode_text(t, self.max_tokens))
             .collect::<aar_engine::Result<Vec<_>>>()?;
-        let features = cached_features(
+        let features = cached_features_seeded(
             &self.model,
             &prompts,
             &self.spec,
             &self.cache_dir,
+            &self.seeds,
             self.encoder.pad_id(),
             32,
         )?;
+        let counter = match (&features.seeded_from, features.from_cache) {
+            (Some(_), _) => &self.copied,
+            (None, true) => &self.cached,
+            (None, false) => &self.computed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         Ok((Matrix::from_tensor(&features.values)?, features.from_cache))
     }
 }

@@ -2,8 +2,8 @@
 
 use aar_engine::Pooling;
 use aar_engine::features::{
-    FeatureSpec, HeadConfig, HeadKind, HeadLoss, Matrix, batch_loss, cached_features, train_head,
-    train_head_on, train_weighted_head_on,
+    FeatureSpec, HeadConfig, HeadKind, HeadLoss, Matrix, batch_loss, cached_features,
+    cached_features_seeded, train_head, train_head_on, train_weighted_head_on,
 };
 use aar_engine::model::{LoadOptions, Model};
 use tch::{Kind, Tensor};
@@ -64,6 +64,87 @@ fn last_token_features_of_layer_1_match_transformers_and_are_cached() {
             .unwrap()
             .from_cache
     );
+}
+
+/// The `.safetensors` entries of a cache directory, by name.
+fn entries(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".safetensors"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_seed_cache_is_read_through_copied_from_and_never_written() {
+    let model = Model::load(&fixtures().join("llama"), &LoadOptions::default()).unwrap();
+    let prompts: Vec<Vec<i64>> = vec![vec![1, 5, 9, 3], vec![1, 7, 2], vec![1, 4, 4, 8, 6]];
+    let spec = FeatureSpec {
+        layer: Some(1),
+        pooling: Pooling::Mean,
+        template: "raw".into(),
+    };
+    let seed = tempfile::tempdir().unwrap();
+    let target = tempfile::tempdir().unwrap();
+    // The seed holds two keys: the call's, and one the target never asks for.
+    let computed = cached_features(&model, &prompts, &spec, seed.path(), 0, 2).unwrap();
+    assert!(!computed.from_cache);
+    cached_features(&model, &prompts[1..], &spec, seed.path(), 0, 2).unwrap();
+    let seed_before = entries(seed.path());
+    assert_eq!(seed_before.len(), 2);
+    let seed_bytes = std::fs::read(&computed.path).unwrap();
+
+    let seeds = vec![seed.path().to_owned()];
+    let copied =
+        cached_features_seeded(&model, &prompts, &spec, target.path(), &seeds, 0, 2).unwrap();
+    assert!(copied.from_cache, "a key in the seed was recomputed");
+    assert_eq!(copied.seeded_from.as_deref(), Some(computed.path.as_path()));
+    assert_eq!(max_abs_diff(&computed.values, &copied.values), 0.0);
+    assert_eq!(copied.path.parent(), Some(target.path()));
+    // The target now holds that key, and only it (no `.partial` left), byte for byte.
+    let target_files: Vec<String> = std::fs::read_dir(target.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "weights-hashes")
+        .collect();
+    assert_eq!(
+        target_files,
+        vec![
+            copied
+                .path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        ]
+    );
+    assert_eq!(std::fs::read(&copied.path).unwrap(), seed_bytes);
+    // The seed is untouched.
+    assert_eq!(entries(seed.path()), seed_before);
+    assert_eq!(std::fs::read(&computed.path).unwrap(), seed_bytes);
+
+    // Again: a hit in the target itself, not a copy.
+    let again =
+        cached_features_seeded(&model, &prompts, &spec, target.path(), &seeds, 0, 2).unwrap();
+    assert!(again.from_cache);
+    assert_eq!(again.seeded_from, None);
+
+    // A key the seed lacks is computed, stored in the target, never in the seed.
+    let other = FeatureSpec {
+        layer: Some(2),
+        ..spec.clone()
+    };
+    let fresh =
+        cached_features_seeded(&model, &prompts, &other, target.path(), &seeds, 0, 2).unwrap();
+    assert!(!fresh.from_cache);
+    assert_eq!(fresh.seeded_from, None);
+    assert!(fresh.path.is_file());
+    assert_eq!(entries(target.path()).len(), 2);
+    assert_eq!(entries(seed.path()), seed_before);
 }
 
 fn separable(n: i64, seed: i64) -> (Tensor, Tensor) {

@@ -132,6 +132,24 @@ fn tiny_agent_feature_cache_holds_agent_facing_texts_only() {
         .flat_map(|p| safetensors_rows(p))
         .collect();
     assert!(!cached.is_empty());
+    // Read through, not recomputed: the agent splits' prompts are the labeled splits', so
+    // every entry is the testbed cache's own file, hard-linked (one filesystem here).
+    {
+        use std::os::unix::fs::MetadataExt;
+        for entry in cache_entries(&cache) {
+            let shared = options.feature_cache.join(entry.file_name().unwrap());
+            let (a, b) = (
+                std::fs::metadata(&entry).unwrap(),
+                std::fs::metadata(&shared).unwrap(),
+            );
+            assert_eq!(
+                (a.dev(), a.ino()),
+                (b.dev(), b.ino()),
+                "{} was not linked from the testbed's cache",
+                entry.display()
+            );
+        }
+    }
 
     // Every split's features, computed apart in a scratch cache.
     let labeled = LabeledTask::load(&options.tasks_dir().join("sentiment")).unwrap();
