@@ -70,6 +70,14 @@ pub const FAMILIES: &[Family] = &[
         knobs: &[("k", &[30.0, 10.0, 50.0]), ("self", &[0.0, 1.0])],
     },
     Family {
+        name: "converged",
+        summary: "the student's head trained full batch to its optimum (vanilla's mini-batch \
+                  head stops wherever it jittered), on the weak labels or on where they agree \
+                  with the strong model's zero-shot labels",
+        script: include_str!("methods/converged.py"),
+        knobs: &[("alpha", &[1.0, 0.5, 0.7]), ("epochs", &[300.0, 100.0])],
+    },
+    Family {
         name: "elicit",
         summary: "the strong model's own zero-shot labels (no weak label), mixed with the \
                   weak labels (alpha weak + (1 - alpha) elicited)",
@@ -86,13 +94,46 @@ pub fn family(name: &str) -> Option<&'static Family> {
 /// The order a direction tries the families in (vanilla, the reference, first for all).
 pub fn order_for(direction: &str) -> Vec<&'static Family> {
     let names: &[&str] = match direction {
-        "data-selection" | "data-reweighting" => {
-            &["shaping", "knn", "self_training", "group", "elicit"]
-        }
-        "unsupervised-elicitation" => &["elicit", "group", "self_training", "knn", "shaping"],
-        "distillation" => &["self_training", "shaping", "group", "knn", "elicit"],
-        "noisy-channel" => &["knn", "shaping", "self_training", "group", "elicit"],
-        _ => &["group", "self_training", "shaping", "elicit", "knn"],
+        "data-selection" | "data-reweighting" => &[
+            "shaping",
+            "converged",
+            "knn",
+            "self_training",
+            "group",
+            "elicit",
+        ],
+        "unsupervised-elicitation" => &[
+            "elicit",
+            "converged",
+            "group",
+            "self_training",
+            "knn",
+            "shaping",
+        ],
+        "distillation" => &[
+            "converged",
+            "self_training",
+            "shaping",
+            "group",
+            "knn",
+            "elicit",
+        ],
+        "noisy-channel" => &[
+            "knn",
+            "converged",
+            "shaping",
+            "self_training",
+            "group",
+            "elicit",
+        ],
+        _ => &[
+            "group",
+            "converged",
+            "self_training",
+            "shaping",
+            "elicit",
+            "knn",
+        ],
     };
     std::iter::once("vanilla")
         .chain(names.iter().copied())
