@@ -169,6 +169,8 @@ enum Pending {
     ReadForum,
     CheckMethod(NewMethod),
     UploadMethod(NewMethod),
+    /// The task's leaderboard, read before entering this snapshot.
+    ReadBoard(NewMethod, Value),
     /// The entry of the method with this [`Candidate::id`].
     CreateEntry(String),
     Notebook,
@@ -331,6 +333,7 @@ impl OfflineResearcher {
             }
             Pending::CheckMethod(method) => self.after_check(method, result, is_error),
             Pending::UploadMethod(method) => self.after_upload(method, result, is_error),
+            Pending::ReadBoard(method, entry) => self.after_board(method, entry, result),
             Pending::CreateEntry(candidate) => self.after_entry(candidate, result, is_error),
             Pending::Restore => self.after_restore(result, is_error),
             Pending::SaveWrite => self.after_save_write(result, is_error),
@@ -636,9 +639,40 @@ impl OfflineResearcher {
         if let Some(post) = method.post_id {
             input["post_id"] = json!(post);
         }
+        let board = json!({"task": method.task});
+        self.plan_front(vec![Action {
+            tool: "leaderboard",
+            input: board,
+            pending: Pending::ReadBoard(method, input),
+        }]);
+    }
+
+    /// Enters the uploaded method unless the same code (snapshot ids are content
+    /// addresses) over the same seeds is on the task's board already, by anyone:
+    /// researchers that reach one configuration by different routes would otherwise
+    /// have the verifier run it once per researcher.
+    fn after_board(&mut self, method: NewMethod, entry: Value, result: &str) {
+        let board = serde_json::from_str::<Value>(result).unwrap_or_default();
+        let same = board
+            .as_object()
+            .into_iter()
+            .flat_map(|sections| sections.values())
+            .filter_map(Value::as_array)
+            .flatten()
+            .find(|row| {
+                row["snapshot_id"] == entry["snapshot_id"] && row["seeds"] == entry["seeds"]
+            });
+        if let Some(row) = same {
+            self.note(format!(
+                "{} is on the {} board already as entry {}; not entered again",
+                method.dir, method.task, row["entry_id"]
+            ));
+            self.entered.insert(method.candidate);
+            return;
+        }
         self.plan_front(vec![Action {
             tool: "create_entry",
-            input,
+            input: entry,
             pending: Pending::CreateEntry(method.candidate),
         }]);
     }
@@ -1542,12 +1576,51 @@ mod tests {
             (tool.as_str(), &upload["path"]),
             ("upload_snapshot", &json!(dir))
         );
-        let (tool, entry) = next_call(&mut r, r#"{"snapshot_id": "ab12"}"#).await;
+        let (tool, board) = next_call(&mut r, r#"{"snapshot_id": "ab12"}"#).await;
+        assert_eq!(
+            (tool.as_str(), &board),
+            ("leaderboard", &json!({"task": task}))
+        );
+        // The same code over other seeds, or other code, is no reason not to enter it.
+        let others = json!({"ranked": [
+            {"entry_id": 4, "snapshot_id": "ab12", "seeds": [5, 6, 7]},
+            {"entry_id": 5, "snapshot_id": "cd34", "seeds": ENTRY_SEEDS},
+        ], "pending": []});
+        let (tool, entry) = next_call(&mut r, &others.to_string()).await;
         assert_eq!(tool, "create_entry");
         assert_eq!(
             entry,
             json!({"task": task, "snapshot_id": "ab12", "seeds": ENTRY_SEEDS, "post_id": 9})
         );
+    }
+
+    #[tokio::test]
+    async fn a_method_another_researcher_entered_already_is_not_entered_again() {
+        let mut r = researcher(0);
+        let input = until_evaluate(&mut r, "knn", "".into()).await;
+        let task = input["task"].as_str().unwrap().to_owned();
+        r.vanilla.insert(task.clone(), 0.3);
+        let mut result = evaluation(true, 0.45, 11);
+        let mut board = None;
+        for _ in 0..10 {
+            let (tool, input) = next_call(&mut r, &result).await;
+            result = match tool.as_str() {
+                "share_finding" => r#"{"post_id": 9}"#.into(),
+                "upload_snapshot" => r#"{"snapshot_id": "ab12"}"#.into(),
+                "leaderboard" => {
+                    board = Some(input);
+                    break;
+                }
+                _ => "ok".into(),
+            };
+        }
+        assert_eq!(board, Some(json!({"task": task})));
+        let entered =
+            json!({"pending": [{"entry_id": 4, "snapshot_id": "ab12", "seeds": ENTRY_SEEDS}]});
+        let (tool, _) = next_call(&mut r, &entered.to_string()).await;
+        assert_ne!(tool, "create_entry");
+        assert!(r.plan.iter().all(|a| a.tool != "create_entry"));
+        assert_eq!(r.entered.len(), 1, "remembered as entered: {:?}", r.entered);
     }
 
     #[tokio::test]
