@@ -604,7 +604,7 @@ fn entries_markdown(entries: &[EntryRow]) -> String {
                 e.private_vs.vs_vanilla.as_ref(),
                 e.transfer_vs.vs_vanilla.as_ref()
             ),
-            builtins_text(&e.private_vs, &e.transfer_vs),
+            markdown_cell(&builtins_text(&e.private_vs, &e.transfer_vs)),
             comparison_text(
                 e.private_vs.vs_above.as_ref(),
                 e.transfer_vs.vs_above.as_ref()
