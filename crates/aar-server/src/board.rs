@@ -286,11 +286,13 @@ pub async fn verify_audit(
     ))
 }
 
-/// Mean accuracy of pinned runs; `None` without runs.
+/// Mean accuracy of pinned runs (aar-core's mean); `None` without runs.
 fn mean_accuracy(runs: &[aar_core::noise::CorrectRows]) -> Option<f64> {
-    let total: f64 = runs
+    let accuracies: Vec<f64> = runs
         .iter()
         .map(aar_core::noise::CorrectRows::accuracy)
-        .sum();
-    (!runs.is_empty()).then(|| total / runs.len() as f64)
+        .collect();
+    aar_core::metrics::MeanSe::from_values(&accuracies)
+        .ok()
+        .map(|m| m.mean)
 }
